@@ -1,0 +1,1 @@
+"""Recipes: YAML configs for teachers and students, and the shipped teachers."""

@@ -1,0 +1,138 @@
+"""The worlds of polydistill: embodiments, morphology variants and task variants.
+
+Importing this package registers every environment with Gymnasium under the ``polydistill/``
+namespace (``gymnasium.make("polydistill/Hopper-v0")``).
+
+The default suite, ``locomotion``, has four embodiments whose observation and action spaces all
+differ, morphology variants of them, and a family of target-velocity tasks on one body. Each
+entry is either a *training* task (a specialist teacher is distilled into the generalist) or a
+*held-out* task (never seen in distillation; a specialist trained on it alone is the yardstick):
+
+==============  ===================================  ==============  =======  ==============
+task            env id                               embodiment      split    variant
+==============  ===================================  ==============  =======  ==============
+hopper          polydistill/Hopper-v0                hopper          train    nominal
+hopper-heavy    polydistill/Hopper-Heavy-v0          hopper-heavy    train    mass x1.3
+hopper-long     polydistill/Hopper-Long-v0           (hopper)        heldout  limbs x1.15
+cheetah-vel1    polydistill/HalfCheetah-Vel1-v0      halfcheetah     train    target 1 m/s
+cheetah-vel3    polydistill/HalfCheetah-Vel3-v0      halfcheetah     train    target 3 m/s
+cheetah-vel2    polydistill/HalfCheetah-Vel2-v0      halfcheetah     heldout  target 2 m/s
+swimmer         polydistill/Swimmer-v0               swimmer         train    nominal
+swimmer-long    polydistill/Swimmer-Long-v0          (swimmer)       heldout  limbs x1.2
+pendulum        polydistill/DoublePendulum-v0        pendulum        train    nominal
+pendulum-heavy  polydistill/DoublePendulum-Heavy-v0  (pendulum)      heldout  mass x1.5
+==============  ===================================  ==============  =======  ==============
+
+Observation/action sizes: hopper 11/3, halfcheetah 18/6 (17 + target velocity), swimmer 8/2,
+pendulum 9/1. Morphology variants are embodiments of their own (their dynamics differ, so the
+student gets a distinct token); the velocity tasks share the ``halfcheetah`` token because the
+target is part of the observation. A held-out morphology is driven zero-shot with the token of
+the body in parentheses; a held-out velocity (2 m/s, between the trained 1 and 3) tests
+interpolation. Held-out specialists are trained only to serve as the yardstick.
+
+Example:
+    >>> import gymnasium as gym
+    >>> import polydistill.envs
+    >>> env = gym.make("polydistill/Hopper-Heavy-v0")
+    >>> env.observation_space.shape, env.action_space.shape
+    ((11,), (3,))
+
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+
+from polydistill.errors import ConfigError
+
+__all__ = ["TaskSpec", "SUITES", "get_suite", "list_suites", "register_envs"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a suite: an env id, the body it runs on, and its split."""
+
+    name: str
+    """Short unique name within the suite (used for teacher folders and report rows)."""
+    env_id: str
+    """Gymnasium id, e.g. ``polydistill/Hopper-v0``."""
+    embodiment: str
+    """Embodiment (student token). Tasks on one embodiment share spaces and dynamics; morphology
+    variants are embodiments of their own, task variants (goal in the observation) are not."""
+    split: Literal["train", "heldout"] = "train"
+    """``train``: distilled into the student; ``heldout``: evaluated only."""
+    proxy: str | None = None
+    """For a held-out embodiment the student never saw: the trained embodiment whose token it
+    is driven with (same spaces), i.e. zero-shot transfer."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make``."""
+
+
+_BASE: dict[str, tuple[str, int]] = {
+    "polydistill/Hopper-v0": ("polydistill.envs.locomotion:MorphHopperEnv", 1000),
+    "polydistill/HalfCheetahVel-v0": ("polydistill.envs.locomotion:HalfCheetahVelEnv", 1000),
+    "polydistill/Swimmer-v0": ("polydistill.envs.locomotion:MorphSwimmerEnv", 1000),
+    "polydistill/DoublePendulum-v0": ("polydistill.envs.locomotion:MorphDoublePendulumEnv", 1000),
+}
+
+_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "polydistill/Hopper-Heavy-v0": ("polydistill/Hopper-v0", {"mass": 1.3}),
+    "polydistill/Hopper-Long-v0": ("polydistill/Hopper-v0", {"length": 1.15}),
+    "polydistill/HalfCheetah-Vel1-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 1.0}),
+    "polydistill/HalfCheetah-Vel2-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 2.0}),
+    "polydistill/HalfCheetah-Vel3-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 3.0}),
+    "polydistill/Swimmer-Long-v0": ("polydistill/Swimmer-v0", {"length": 1.2}),
+    "polydistill/DoublePendulum-Heavy-v0": ("polydistill/DoublePendulum-v0", {"mass": 1.5}),
+}
+
+SUITES: dict[str, tuple[TaskSpec, ...]] = {
+    "locomotion": (
+        TaskSpec("hopper", "polydistill/Hopper-v0", "hopper"),
+        TaskSpec("hopper-heavy", "polydistill/Hopper-Heavy-v0", "hopper-heavy"),
+        TaskSpec("hopper-long", "polydistill/Hopper-Long-v0", "hopper-long", "heldout", "hopper"),
+        TaskSpec("cheetah-vel1", "polydistill/HalfCheetah-Vel1-v0", "halfcheetah"),
+        TaskSpec("cheetah-vel3", "polydistill/HalfCheetah-Vel3-v0", "halfcheetah"),
+        TaskSpec("cheetah-vel2", "polydistill/HalfCheetah-Vel2-v0", "halfcheetah", "heldout"),
+        TaskSpec("swimmer", "polydistill/Swimmer-v0", "swimmer"),
+        TaskSpec("swimmer-long", "polydistill/Swimmer-Long-v0", "swimmer-long", "heldout",
+                 "swimmer"),
+        TaskSpec("pendulum", "polydistill/DoublePendulum-v0", "pendulum"),
+        TaskSpec("pendulum-heavy", "polydistill/DoublePendulum-Heavy-v0", "pendulum-heavy",
+                 "heldout", "pendulum"),
+    ),
+}
+"""Named task suites; ``locomotion`` is the default."""
+
+
+def register_envs() -> None:
+    """Register every polydistill env id with Gymnasium (idempotent)."""
+    for env_id, (entry_point, steps) in _BASE.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=entry_point, max_episode_steps=steps)
+    for env_id, (base, kwargs) in _VARIANTS.items():
+        if env_id not in gym.registry:
+            entry_point, steps = _BASE[base]
+            gym.register(env_id, entry_point=entry_point, max_episode_steps=steps, kwargs=kwargs)
+
+
+def list_suites() -> list[str]:
+    """Names of the shipped task suites."""
+    return sorted(SUITES)
+
+
+def get_suite(name: str) -> tuple[TaskSpec, ...]:
+    """Return the tasks of suite ``name``.
+
+    Raises:
+        ConfigError: if no suite has that name (the message lists the valid ones).
+
+    """
+    if name not in SUITES:
+        raise ConfigError(f"unknown suite {name!r}; valid suites: {', '.join(list_suites())}")
+    return SUITES[name]
+
+
+register_envs()

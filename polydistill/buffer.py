@@ -1,0 +1,259 @@
+"""The distillation buffer: bounded, per-task balanced storage of labelled student states.
+
+Capacity is split evenly into one partition per task, preallocated once (in RAM or as
+memory-mapped ``.npy`` files on disk), so memory never grows however many DAgger rounds run.
+A full partition either overwrites its oldest rows (``fifo``) or keeps a uniform sample of
+everything it has seen (``reservoir``). Sampling draws the same number of rows from every
+non-empty task.
+
+Example:
+    >>> import numpy as np
+    >>> from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
+    >>> buf = DistillationBuffer({"obs": FieldSpec((3,), "float32")}, n_tasks=2,
+    ...                          config=BufferConfig(capacity=10))
+    >>> buf.add(0, {"obs": np.ones((4, 3), np.float32)})
+    >>> len(buf), buf.sample(6)["obs"].shape
+    (4, (6, 3))
+
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from polydistill.errors import CheckpointError, ConfigError, ObservationError
+
+__all__ = ["BufferConfig", "FieldSpec", "DistillationBuffer"]
+
+_FORMAT = "polydistill.buffer"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """Size and policy of the distillation buffer."""
+
+    capacity: int = 200_000
+    """Total rows over all tasks (split evenly per task). Memory is preallocated for all."""
+    strategy: Literal["fifo", "reservoir"] = "fifo"
+    """When a task's partition is full: overwrite the oldest rows, or reservoir-sample."""
+    storage: Literal["ram", "disk"] = "ram"
+    """Keep arrays in RAM, or memory-map them from ``path`` (for image-sized data)."""
+    path: str | None = None
+    """Folder of the memory-mapped arrays when ``storage == "disk"`` (a temp dir if unset)."""
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            raise ConfigError(f"BufferConfig.capacity must be >= 1, got {self.capacity}")
+        if self.strategy not in ("fifo", "reservoir"):
+            raise ConfigError(f"BufferConfig.strategy must be fifo or reservoir, got {self.strategy!r}")
+        if self.storage not in ("ram", "disk"):
+            raise ConfigError(f"BufferConfig.storage must be ram or disk, got {self.storage!r}")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Shape (per row) and dtype of one stored field."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class DistillationBuffer:
+    """Bounded per-task partitions of labelled rows (see module docstring)."""
+
+    def __init__(self, fields: dict[str, FieldSpec], n_tasks: int,
+                 config: BufferConfig | None = None, seed: int = 0) -> None:
+        self.config = config or BufferConfig()
+        if n_tasks < 1:
+            raise ConfigError(f"a buffer needs n_tasks >= 1, got {n_tasks}")
+        if self.config.capacity < n_tasks:
+            raise ConfigError(
+                f"BufferConfig.capacity ({self.config.capacity}) must be >= the number of tasks "
+                f"({n_tasks})"
+            )
+        self.fields = dict(fields)
+        self.n_tasks = n_tasks
+        self.part = self.config.capacity // n_tasks  # rows per task
+        self.sizes = np.zeros(n_tasks, dtype=np.int64)
+        self.cursors = np.zeros(n_tasks, dtype=np.int64)
+        self.seen = np.zeros(n_tasks, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+        self._dir: Path | None = None
+        total = self.part * n_tasks
+        if self.config.storage == "disk":
+            self._dir = Path(self.config.path or tempfile.mkdtemp(prefix="polydistill-buffer-"))
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self.data = {
+                k: np.lib.format.open_memmap(self._dir / f"{k}.npy", mode="w+",
+                                             dtype=np.dtype(s.dtype), shape=(total, *s.shape))
+                for k, s in self.fields.items()
+            }
+        else:
+            self.data = {k: np.zeros((total, *s.shape), dtype=np.dtype(s.dtype))
+                         for k, s in self.fields.items()}
+
+    # ------------------------------------------------------------------ info
+    def __len__(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated arrays (constant for the buffer's life)."""
+        return int(sum(a.nbytes for a in self.data.values()))
+
+    # ------------------------------------------------------------------ write
+    def add(self, task: int, rows: dict[str, np.ndarray]) -> None:
+        """Append a batch of rows of one task.
+
+        Raises:
+            ObservationError: if a field is missing, extra, or of the wrong shape.
+
+        """
+        if not 0 <= task < self.n_tasks:
+            raise ObservationError(f"task index must be in [0, {self.n_tasks}), got {task}")
+        if set(rows) != set(self.fields):
+            raise ObservationError(
+                f"buffer rows need exactly the fields {sorted(self.fields)}, got {sorted(rows)}"
+            )
+        n = None
+        for k, v in rows.items():
+            spec = self.fields[k]
+            if v.shape[1:] != spec.shape:
+                raise ObservationError(
+                    f"buffer field {k!r}: expected rows of shape {spec.shape}, got {v.shape[1:]}"
+                )
+            if n is None:
+                n = v.shape[0]
+            elif v.shape[0] != n:
+                raise ObservationError("all buffer fields of one add() need the same row count")
+        if not n:
+            return
+        slots = self._slots(task, n)
+        keep = slots >= 0
+        if not keep.all():
+            slots = slots[keep]
+        base = task * self.part
+        for k, v in rows.items():
+            self.data[k][base + slots] = v if keep.all() else v[keep]
+
+    def _slots(self, task: int, n: int) -> np.ndarray:
+        """Slot of each new row within the task's partition (-1: row dropped by reservoir)."""
+        cap = self.part
+        if self.config.strategy == "fifo":
+            slots = (self.cursors[task] + np.arange(n)) % cap
+            self.cursors[task] = (self.cursors[task] + n) % cap
+            self.sizes[task] = min(cap, self.sizes[task] + n)
+            self.seen[task] += n
+            return slots
+        seen = self.seen[task] + np.arange(1, n + 1)  # 1-based count of each new row
+        slots = np.where(seen <= cap, seen - 1, -1)
+        full = seen > cap
+        if full.any():
+            r = np.floor(self.rng.random(int(full.sum())) * seen[full]).astype(np.int64)
+            slots[full] = np.where(r < cap, r, -1)
+        self.seen[task] += n
+        self.sizes[task] = min(cap, self.seen[task])
+        return slots
+
+    # ------------------------------------------------------------------ read
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        """Draw ``batch_size`` rows, the same number from every non-empty task.
+
+        The result also holds ``task`` (int64 task index per row).
+
+        Raises:
+            ConfigError: if the buffer is empty or ``batch_size < 1``.
+
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        live = np.flatnonzero(self.sizes > 0)
+        if live.size == 0:
+            raise ConfigError("cannot sample from an empty distillation buffer")
+        counts = np.full(live.size, batch_size // live.size)
+        extra = batch_size - counts.sum()
+        if extra:
+            counts[self.rng.choice(live.size, size=extra, replace=False)] += 1
+        idx = np.concatenate([
+            t * self.part + self.rng.integers(0, self.sizes[t], size=c)
+            for t, c in zip(live, counts, strict=True)
+        ])
+        idx.sort()  # contiguous-ish reads (matters for memory-mapped storage)
+        out = {k: a[idx] for k, a in self.data.items()}
+        out["task"] = idx // self.part
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        """Cursors, sizes and RNG state (JSON-safe)."""
+        return {
+            "format": _FORMAT, "format_version": _FORMAT_VERSION,
+            "fields": {k: {"shape": list(s.shape), "dtype": s.dtype} for k, s in self.fields.items()},
+            "n_tasks": self.n_tasks, "part": self.part,
+            "capacity": self.config.capacity, "strategy": self.config.strategy,
+            "sizes": self.sizes.tolist(), "cursors": self.cursors.tolist(),
+            "seen": self.seen.tolist(), "rng": self.rng.bit_generator.state,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the buffer to folder ``path`` (``.npy`` per field + ``buffer.json``); no pickle."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for k, a in self.data.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{k}.", suffix=".npy", dir=path)
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.asarray(a), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path / f"{k}.npy")
+        from polydistill.utils import atomic_write_json
+
+        atomic_write_json(path / "buffer.json", self.state())
+
+    @classmethod
+    def load(cls, path: str | Path, config: BufferConfig | None = None) -> DistillationBuffer:
+        """Load a buffer written by :meth:`save`.
+
+        Raises:
+            CheckpointError: if the folder is missing, incomplete or of another format.
+
+        """
+        path = Path(path)
+        meta_path = path / "buffer.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"no readable buffer at {str(path)!r}: {exc}") from None
+        if meta.get("format") != _FORMAT or meta.get("format_version") != _FORMAT_VERSION:
+            raise CheckpointError(
+                f"{str(meta_path)!r}: expected {_FORMAT} v{_FORMAT_VERSION}, got "
+                f"{meta.get('format')} v{meta.get('format_version')}"
+            )
+        fields = {k: FieldSpec(tuple(v["shape"]), v["dtype"]) for k, v in meta["fields"].items()}
+        config = config or BufferConfig(capacity=meta["capacity"], strategy=meta["strategy"])
+        buf = cls(fields, meta["n_tasks"], config)
+        if buf.part != meta["part"]:
+            raise CheckpointError(
+                f"buffer capacity {config.capacity} does not match saved {meta['capacity']}"
+            )
+        for k in fields:
+            try:
+                arr = np.load(path / f"{k}.npy", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"buffer field {k!r} unreadable in {str(path)!r}: {exc}") from None
+            if arr.shape != buf.data[k].shape:
+                raise CheckpointError(f"buffer field {k!r}: shape {arr.shape} != {buf.data[k].shape}")
+            buf.data[k][...] = arr
+        buf.sizes = np.asarray(meta["sizes"], dtype=np.int64)
+        buf.cursors = np.asarray(meta["cursors"], dtype=np.int64)
+        buf.seen = np.asarray(meta["seen"], dtype=np.int64)
+        buf.rng.bit_generator.state = meta["rng"]
+        return buf

@@ -1,0 +1,221 @@
+"""Student checkpoints (safetensors + JSON metadata, never pickle) and the deployment API.
+
+A student checkpoint is one ``.safetensors`` file whose header metadata holds the JSON
+description (format version, student config, embodiment table, tasks, library versions and a
+SHA-256 of the weights). It is written to a temp file, fsynced and renamed, so a crash never
+leaves a half-written checkpoint behind. :func:`load_student` needs torch, NumPy and
+safetensors only: no gymnasium, no stable-baselines3.
+
+Example:
+    >>> from polydistill import load_student
+    >>> policy = load_student("runs/quickstart/student")  # doctest: +SKIP
+    >>> action = policy.predict(obs, embodiment="hopper")  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from polydistill.config import from_dict, to_dict
+from polydistill.embodiment import EmbodimentTable
+from polydistill.errors import CheckpointError, ObservationError, PolydistillError
+from polydistill.student import GeneralistStudent, StudentConfig
+from polydistill.utils import atomic_write_bytes, library_versions
+
+__all__ = ["save_student", "load_student", "DeployedStudent", "resolve_student_path",
+           "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "polydistill.student"
+FORMAT_VERSION = 1
+FILENAME = "student.safetensors"
+
+
+def resolve_student_path(path: str | Path) -> Path:
+    """``path`` itself if it names a ``.safetensors`` file, else ``path/student.safetensors``."""
+    p = Path(path)
+    return p if p.suffix == ".safetensors" else p / FILENAME
+
+
+def _weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_student(path: str | Path, student: GeneralistStudent,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write ``student`` to ``path`` atomically; returns the file written.
+
+    Args:
+        path: A ``.safetensors`` file path, or a folder (``student.safetensors`` inside).
+        student: The student to save (its observation statistics are part of the weights).
+        extra: More JSON-safe metadata (tasks, loss, config, metrics).
+
+    """
+    file = resolve_student_path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "student": "generalist",
+        "student_config": to_dict(student.config),
+        "embodiments": student.table.to_json(),
+        "weights_sha256": _weights_sha256(state),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": library_versions(),
+        **(extra or {}),
+    }
+    atomic_write_bytes(file, st_save(state, metadata={"polydistill": json.dumps(meta)}))
+    return file
+
+
+def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not file.exists():
+        raise CheckpointError(f"student checkpoint not found: expected a file at {str(file)!r}")
+    if not file.is_file():
+        raise CheckpointError(f"student checkpoint {str(file)!r} is not a regular file")
+    raw = file.read_bytes()
+    if not raw:
+        raise CheckpointError(f"student checkpoint {str(file)!r} is empty (0 bytes)")
+    if raw[:2] == b"\x80\x04" or raw[:1] == b"\x80" or raw[:2] == b"PK":
+        raise CheckpointError(
+            f"{str(file)!r} looks like a pickle/zip file, not a safetensors student checkpoint; "
+            "polydistill never unpickles checkpoints"
+        )
+    try:
+        state = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_len])
+        meta = json.loads(header.get("__metadata__", {}).get("polydistill", "null"))
+    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError,
+            OverflowError, MemoryError) as exc:
+        raise CheckpointError(
+            f"{str(file)!r} is not a readable safetensors student checkpoint "
+            f"(truncated or corrupted?): {exc}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(file)!r} has no polydistill metadata; not a student checkpoint")
+    return state, meta
+
+
+def load_student(path: str | Path) -> DeployedStudent:
+    """Load a student for deployment (torch + NumPy + safetensors only).
+
+    Args:
+        path: The ``.safetensors`` file, or the folder holding ``student.safetensors``.
+
+    Raises:
+        CheckpointError: missing, empty, truncated, corrupted, tampered (hash mismatch), or of an
+            unsupported format version.
+
+    """
+    file = resolve_student_path(path)
+    if Path(path).is_dir() and not file.exists():
+        raise CheckpointError(f"{str(path)!r} is a folder without {FILENAME}")
+    state, meta = _read(file)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{str(file)!r}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(file)!r}: checkpoint format version {version!r} is not supported by this "
+            f"polydistill (reads version {FORMAT_VERSION})"
+        )
+    if _weights_sha256(state) != meta.get("weights_sha256"):
+        raise CheckpointError(f"{str(file)!r}: weights do not match their SHA-256 (corrupted file)")
+    try:
+        table = EmbodimentTable.from_json(meta["embodiments"])
+        config = from_dict(StudentConfig, meta["student_config"])
+        student = GeneralistStudent(table, config)
+        student.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, RuntimeError, PolydistillError) as exc:
+        raise CheckpointError(f"{str(file)!r}: inconsistent student checkpoint: {exc}") from None
+    student.eval()
+    return DeployedStudent(student, meta)
+
+
+class DeployedStudent:
+    """A loaded student: ``predict(obs, embodiment=...)`` with input validation."""
+
+    def __init__(self, student: GeneralistStudent, metadata: dict[str, Any]) -> None:
+        self.student = student
+        self.metadata = metadata
+        self.table = student.table
+
+    @property
+    def embodiments(self) -> list[str]:
+        """Names of the embodiments this student can drive."""
+        return self.table.names
+
+    def _embodiment(self, embodiment: str | None) -> int:
+        if embodiment is None:
+            if len(self.table) == 1:
+                return 0
+            raise ObservationError(
+                f"this student drives several embodiments {self.table.names}; pass embodiment=NAME"
+            )
+        return self.table.id(embodiment)
+
+    def prepare(self, obs: Any, embodiment: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Validate and pad ``obs``; returns (padded obs, token ids, was_single).
+
+        Raises:
+            ObservationError: unknown embodiment, wrong rank/shape, non-numeric dtype, empty
+                batch, or non-finite values.
+
+        """
+        e = self._embodiment(embodiment)
+        emb = self.table.embodiments[e]
+        try:
+            x = np.asarray(obs)
+        except Exception as exc:  # ragged lists and the like
+            raise ObservationError(f"observation is not array-like: {exc}") from None
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.floating)
+                                     or np.issubdtype(x.dtype, np.integer)):
+            raise ObservationError(
+                f"observation for {emb.name!r} must be a real-valued array, got dtype {x.dtype}"
+            )
+        single = x.ndim == 1
+        if single:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != emb.obs_dim:
+            raise ObservationError(
+                f"observation for {emb.name!r}: expected shape ({emb.obs_dim},) or "
+                f"(N, {emb.obs_dim}), got {np.asarray(obs).shape}"
+            )
+        if x.shape[0] == 0:
+            raise ObservationError(f"observation batch for {emb.name!r} is empty")
+        if not np.all(np.isfinite(x)):
+            bad = np.argwhere(~np.isfinite(x))[0].tolist()
+            raise ObservationError(
+                f"observation for {emb.name!r} has a non-finite value at index {bad}"
+            )
+        padded = self.table.pad_obs(x.astype(np.float32), e)
+        return torch.from_numpy(padded), torch.full((x.shape[0],), e, dtype=torch.long), single
+
+    @torch.inference_mode()
+    def predict(self, obs: Any, embodiment: str | None = None,
+                deterministic: bool = True) -> np.ndarray:
+        """Action(s) for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``.
+
+        Continuous actions are clipped to the embodiment's bounds and cut to its action
+        length; discrete actions are integer ids.
+        """
+        x, emb, single = self.prepare(obs, embodiment)
+        a = self.student.act(x, emb, deterministic=deterministic).numpy()
+        a = self.table.unpad_action(a, int(emb[0]))
+        return a[0] if single else a

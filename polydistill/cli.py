@@ -1,0 +1,300 @@
+"""Command line: ``polydistill train-teacher | distill | evaluate | quickstart | benchmark``.
+
+Every subcommand prints its own ``--help``; errors from bad input are printed as one line
+(``error: ...``) with exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from polydistill.errors import PolydistillError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("polydistill")
+
+
+def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-teacher", help="train specialist teacher(s) with stable-baselines3")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--env-id", help="any registered Gymnasium env id")
+    target.add_argument("--suite", help="train every task of a suite (e.g. locomotion)")
+    p.add_argument("--task", action="append", default=None,
+                   help="with --suite: only these task names (repeatable)")
+    p.add_argument("--split", choices=["train", "heldout", "all"], default="all",
+                   help="with --suite: which split's tasks to train")
+    p.add_argument("--recipe", default=None, help="recipe YAML (default: agents/teachers.yaml)")
+    p.add_argument("--steps", type=float, default=None, help="override n_timesteps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/teachers",
+                   help="run folder (--env-id) or parent folder of one folder per task (--suite)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set n_envs=4")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_train_teacher)
+
+
+def _cmd_train_teacher(args: argparse.Namespace) -> int:
+    from polydistill.config import parse_value
+    from polydistill.envs import get_suite
+    from polydistill.train_teacher import load_recipe, train_teacher
+
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise PolydistillError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k] = parse_value(v)
+    if args.steps is not None:
+        overrides["n_timesteps"] = int(args.steps)
+    if args.env_id:
+        jobs = [(args.env_id, Path(args.out))]
+    else:
+        tasks = get_suite(args.suite)
+        if args.task:
+            known = {t.name for t in tasks}
+            bad = sorted(set(args.task) - known)
+            if bad:
+                raise PolydistillError(f"unknown task(s) {bad}; suite {args.suite!r} has {sorted(known)}")
+            tasks = tuple(t for t in tasks if t.name in args.task)
+        if args.split != "all":
+            tasks = tuple(t for t in tasks if t.split == args.split)
+        jobs = [(t.env_id, Path(args.out) / t.name) for t in tasks]
+    for env_id, out in jobs:
+        recipe = load_recipe(env_id, args.recipe, overrides)
+        cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {args.seed} "
+               f"--out {shlex.quote(str(out))}")
+        if args.recipe:
+            cmd += f" --recipe {shlex.quote(args.recipe)}"
+        for k, v in overrides.items():
+            cmd += f" --set {shlex.quote(f'{k}={v}')}"
+        log.info("training teacher for %s -> %s (%s, %d steps)", env_id, out, recipe.algo,
+                 recipe.n_timesteps)
+        m = train_teacher(env_id, out, recipe, seed=args.seed,
+                          progress_bar=not args.no_progress, command=cmd)
+        log.info("%s: mean return %.1f +- %.1f", env_id, m["mean_return"], m["std_return"])
+    return 0
+
+
+def _add_distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default=None, help="DistillConfig YAML (default: agents/distill.yaml)")
+    p.add_argument("--env-id", default=None, help="distil one task: any registered Gymnasium id")
+    p.add_argument("--teacher", default=None, help="with --env-id: SB3 .zip (vecnormalize.pkl beside "
+                   "it is picked up) or a folder holding model.zip")
+    p.add_argument("--suite", default=None, help="distil the training split of this suite")
+    p.add_argument("--teachers-dir", default=None, help="folder of <task>/model.zip teachers")
+    p.add_argument("--steps", type=float, default=None, help="env steps of collection in total")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--loss", default=None, help="loss name (see polydistill.losses)")
+    p.add_argument("--bc", action="store_true",
+                   help="behaviour cloning baseline: the teacher always acts (beta = 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set distiller.lr=3e-4")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _distill_config(args: argparse.Namespace) -> object:
+    from polydistill.config import from_dict, load_yaml, override
+    from polydistill.trainer import DistillConfig
+
+    path = args.recipe or str(_agents_dir() / "distill.yaml")
+    cfg = from_dict(DistillConfig, load_yaml(path), f"DistillConfig({path})")
+    sets: dict[str, object] = {}
+    if args.env_id or args.teacher:
+        if not (args.env_id and args.teacher):
+            raise PolydistillError("--env-id and --teacher go together")
+        name = args.env_id.split("/")[-1]
+        cfg = override(cfg, {"tasks": [{"name": name, "env_id": args.env_id,
+                                        "teacher": args.teacher}]})
+    if args.suite:
+        sets["suite"] = args.suite
+    if args.teachers_dir:
+        sets["teachers_dir"] = args.teachers_dir
+    if args.steps is not None:
+        sets["total_steps"] = int(args.steps)
+    if args.seed is not None:
+        sets["seed"] = args.seed
+    if args.loss:
+        sets["distiller.loss"] = args.loss
+    if args.bc:
+        sets["beta"] = {"kind": "constant", "start": 1.0}
+    cfg = override(cfg, sets)
+    return override(cfg, args.set)
+
+
+def _agents_dir() -> Path:
+    import polydistill.agents
+
+    return Path(polydistill.agents.__file__).parent
+
+
+def _run_dir(out: str) -> Path:
+    p = Path(out)
+    return p.parent if p.suffix == ".safetensors" else p
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="distil teacher(s) into one student")
+    _add_distill_args(p)
+    p.add_argument("--out", default="runs/distill",
+                   help="student path: a folder (student.safetensors inside) or a .safetensors file")
+    p.add_argument("--eval-episodes", type=int, default=5,
+                   help="evaluate student and teachers after training (0: skip)")
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from polydistill.checkpoint import load_student
+    from polydistill.report import EvalTask, evaluate_student, markdown_table, write_report
+    from polydistill.trainer import DistillTrainer
+    from polydistill.utils import atomic_write_json
+
+    cfg = _distill_config(args)
+    run_dir = _run_dir(args.out)
+    trainer = DistillTrainer(cfg, log_dir=run_dir / "tb", progress_bar=not args.no_progress)
+    try:
+        trainer.learn()
+        path = trainer.save(args.out)
+    finally:
+        trainer.close()
+    atomic_write_json(run_dir / "history.json", trainer.history)
+    log.info("student saved to %s", path)
+    if args.eval_episodes > 0:
+        tasks = [EvalTask(t.name, t.env_id, t.embodiment or t.env_id, "train", t.teacher,
+                          tuple(sorted(t.env_kwargs.items()))) for t in trainer.tasks]
+        rows = evaluate_student(load_student(path), tasks, episodes=args.eval_episodes)
+        write_report(rows, run_dir, "distillation run")
+        print(markdown_table(rows))
+    print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="per-task table of teacher vs student returns")
+    p.add_argument("--student", required=True, help="student folder or .safetensors file")
+    p.add_argument("--suite", default=None, help="evaluate on a suite (train + held-out tasks)")
+    p.add_argument("--teachers-dir", default=None, help="folder of <task>/model.zip teachers")
+    p.add_argument("--env-id", default=None, help="evaluate on one env (with --teacher optional)")
+    p.add_argument("--teacher", default=None, help="yardstick teacher for --env-id")
+    p.add_argument("--embodiment", default=None, help="student token for --env-id")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=100_000)
+    p.add_argument("--out", default=None, help="write report.md/json/png here")
+    p.add_argument("--video", default=None, metavar="DIR",
+                   help="also save one GIF episode of the student per task into DIR")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from polydistill.checkpoint import load_student
+    from polydistill.report import (
+        EvalTask,
+        evaluate_student,
+        markdown_table,
+        suite_eval_tasks,
+        write_report,
+    )
+    from polydistill.trainer import default_teachers_dir
+
+    student = load_student(args.student)
+    if args.env_id:
+        emb = args.embodiment or (student.embodiments[0] if len(student.embodiments) == 1 else None)
+        if emb is None:
+            raise PolydistillError(f"--embodiment is required: the student knows {student.embodiments}")
+        tasks = [EvalTask(args.env_id.split("/")[-1], args.env_id, emb, "train", args.teacher)]
+    else:
+        suite = args.suite or "locomotion"
+        tasks = suite_eval_tasks(suite, args.teachers_dir or default_teachers_dir())
+    rows = evaluate_student(student, tasks, episodes=args.episodes, seed=args.seed)
+    print(markdown_table(rows))
+    if args.out:
+        files = write_report(rows, args.out, f"evaluation of {args.student}")
+        print(f"report: {files['md']}")
+    if args.video:
+        from polydistill.video import record_gif
+
+        for t in tasks:
+            gif = record_gif(student, t, Path(args.video) / f"{t.name}.gif", seed=args.seed)
+            print(f"video: {gif}")
+    return 0
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quickstart", help="the whole pipeline on the default suite (~5 min)")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--train-teachers", action="store_true",
+                   help="train the specialists from scratch instead of loading the shipped ones "
+                        "(about 1 h on 2 cores)")
+    p.add_argument("--steps", type=float, default=None, help="env steps of distillation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_quickstart)
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from polydistill.quickstart import run_quickstart
+
+    run_quickstart(out=args.out, train_teachers=args.train_teachers, steps=args.steps,
+                   seed=args.seed, episodes=args.episodes, progress_bar=not args.no_progress)
+    return 0
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="measured benchmarks (see scripts/benchmark.py)")
+    p.add_argument("setup", choices=["generalist"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="results.json")
+    p.add_argument("--steps", type=float, default=None, help="env steps of distillation per run")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--teachers-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from polydistill.benchmark import run_generalist_benchmark
+
+    run_generalist_benchmark(seeds=args.seeds, out=args.out, steps=args.steps,
+                             episodes=args.episodes, teachers_dir=args.teachers_dir,
+                             progress_bar=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``polydistill`` command."""
+    parser = argparse.ArgumentParser(prog="polydistill", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_teacher(sub)
+    _add_distill(sub)
+    _add_evaluate(sub)
+    _add_quickstart(sub)
+    _add_benchmark(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``polydistill`` console script."""
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"  # offscreen rendering without a display (videos)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except PolydistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Vectorized collection: a teacher / student / beta-mixed behaviour policy, teacher-labelled.
+
+Every visited state is labelled by its task's teacher (one batched forward pass per vector
+step), whatever policy chose the action that was executed. With ``beta = 1`` the teacher acts
+(behaviour cloning data), with ``beta = 0`` the student acts (on-policy distillation as in
+rsl_rl), and in between each env picks the teacher with probability ``beta`` at each step
+(DAgger).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from polydistill.buffer import DistillationBuffer, FieldSpec
+from polydistill.embodiment import EmbodimentTable
+from polydistill.errors import ConfigError, TeacherError
+from polydistill.evaluation import make_vector_env
+from polydistill.student import GeneralistStudent
+from polydistill.teacher import ActionTarget, Teacher
+
+__all__ = ["BetaSchedule", "CollectTask", "Collector", "buffer_fields"]
+
+
+@dataclass(frozen=True)
+class BetaSchedule:
+    """Probability that the teacher (not the student) acts, per collection round."""
+
+    kind: Literal["constant", "linear", "exponential"] = "exponential"
+    """``constant``: always ``start``; ``linear``: ``start`` to ``end`` over ``rounds``;
+    ``exponential``: ``start * decay**round``, floored at ``end``."""
+    start: float = 1.0
+    """Beta of round 0."""
+    end: float = 0.0
+    """Final / minimum beta."""
+    decay: float = 0.5
+    """Per-round factor of the exponential schedule."""
+    rounds: int = 5
+    """Rounds of the linear ramp."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("constant", "linear", "exponential"):
+            raise ConfigError(
+                f"BetaSchedule.kind: unknown {self.kind!r}; valid: constant, linear, exponential"
+            )
+        for name in ("start", "end", "decay"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"BetaSchedule.{name} must be in [0, 1], got {v}")
+        if self.rounds < 1:
+            raise ConfigError(f"BetaSchedule.rounds must be >= 1, got {self.rounds}")
+
+    def value(self, round_idx: int) -> float:
+        """Beta of round ``round_idx`` (0-based)."""
+        if self.kind == "constant":
+            return self.start
+        if self.kind == "linear":
+            frac = min(1.0, round_idx / self.rounds)
+            return self.start + (self.end - self.start) * frac
+        return max(self.end, self.start * self.decay**round_idx)
+
+
+@dataclass
+class CollectTask:
+    """One task being collected: its env copies, its teacher and its place in the table."""
+
+    name: str
+    env_id: str
+    teacher: Teacher
+    emb_id: int
+    task_id: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def buffer_fields(table: EmbodimentTable, with_distribution: bool) -> dict[str, FieldSpec]:
+    """Fields the collector writes for students of ``table``."""
+    a = table.max_action_dim
+    fields = {
+        "obs": FieldSpec((table.max_obs_dim,), "float32"),
+        "emb": FieldSpec((), "int64"),
+        "mask": FieldSpec((a,), "bool"),
+    }
+    if table.action_kind == "discrete":
+        fields["action"] = FieldSpec((), "int64")
+        if with_distribution:
+            fields["logits"] = FieldSpec((a,), "float32")
+    else:
+        fields["action"] = FieldSpec((a,), "float32")
+        if with_distribution:
+            fields["mean"] = FieldSpec((a,), "float32")
+            fields["log_std"] = FieldSpec((a,), "float32")
+    return fields
+
+
+class _Runtime:
+    def __init__(self, task: CollectTask, n_envs: int, seed: int) -> None:
+        self.task = task
+        self.venv = make_vector_env(task.env_id, n_envs, task.env_kwargs)
+        self.obs, _ = self.venv.reset(seed=seed)
+        self.ep_ret = np.zeros(n_envs)
+        self.ep_len = np.zeros(n_envs, dtype=np.int64)
+        self.returns: deque[float] = deque(maxlen=100)
+
+
+class Collector:
+    """Runs behaviour policies in vector envs and writes teacher-labelled rows to a buffer."""
+
+    def __init__(
+        self,
+        tasks: list[CollectTask],
+        student: GeneralistStudent,
+        n_envs: int = 8,
+        seed: int = 0,
+        student_action: Literal["mean", "sample"] = "mean",
+        teacher_action: Literal["mean", "sample"] = "mean",
+    ) -> None:
+        if not tasks:
+            raise ConfigError("a collector needs at least one task")
+        self.student = student
+        self.table = student.table
+        self.student_action = student_action
+        self.teacher_action = teacher_action
+        self.rng = np.random.default_rng(seed)
+        self.torch_gen = torch.Generator().manual_seed(seed)
+        self.runtimes = [_Runtime(t, n_envs, seed + 1000 * i) for i, t in enumerate(tasks)]
+        self.n_envs = n_envs
+        self.total_steps = 0
+
+    def close(self) -> None:
+        """Close every env."""
+        for rt in self.runtimes:
+            rt.venv.close()
+
+    def _write(self, buffer: DistillationBuffer, rt: _Runtime, padded: np.ndarray,
+               tgt: ActionTarget) -> None:
+        e = rt.task.emb_id
+        n = padded.shape[0]
+        a = self.table.max_action_dim
+        rows: dict[str, np.ndarray] = {
+            "obs": padded,
+            "emb": np.full(n, e, dtype=np.int64),
+            "mask": np.broadcast_to(self.table.action_mask[e], (n, a)),
+        }
+        if self.table.action_kind == "discrete":
+            rows["action"] = np.asarray(tgt.action, dtype=np.int64)
+            if "logits" in buffer.fields:
+                rows["logits"] = self._pad(tgt.logits, n, a, fill=-1e9)
+        else:
+            rows["action"] = self._pad(tgt.action, n, a)
+            if "mean" in buffer.fields:
+                rows["mean"] = self._pad(tgt.mean, n, a)
+                rows["log_std"] = self._pad(tgt.log_std, n, a)
+        buffer.add(rt.task.task_id, rows)
+
+    @staticmethod
+    def _pad(x: np.ndarray | None, n: int, a: int, fill: float = 0.0) -> np.ndarray:
+        out = np.full((n, a), fill, dtype=np.float32)
+        if x is None:
+            raise TeacherError("teacher gave no distribution but the buffer stores one")
+        out[:, : x.shape[1]] = x
+        return out
+
+    @torch.inference_mode()
+    def collect(self, steps_per_task: int, beta: float,
+                buffer: DistillationBuffer) -> dict[str, float]:
+        """Collect ``steps_per_task`` env steps in every task with teacher probability ``beta``.
+
+        The student's observation statistics are updated with the round's observations after
+        the round (so acting within a round uses fixed statistics).
+
+        Returns:
+            Metrics: ``collect/steps_per_s``, ``collect/teacher_frac``, ``rollout/ep_return/<task>``.
+
+        """
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"beta must be in [0, 1], got {beta}")
+        n = self.n_envs
+        vsteps = max(1, -(-steps_per_task // n))  # ceil
+        seen_obs: list[list[np.ndarray]] = [[] for _ in self.runtimes]
+        teacher_steps = 0
+        t0 = time.perf_counter()
+        emb = torch.as_tensor(np.repeat([rt.task.emb_id for rt in self.runtimes], n))
+        for _ in range(vsteps):
+            padded = [self.table.pad_obs(rt.obs, rt.task.emb_id) for rt in self.runtimes]
+            if beta < 1.0:
+                s_act = self.student.act(
+                    torch.as_tensor(np.concatenate(padded)), emb,
+                    deterministic=self.student_action == "mean", generator=self.torch_gen,
+                ).numpy()
+            for i, rt in enumerate(self.runtimes):
+                tgt = rt.task.teacher.action_dist(rt.obs)
+                if not np.all(np.isfinite(tgt.action)):
+                    raise TeacherError(f"teacher of task {rt.task.name!r} produced non-finite actions")
+                self._write(buffer, rt, padded[i], tgt)
+                seen_obs[i].append(rt.obs)
+                t_act = self._teacher_behaviour(rt, tgt)
+                if beta >= 1.0:
+                    action = t_act
+                    teacher_steps += n
+                else:
+                    mine = self.table.unpad_action(s_act[i * n:(i + 1) * n], rt.task.emb_id)
+                    use_t = self.rng.random(n) < beta
+                    teacher_steps += int(use_t.sum())
+                    if mine.ndim == 1:
+                        action = np.where(use_t, t_act, mine)
+                    else:
+                        action = np.where(use_t[:, None], t_act, mine)
+                if not np.all(np.isfinite(action)):
+                    raise RuntimeError(f"non-finite action in task {rt.task.name!r}; refusing to step")
+                rt.obs, rew, term, trunc, _ = rt.venv.step(action)
+                rt.ep_ret += rew
+                rt.ep_len += 1
+                done = term | trunc
+                if done.any():
+                    rt.returns.extend(rt.ep_ret[done].tolist())
+                    rt.ep_ret[done] = 0.0
+                    rt.ep_len[done] = 0
+        for i, rt in enumerate(self.runtimes):
+            self.student.update_normalizer(np.concatenate(seen_obs[i]), rt.task.emb_id)
+        steps = vsteps * n * len(self.runtimes)
+        self.total_steps += steps
+        dt = time.perf_counter() - t0
+        metrics = {"collect/steps_per_s": steps / dt, "collect/teacher_frac": teacher_steps / steps,
+                   "collect/beta": beta, "collect/steps": float(steps)}
+        for rt in self.runtimes:
+            if rt.returns:
+                metrics[f"rollout/ep_return/{rt.task.name}"] = float(np.mean(rt.returns))
+        return metrics
+
+    def _teacher_behaviour(self, rt: _Runtime, tgt: ActionTarget) -> np.ndarray:
+        if self.teacher_action == "sample" and tgt.kind == "gaussian":
+            assert tgt.mean is not None and tgt.log_std is not None
+            a = tgt.mean + np.exp(tgt.log_std) * self.rng.standard_normal(tgt.mean.shape)
+            space = rt.task.teacher.action_space
+            if isinstance(space, gym.spaces.Box):
+                a = np.clip(a, space.low, space.high)
+            return a
+        return tgt.action

@@ -1,0 +1,143 @@
+"""One gradient update of the student from a buffer batch, with a loss from the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from polydistill.errors import ConfigError
+from polydistill.losses import LossBatch, make_loss
+from polydistill.student import GeneralistStudent
+
+__all__ = ["DistillerConfig", "Distiller"]
+
+
+@dataclass(frozen=True)
+class DistillerConfig:
+    """Optimisation of the student."""
+
+    loss: str = "mse"
+    """Loss name (see ``polydistill.losses.list_losses()``)."""
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the loss (e.g. ``{delta: 0.1}`` for huber)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_final: float = 1e-4
+    """Learning rate at the end of training (cosine decay from ``lr``)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    batch_size: int = 512
+    """Rows per update (balanced over tasks)."""
+    balance_tasks: bool = True
+    """Average the loss per task first, so every teacher weighs the same in a batch."""
+    agreement_tol: float = 0.1
+    """A continuous action agrees with the teacher when every dim is within this fraction of
+    its half-range."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.lr_final <= 0:
+            raise ConfigError(f"DistillerConfig.lr and lr_final must be > 0, got {self.lr}, {self.lr_final}")
+        if self.batch_size < 1:
+            raise ConfigError(f"DistillerConfig.batch_size must be >= 1, got {self.batch_size}")
+
+
+class Distiller:
+    """Owns the optimizer and the loss; ``update(batch)`` is one gradient step."""
+
+    def __init__(self, student: GeneralistStudent, config: DistillerConfig | None = None) -> None:
+        self.student = student
+        self.config = config or DistillerConfig()
+        self.loss = make_loss(self.config.loss, **self.config.loss_kwargs)
+        kind = student.table.action_kind
+        if self.loss.action_kind != kind:
+            raise ConfigError(
+                f"loss {self.config.loss!r} is for {self.loss.action_kind} actions but the student "
+                f"has {kind} actions"
+            )
+        self.optimizer = torch.optim.AdamW(student.parameters(), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay)
+        self.updates = 0
+
+    def set_progress_lr(self, progress: float) -> None:
+        """Cosine-decay the learning rate from ``lr`` to ``lr_final`` as progress goes 0 -> 1."""
+        c = self.config
+        p = min(max(progress, 0.0), 1.0)
+        lr = c.lr_final + 0.5 * (c.lr - c.lr_final) * (1 + np.cos(np.pi * p))
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def _tensors(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, LossBatch]:
+        obs = torch.from_numpy(np.ascontiguousarray(batch["obs"]))
+        emb = torch.from_numpy(batch["emb"])
+        mask = torch.from_numpy(batch["mask"])
+        scale = self.student.action_scale[emb]
+        lb = LossBatch(
+            action=torch.from_numpy(batch["action"]), mask=mask, scale=scale,
+            mean=torch.from_numpy(batch["mean"]) if "mean" in batch else None,
+            log_std=torch.from_numpy(batch["log_std"]) if "log_std" in batch else None,
+            logits=torch.from_numpy(batch["logits"]) if "logits" in batch else None,
+        )
+        return obs, emb, lb
+
+    def compute_loss(self, batch: dict[str, np.ndarray], progress: float = 0.0
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of the student on ``batch`` (with graph) and its metrics."""
+        obs, emb, lb = self._tensors(batch)
+        out = self.student(obs, emb)
+        per_sample = self.loss(out, lb, progress)  # (B,)
+        if self.config.balance_tasks and "task" in batch:
+            task = torch.from_numpy(np.asarray(batch["task"]))
+            uniq, inv = torch.unique(task, return_inverse=True)
+            sums = torch.zeros(len(uniq), dtype=per_sample.dtype).index_add_(0, inv, per_sample)
+            counts = torch.bincount(inv, minlength=len(uniq)).to(per_sample.dtype)
+            loss = (sums / counts).mean()
+        else:
+            loss = per_sample.mean()
+        with torch.no_grad():
+            if self.student.discrete:
+                assert out.logits is not None
+                agree = (out.logits.argmax(-1) == lb.action).float().mean()
+                mae = torch.tensor(float("nan"))
+            else:
+                assert out.mean is not None
+                mean = torch.maximum(torch.minimum(out.mean, self.student.action_high[emb]),
+                                     self.student.action_low[emb])
+                err = ((mean - lb.action).abs() / lb.scale) * lb.mask
+                agree = (err <= self.config.agreement_tol).all(-1).float().mean()
+                mae = err.sum() / lb.mask.sum()
+        return loss, {"distill/loss": loss.item(), "distill/teacher_agreement": float(agree),
+                      "distill/action_mae": float(mae)}
+
+    def update(self, batch: dict[str, np.ndarray], progress: float = 0.0) -> dict[str, float]:
+        """One gradient step on ``batch``; returns its metrics.
+
+        Raises:
+            RuntimeError: if the loss is not finite (the student is left unchanged).
+
+        """
+        self.student.train()
+        loss, metrics = self.compute_loss(batch, progress)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite distillation loss ({float(loss)}) at update {self.updates}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.max_grad_norm > 0:
+            gn = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.max_grad_norm)
+            metrics["distill/grad_norm"] = float(gn)
+        self.optimizer.step()
+        self.updates += 1
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state and update count."""
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])

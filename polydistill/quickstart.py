@@ -1,0 +1,94 @@
+"""The README's main job: teachers -> DAgger distillation -> evaluation -> report -> student."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from polydistill.checkpoint import load_student
+from polydistill.config import from_dict, load_yaml, override
+from polydistill.report import evaluate_student, markdown_table, suite_eval_tasks, write_report
+from polydistill.trainer import DistillConfig, DistillTrainer, default_teachers_dir
+from polydistill.utils import atomic_write_json
+
+__all__ = ["run_quickstart", "default_distill_config", "ensure_teachers"]
+
+log = logging.getLogger(__name__)
+
+SUITE = "locomotion"
+
+
+def default_distill_config() -> DistillConfig:
+    """The shipped distillation recipe (``agents/distill.yaml``)."""
+    import polydistill.agents
+
+    path = Path(polydistill.agents.__file__).parent / "distill.yaml"
+    return from_dict(DistillConfig, load_yaml(path), f"DistillConfig({path})")
+
+
+def ensure_teachers(out: Path, train: bool, progress_bar: bool = True) -> Path:
+    """Folder holding a teacher per task of the suite: the shipped one, or trained into ``out``."""
+    from polydistill.envs import get_suite
+    from polydistill.train_teacher import load_recipe, train_teacher
+
+    shipped = default_teachers_dir()
+    tasks = get_suite(SUITE)
+    if not train and all((shipped / t.name / "model.zip").is_file() for t in tasks):
+        log.info("using the shipped teachers in %s (retrain: --train-teachers)", shipped)
+        return shipped
+    folder = out / "teachers"
+    for t in tasks:
+        if (folder / t.name / "model.zip").is_file():
+            continue
+        log.info("training teacher %s (%s)", t.name, t.env_id)
+        train_teacher(t.env_id, folder / t.name, load_recipe(t.env_id), seed=0,
+                      progress_bar=progress_bar)
+    return folder
+
+
+def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = False,
+                   steps: float | None = None, seed: int = 0, episodes: int = 10,
+                   progress_bar: bool = True) -> dict[str, object]:
+    """Run the whole pipeline on the default suite and write everything under ``out``.
+
+    Returns:
+        The report's JSON content.
+
+    """
+    out = Path(out)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    teachers_dir = ensure_teachers(out, train_teachers, progress_bar)
+    timings["teachers_s"] = time.perf_counter() - t0
+
+    sets: dict[str, object] = {"seed": seed, "teachers_dir": str(teachers_dir), "suite": SUITE}
+    if steps is not None:
+        sets["total_steps"] = int(steps)
+    cfg = override(default_distill_config(), sets)
+    t0 = time.perf_counter()
+    trainer = DistillTrainer(cfg, log_dir=out / "tb", progress_bar=progress_bar)
+    try:
+        trainer.learn()
+        student_path = trainer.save(out / "student")
+    finally:
+        trainer.close()
+    timings["distill_s"] = time.perf_counter() - t0
+    atomic_write_json(out / "history.json", trainer.history)
+
+    t0 = time.perf_counter()
+    rows = evaluate_student(load_student(student_path), suite_eval_tasks(SUITE, teachers_dir),
+                            episodes=episodes)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    extra = {"student": str(student_path), "env_steps": trainer.collector.total_steps,
+             "updates": trainer.distiller.updates, "seed": seed,
+             **{k: round(v, 1) for k, v in timings.items()}}
+    files = write_report(rows, out, "polydistill quickstart: generalist student vs specialists",
+                         extra)
+    print(markdown_table(rows))
+    print(f"\nreport: {files['md']} (+ report.json, report.png)   tensorboard --logdir {out / 'tb'}")
+    print(f"student: {student_path}\nload it: polydistill.load_student({str(student_path)!r})"
+          ".predict(obs, embodiment='hopper')")
+    import json
+
+    return json.loads(files["json"].read_text())

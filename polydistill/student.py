@@ -1,0 +1,158 @@
+"""The generalist student: one network for every embodiment of an :class:`EmbodimentTable`.
+
+Input: the observation normalized with the embodiment's own running statistics, zero-padded to
+the widest embodiment, concatenated with a one-hot embodiment token (the COMPASS pattern).
+Output: a diagonal Gaussian (mean, log-std) over the widest action vector for continuous
+embodiments, or masked logits for discrete ones. Padded action dims are masked everywhere.
+
+Needs only torch and NumPy, so a deployed student runs without gymnasium or SB3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from polydistill.embodiment import EmbodimentTable
+from polydistill.errors import ConfigError
+
+__all__ = ["StudentConfig", "StudentOutput", "GeneralistStudent", "ACTIVATIONS"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
+}
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of the generalist student."""
+
+    hidden: tuple[int, ...] = (256, 256, 256)
+    """Widths of the hidden layers of the shared trunk."""
+    activation: Literal["elu", "relu", "tanh", "gelu", "silu"] = "elu"
+    """Hidden activation."""
+    log_std_min: float = -5.0
+    """Lower clamp of the predicted log standard deviation."""
+    log_std_max: float = 1.0
+    """Upper clamp of the predicted log standard deviation."""
+    obs_clip: float = 10.0
+    """Normalized observations are clipped to ``[-obs_clip, obs_clip]``."""
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"StudentConfig.hidden must be positive widths, got {self.hidden}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"StudentConfig.activation: unknown {self.activation!r}; "
+                f"valid: {', '.join(ACTIVATIONS)}"
+            )
+        if not self.log_std_min < self.log_std_max:
+            raise ConfigError("StudentConfig.log_std_min must be below log_std_max")
+
+
+@dataclass
+class StudentOutput:
+    """Action distribution parameters for a batch (padded to the widest embodiment)."""
+
+    mean: torch.Tensor | None = None
+    """(B, A) Gaussian mean in env units."""
+    log_std: torch.Tensor | None = None
+    """(B, A) Gaussian log-std."""
+    logits: torch.Tensor | None = None
+    """(B, n) categorical logits; invalid actions are ``-inf``-masked."""
+
+
+class GeneralistStudent(nn.Module):
+    """One policy network for all embodiments of ``table``."""
+
+    def __init__(self, table: EmbodimentTable, config: StudentConfig | None = None) -> None:
+        super().__init__()
+        self.table = table
+        self.config = config or StudentConfig()
+        e, d, a = len(table), table.max_obs_dim, table.max_action_dim
+        self.discrete = table.action_kind == "discrete"
+        act = ACTIVATIONS[self.config.activation]
+        layers: list[nn.Module] = []
+        width = d + e
+        for h in self.config.hidden:
+            layers += [nn.Linear(width, h), act()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        self.feature_dim = width
+        self.head = nn.Linear(width, a if self.discrete else 2 * a)
+        with torch.no_grad():  # small initial actions, moderate initial std
+            self.head.weight.mul_(0.01)
+            self.head.bias.zero_()
+        # Observation statistics per embodiment (float64 for exact, order-independent updates).
+        self.register_buffer("obs_mean", torch.zeros(e, d, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(e, d, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.zeros(e, dtype=torch.float64))
+        self.register_buffer("action_mask", torch.as_tensor(table.action_mask))
+        self.register_buffer("action_low", torch.as_tensor(table.action_low))
+        self.register_buffer("action_high", torch.as_tensor(table.action_high))
+        self.register_buffer("action_scale", torch.as_tensor(table.action_scale))
+
+    # ----------------------------------------------------------------- normalization
+    @torch.no_grad()
+    def update_normalizer(self, obs: np.ndarray, emb_id: int) -> None:
+        """Fold a raw batch ``(N, obs_dim)`` of embodiment ``emb_id`` into its statistics."""
+        if obs.shape[0] == 0:
+            return
+        x = torch.as_tensor(obs, dtype=torch.float64)
+        n = float(x.shape[0])
+        dim = x.shape[1]
+        b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
+        count = self.obs_count[emb_id]
+        mean, var = self.obs_mean[emb_id, :dim], self.obs_var[emb_id, :dim]
+        tot = count + n
+        delta = b_mean - mean
+        new_mean = mean + delta * n / tot
+        m2 = var * count + b_var * n + delta.pow(2) * count * n / tot
+        self.obs_mean[emb_id, :dim] = new_mean
+        self.obs_var[emb_id, :dim] = m2 / tot
+        self.obs_count[emb_id] = tot
+
+    def normalize(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Normalize padded raw observations ``(B, D)`` with each row's embodiment statistics."""
+        mean = self.obs_mean[emb].to(obs.dtype)
+        std = torch.sqrt(self.obs_var[emb] + 1e-8).to(obs.dtype)
+        clip = self.config.obs_clip
+        return torch.clamp((obs - mean) / std, -clip, clip)
+
+    # ----------------------------------------------------------------- network
+    def features(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``(B, H)`` of padded raw observations ``(B, D)`` and token ids ``(B,)``."""
+        token = nn.functional.one_hot(emb, len(self.table)).to(obs.dtype)
+        return self.trunk(torch.cat([self.normalize(obs, emb), token], dim=-1))
+
+    def forward(self, obs: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
+        """Action distribution of padded raw observations ``(B, D)`` with token ids ``(B,)``."""
+        out = self.head(self.features(obs, emb))
+        mask = self.action_mask[emb]
+        if self.discrete:
+            return StudentOutput(logits=out.masked_fill(~mask, float("-inf")))
+        mean, log_std = out.chunk(2, dim=-1)
+        log_std = log_std.clamp(self.config.log_std_min, self.config.log_std_max)
+        return StudentOutput(mean=mean * mask, log_std=log_std * mask)
+
+    def act(self, obs: torch.Tensor, emb: torch.Tensor, deterministic: bool = True,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions ``(B, A)`` (continuous: clipped to bounds, padded dims 0) or ``(B,)`` ids."""
+        out = self.forward(obs, emb)
+        if self.discrete:
+            assert out.logits is not None
+            if deterministic:
+                return out.logits.argmax(-1)
+            probs = torch.softmax(out.logits, -1)
+            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        assert out.mean is not None and out.log_std is not None
+        a = out.mean
+        if not deterministic:
+            noise = torch.randn(a.shape, generator=generator, dtype=a.dtype)
+            a = a + noise * out.log_std.exp()
+        low, high = self.action_low[emb], self.action_high[emb]
+        return torch.maximum(torch.minimum(a, high), low) * self.action_mask[emb]

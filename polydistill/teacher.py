@@ -1,0 +1,345 @@
+"""Frozen teachers: SB3 zips (with VecNormalize statistics), torch modules, or plain callables.
+
+A teacher maps a batch of *its own* observations to an :class:`ActionTarget` (the action
+distribution it would act with) and never trains. Every adapter applies the teacher's own
+observation normalization, so callers always pass raw environment observations.
+
+Warning:
+    SB3 ``.zip`` files and ``vecnormalize.pkl`` are pickle-based. They are external input: load
+    them only from paths you trust. polydistill's own checkpoints never use pickle.
+
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from polydistill.errors import ConfigError, SpaceMismatchError, TeacherError
+
+__all__ = [
+    "ActionTarget",
+    "Teacher",
+    "SB3Teacher",
+    "TorchTeacher",
+    "CallableTeacher",
+    "ObsNormalizer",
+    "load_teacher",
+    "check_teacher_fits",
+]
+
+
+@dataclass
+class ActionTarget:
+    """What a teacher says about a batch of states (all arrays have batch size ``N``)."""
+
+    kind: Literal["gaussian", "categorical", "deterministic"]
+    """Distribution family of the teacher's action head."""
+    action: np.ndarray
+    """The action the teacher would take (mean / argmax), in env units, clipped: (N, A) or (N,)."""
+    mean: np.ndarray | None = None
+    """Gaussian mean in env units, unclipped: (N, A)."""
+    log_std: np.ndarray | None = None
+    """Gaussian log standard deviation: (N, A)."""
+    logits: np.ndarray | None = None
+    """Categorical logits: (N, n)."""
+
+
+@dataclass(frozen=True)
+class ObsNormalizer:
+    """Running-mean-std observation normalization, as SB3's ``VecNormalize`` applies it."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float = 10.0
+    epsilon: float = 1e-8
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Normalize ``obs`` (…, D) and clip to ``[-clip, clip]``."""
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip)
+
+
+class Teacher(ABC):
+    """A frozen policy that labels states with its action distribution."""
+
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Space
+
+    @abstractmethod
+    def action_dist(self, obs: np.ndarray) -> ActionTarget:
+        """Label a batch of raw observations ``(N, obs_dim)``."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The teacher's deterministic action for a batch of raw observations."""
+        return self.action_dist(obs).action
+
+    def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        shape = self.observation_space.shape
+        if obs.ndim != len(shape) + 1 or obs.shape[1:] != shape:
+            raise SpaceMismatchError(
+                f"teacher expects observations of shape (N, {', '.join(map(str, shape))}), "
+                f"got {obs.shape}"
+            )
+        return obs
+
+
+def _clip_action(space: gym.spaces.Space, a: np.ndarray) -> np.ndarray:
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(a, space.low, space.high).astype(space.dtype, copy=False)
+    return a
+
+
+def _sb3_algo_name(path: Path) -> str:
+    """Read the algorithm of an SB3 zip from its JSON ``data`` entry (no unpickling)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
+        raise TeacherError(f"{str(path)!r} is not a stable-baselines3 model zip: {exc}") from exc
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    for name in ("ppo", "a2c", "sac", "td3", "ddpg", "dqn"):
+        if f".{name}." in module or module.endswith(f".{name}"):
+            return name
+    if module.endswith("common.policies"):
+        return "ppo"  # on-policy actor-critic policies live in common.policies
+    raise TeacherError(f"cannot tell the SB3 algorithm of {str(path)!r} (policy module {module!r})")
+
+
+def load_vecnormalize_stats(path: str | Path) -> ObsNormalizer | None:
+    """Read observation statistics from an SB3 ``vecnormalize.pkl`` (pickle: trusted paths only).
+
+    Returns ``None`` if the file normalizes rewards only.
+    """
+    try:
+        with open(path, "rb") as f:
+            vn = pickle.load(f)  # noqa: S301 - SB3 format; user-named teacher input
+    except Exception as exc:  # any unpickling failure is a bad teacher file
+        raise TeacherError(f"cannot read VecNormalize statistics from {str(path)!r}: {exc}") from exc
+    if not getattr(vn, "norm_obs", False):
+        return None
+    rms = vn.obs_rms
+    if isinstance(rms, dict):
+        raise TeacherError("dict-observation VecNormalize statistics are not supported yet")
+    return ObsNormalizer(
+        mean=np.asarray(rms.mean, dtype=np.float64),
+        var=np.asarray(rms.var, dtype=np.float64),
+        clip=float(vn.clip_obs),
+        epsilon=float(vn.epsilon),
+    )
+
+
+class SB3Teacher(Teacher):
+    """A stable-baselines3 model (PPO, A2C, SAC, TD3, DDPG, DQN) as a frozen teacher.
+
+    Example:
+        >>> teacher = SB3Teacher.load("runs/teachers/hopper/model.zip")  # doctest: +SKIP
+        >>> teacher.action_dist(obs_batch).mean.shape  # doctest: +SKIP
+
+    """
+
+    def __init__(self, model: Any, normalizer: ObsNormalizer | None = None) -> None:
+        self.model = model
+        self.policy = model.policy
+        self.policy.set_training_mode(False)
+        for p in self.policy.parameters():
+            p.requires_grad_(False)
+        self.normalizer = normalizer
+        self.observation_space = model.observation_space
+        self.action_space = model.action_space
+        if not isinstance(self.observation_space, gym.spaces.Box):
+            raise TeacherError(
+                f"only Box observation spaces are supported, got {self.observation_space}"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path, vecnormalize: str | Path | None = None) -> SB3Teacher:
+        """Load an SB3 zip; picks up ``vecnormalize.pkl`` beside it unless one is named.
+
+        Raises:
+            TeacherError: if the file is missing or not an SB3 model.
+
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise TeacherError(f"teacher file not found: expected an SB3 .zip at {str(path)!r}")
+        algo = _sb3_algo_name(path)
+        import stable_baselines3 as sb3
+
+        cls_map = {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3,
+                   "ddpg": sb3.DDPG, "dqn": sb3.DQN}
+        model = cls_map[algo].load(path, device="cpu")
+        if vecnormalize is None:
+            candidate = path.parent / "vecnormalize.pkl"
+            vecnormalize = candidate if candidate.is_file() else None
+        normalizer = load_vecnormalize_stats(vecnormalize) if vecnormalize is not None else None
+        return cls(model, normalizer)
+
+    @torch.inference_mode()
+    def action_dist(self, obs: np.ndarray) -> ActionTarget:
+        """Label raw observations with the SB3 policy's action distribution."""
+        obs = self._check_obs(obs)
+        x = self.normalizer(obs) if self.normalizer is not None else obs
+        obs_t = torch.as_tensor(x, dtype=torch.float32)
+        policy = self.policy
+        space = self.action_space
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        if isinstance(policy, ActorCriticPolicy):
+            dist = policy.get_distribution(obs_t)
+            d = dist.distribution
+            if isinstance(d, torch.distributions.Categorical):
+                logits = d.logits.numpy()
+                return ActionTarget("categorical", logits.argmax(-1), logits=logits)
+            if isinstance(d, torch.distributions.Normal):
+                mean = d.mean.numpy().astype(np.float64)
+                log_std = torch.log(d.stddev).numpy().astype(np.float64)
+                if policy.squash_output:
+                    raise TeacherError("squashed on-policy (gSDE squash) teachers are not supported")
+                return ActionTarget("gaussian", _clip_action(space, mean), mean, log_std)
+            raise TeacherError(f"unsupported SB3 action distribution {type(d).__name__}")
+        if hasattr(policy, "actor") and hasattr(policy.actor, "get_action_dist_params"):
+            # SAC: tanh-squashed Gaussian. Map to env units; std by the delta method.
+            mu, log_std, _ = policy.actor.get_action_dist_params(obs_t)
+            t = torch.tanh(mu)
+            low = torch.as_tensor(space.low, dtype=torch.float32)
+            high = torch.as_tensor(space.high, dtype=torch.float32)
+            half = (high - low) / 2
+            mean = (low + (t + 1.0) * half).numpy().astype(np.float64)
+            std = ((1 - t**2).clamp_min(1e-6) * log_std.exp() * half).numpy().astype(np.float64)
+            return ActionTarget("gaussian", _clip_action(space, mean), mean, np.log(std))
+        if hasattr(policy, "q_net"):  # DQN
+            q = policy.q_net(obs_t).numpy()
+            return ActionTarget("categorical", q.argmax(-1), logits=q)
+        # TD3 / DDPG: deterministic actor with tanh output in [-1, 1]
+        scaled = policy.actor(obs_t).numpy()
+        action = policy.unscale_action(scaled).astype(np.float64)
+        return ActionTarget("deterministic", _clip_action(space, action), mean=action)
+
+
+class TorchTeacher(Teacher):
+    """A ``torch.nn.Module`` teacher.
+
+    The module maps a float32 observation batch to either a tensor of actions (deterministic),
+    a ``(mean, log_std)`` pair (Gaussian), or a ``torch.distributions`` object.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+        normalizer: ObsNormalizer | None = None,
+    ) -> None:
+        self.module = module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.normalizer = normalizer
+
+    @torch.inference_mode()
+    def action_dist(self, obs: np.ndarray) -> ActionTarget:
+        """Label raw observations with the module's output."""
+        obs = self._check_obs(obs)
+        x = self.normalizer(obs) if self.normalizer is not None else obs
+        out = self.module(torch.as_tensor(x, dtype=torch.float32))
+        return _target_from_output(out, self.action_space)
+
+
+class CallableTeacher(Teacher):
+    """A plain function ``f(obs_batch) -> actions`` (or ``(mean, log_std)``) as a teacher."""
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], Any],
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+    ) -> None:
+        self.fn = fn
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+    def action_dist(self, obs: np.ndarray) -> ActionTarget:
+        """Label raw observations with the function's output."""
+        return _target_from_output(self.fn(self._check_obs(obs)), self.action_space)
+
+
+def _to_np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _target_from_output(out: Any, space: gym.spaces.Space) -> ActionTarget:
+    if isinstance(out, torch.distributions.Categorical):
+        logits = _to_np(out.logits)
+        return ActionTarget("categorical", logits.argmax(-1), logits=logits)
+    if isinstance(out, torch.distributions.Normal):
+        mean = _to_np(out.mean).astype(np.float64)
+        return ActionTarget("gaussian", _clip_action(space, mean), mean,
+                            np.log(_to_np(out.stddev)).astype(np.float64))
+    if isinstance(out, tuple) and len(out) == 2:
+        mean = _to_np(out[0]).astype(np.float64)
+        log_std = np.broadcast_to(_to_np(out[1]), mean.shape).astype(np.float64)
+        return ActionTarget("gaussian", _clip_action(space, mean), mean, log_std)
+    a = _to_np(out)
+    if isinstance(space, gym.spaces.Discrete):
+        if a.ndim == 2:  # logits
+            return ActionTarget("categorical", a.argmax(-1), logits=a.astype(np.float64))
+        return ActionTarget("deterministic", a.astype(np.int64))
+    a = a.astype(np.float64)
+    return ActionTarget("deterministic", _clip_action(space, a), mean=a)
+
+
+def load_teacher(spec: str | Path | Teacher) -> Teacher:
+    """Load a teacher from an SB3 zip path (or a folder holding ``model.zip``).
+
+    Raises:
+        TeacherError: if nothing loadable is found there.
+
+    """
+    if isinstance(spec, Teacher):
+        return spec
+    p = Path(spec)
+    if p.is_dir():
+        p = p / "model.zip"
+    if p.suffix != ".zip":
+        raise TeacherError(f"expected an SB3 .zip teacher (or a folder with model.zip), got {str(spec)!r}")
+    return SB3Teacher.load(p)
+
+
+def check_teacher_fits(teacher: Teacher, env_obs: gym.spaces.Space, env_act: gym.spaces.Space,
+                       name: str = "teacher") -> None:
+    """Refuse a teacher whose spaces do not match the env it is asked to label.
+
+    Raises:
+        SpaceMismatchError: naming the space, what the env has and what the teacher has.
+
+    """
+    if not isinstance(env_obs, gym.spaces.Box):
+        raise ConfigError(f"{name}: only Box observation spaces are supported, got {env_obs}")
+    if tuple(teacher.observation_space.shape) != tuple(env_obs.shape):
+        raise SpaceMismatchError(
+            f"{name}: env observations have shape {env_obs.shape} but the teacher expects "
+            f"{teacher.observation_space.shape}"
+        )
+    ta, ea = teacher.action_space, env_act
+    if type(ta) is not type(ea):
+        raise SpaceMismatchError(f"{name}: env action space is {ea} but the teacher acts in {ta}")
+    if isinstance(ea, gym.spaces.Box) and tuple(ta.shape) != tuple(ea.shape):
+        raise SpaceMismatchError(
+            f"{name}: env actions have shape {ea.shape} but the teacher outputs {ta.shape}"
+        )
+    if isinstance(ea, gym.spaces.Discrete) and ta.n != ea.n:
+        raise SpaceMismatchError(f"{name}: env has {ea.n} discrete actions, the teacher {ta.n}")

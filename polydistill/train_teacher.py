@@ -1,0 +1,265 @@
+"""Train one specialist teacher with stable-baselines3 from an rl-zoo3-style YAML recipe.
+
+A recipe file maps env ids to :class:`TeacherRecipe` fields; a ``default`` entry serves any env
+id the file does not name, so a user can train a teacher for any Gymnasium env::
+
+    default:            {algo: ppo, n_envs: 8, n_timesteps: 1.0e6, normalize: true}
+    polydistill/Hopper-v0:
+      algo: ppo
+      n_timesteps: 1.0e6
+      hyperparams: {n_steps: 256, batch_size: 64}
+      policy_kwargs: {net_arch: [64, 64], activation_fn: tanh}
+
+The run folder receives ``model.zip``, ``vecnormalize.pkl`` (when normalizing), ``manifest.json``
+(env id, seed, steps, measured mean return, versions, the command that reproduces it) and a
+TensorBoard log under ``tb/``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from polydistill.config import from_dict, load_yaml, to_dict
+from polydistill.errors import ConfigError
+from polydistill.evaluation import evaluate
+from polydistill.teacher import SB3Teacher
+from polydistill.utils import atomic_write_json, library_versions
+
+__all__ = ["TeacherRecipe", "load_recipe", "train_teacher", "default_recipe_path"]
+
+log = logging.getLogger(__name__)
+
+_ALGOS = ("ppo", "a2c", "sac", "td3")
+_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
+                "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How to train one SB3 specialist (rl-zoo3 style)."""
+
+    algo: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
+    """SB3 algorithm."""
+    n_timesteps: int = 1_000_000
+    """Total environment steps of training."""
+    n_envs: int = 8
+    """Parallel env copies (``DummyVecEnv``: fastest for MuJoCo on few cores)."""
+    normalize: bool = True
+    """Wrap in ``VecNormalize`` (observations and rewards); stats saved beside the model."""
+    policy: str = "MlpPolicy"
+    """SB3 policy name."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """``policy_kwargs``; ``activation_fn`` may be a name (tanh, relu, elu, gelu, silu)."""
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the SB3 algorithm (checked against its signature)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gymnasium.make`` arguments."""
+    eval_freq: int = 50_000
+    """Evaluate every this many environment steps (0 disables the callback)."""
+    n_eval_episodes: int = 5
+    """Episodes per periodic evaluation."""
+    final_eval_episodes: int = 10
+    """Episodes of the final evaluation recorded in the manifest."""
+    keep_best: bool = True
+    """Ship the checkpoint with the best periodic evaluation (with its own VecNormalize
+    statistics) instead of the last one; PPO's return is noisy from update to update. The
+    manifest's return is always re-measured on fresh seeds."""
+
+
+def default_recipe_path() -> Path:
+    """Path of the shipped teacher recipes (``agents/teachers.yaml``)."""
+    import polydistill.agents
+
+    return Path(polydistill.agents.__file__).parent / "teachers.yaml"
+
+
+def load_recipe(env_id: str, path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> TeacherRecipe:
+    """Load the recipe for ``env_id`` from a recipe file (default entry as fallback).
+
+    Raises:
+        ConfigError: if the file has neither an entry for ``env_id`` nor ``default``, or a field
+            is unknown.
+
+    """
+    data = load_yaml(path or default_recipe_path())
+    defaults = data.get("default", {})
+    if env_id not in data and "default" not in data:
+        raise ConfigError(
+            f"recipe file has no entry for {env_id!r} and no 'default'; entries: {sorted(data)}"
+        )
+    merged = {**defaults, **data.get(env_id, {}), **(overrides or {})}
+    return from_dict(TeacherRecipe, merged, f"recipe[{env_id}]")
+
+
+def _algo_class(name: str) -> type:
+    import stable_baselines3 as sb3
+
+    return {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}[name]
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    kw = dict(raw)
+    act = kw.get("activation_fn")
+    if isinstance(act, str):
+        if act not in _ACTIVATIONS:
+            raise ConfigError(
+                f"policy_kwargs.activation_fn: unknown {act!r}; valid: {', '.join(_ACTIVATIONS)}"
+            )
+        kw["activation_fn"] = _ACTIVATIONS[act]
+    return kw
+
+
+def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
+    valid = set(inspect.signature(algo_cls.__init__).parameters) - {
+        "self", "policy", "env", "policy_kwargs", "tensorboard_log", "seed", "verbose", "device",
+        "_init_setup_model",
+    }
+    unknown = sorted(set(hyperparams) - valid)
+    if unknown:
+        raise ConfigError(
+            f"hyperparams: {unknown} are not {algo_cls.__name__} arguments; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
+
+
+class _SaveWithStats:
+    """``callback_on_new_best`` that saves the model *and* its VecNormalize statistics."""
+
+    def __new__(cls, folder: Path) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class _Cb(BaseCallback):
+            def _on_step(self) -> bool:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.model.save(folder / "model.zip")
+                vn = self.model.get_vec_normalize_env()
+                if vn is not None:
+                    vn.save(str(folder / "vecnormalize.pkl"))
+                return True
+
+        return _Cb()
+
+
+def train_teacher(
+    env_id: str,
+    out_dir: str | Path,
+    recipe: TeacherRecipe | None = None,
+    seed: int = 0,
+    progress_bar: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train a specialist on ``env_id`` and write model, statistics and manifest to ``out_dir``.
+
+    Args:
+        env_id: Any registered Gymnasium id with a Box observation space.
+        out_dir: Run folder (created).
+        recipe: Training recipe; ``load_recipe(env_id)`` when omitted.
+        seed: Seed of the algorithm and the envs.
+        progress_bar: Show SB3's progress bar.
+        command: Command line recorded in the manifest as the way to reproduce this teacher.
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+
+    """
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import polydistill.envs  # noqa: F401
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
+    recipe = recipe or load_recipe(env_id)
+    algo_cls = _algo_class(recipe.algo)
+    _check_hyperparams(algo_cls, recipe.hyperparams)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
+
+    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=recipe.env_kwargs)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=recipe.env_kwargs)
+    if recipe.normalize:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+    model = algo_cls(
+        recipe.policy, venv, seed=seed, verbose=0, device="cpu",
+        tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
+        **recipe.hyperparams,
+    )
+    callbacks = []
+    best_dir = out / "best"
+    if recipe.eval_freq > 0:
+        on_best = _SaveWithStats(best_dir) if recipe.keep_best else None
+        callbacks.append(EvalCallback(
+            eval_env, eval_freq=max(recipe.eval_freq // recipe.n_envs, 1),
+            n_eval_episodes=recipe.n_eval_episodes, log_path=str(out / "eval"),
+            deterministic=True, verbose=0, callback_on_new_best=on_best,
+        ))
+    t0 = time.time()
+    model.learn(recipe.n_timesteps, callback=callbacks, progress_bar=progress_bar,
+                tb_log_name="teacher")
+    train_s = time.time() - t0
+    selected = "final"
+    if recipe.keep_best and (best_dir / "model.zip").is_file():
+        model.save(out / "final_model.zip")
+        if recipe.normalize:
+            venv.save(str(out / "final_vecnormalize.pkl"))
+        for name in ("model.zip", "vecnormalize.pkl"):
+            if (best_dir / name).is_file():
+                shutil.copyfile(best_dir / name, out / name)
+        selected = "best"
+    else:
+        model.save(out / "model.zip")
+        if recipe.normalize:
+            venv.save(str(out / "vecnormalize.pkl"))
+    venv.close()
+    eval_env.close()
+
+    # Measure the saved teacher through the same adapter distillation uses.
+    teacher = SB3Teacher.load(out / "model.zip")
+    result = evaluate(env_id, teacher.act, n_episodes=recipe.final_eval_episodes,
+                      seed=seed + 20_000, env_kwargs=recipe.env_kwargs)
+    manifest = {
+        "kind": "polydistill.teacher",
+        "env_id": env_id,
+        "algo": recipe.algo,
+        "seed": seed,
+        "n_timesteps": recipe.n_timesteps,
+        "train_seconds": round(train_s, 1),
+        "selected": selected,
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "eval_episodes": len(result.returns),
+        "observation_shape": list(teacher.observation_space.shape),
+        "action_space": repr(teacher.action_space),
+        "recipe": to_dict(recipe),
+        "versions": library_versions(),
+        "reproduce": command or (
+            f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
+            f"--out {shlex.quote(str(out))}"
+        ),
+        "files": {"model": "model.zip",
+                  "vecnormalize": "vecnormalize.pkl" if recipe.normalize else None},
+        "format_note": "model.zip and vecnormalize.pkl are SB3 pickle-based files",
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    log.info("teacher %s: mean return %.1f +- %.1f (%d episodes, %.0fs training)", env_id,
+             result.mean_return, result.std_return, len(result.returns), train_s)
+    if not np.isfinite(result.mean_return):
+        raise RuntimeError(f"teacher evaluation on {env_id} produced no finite return")
+    return manifest

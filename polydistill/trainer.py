@@ -1,0 +1,294 @@
+"""The distillation runner: owns envs, collector, buffer, distiller, logger and checkpoints.
+
+``DistillTrainer.learn()`` reads like the algorithm::
+
+    for round in rounds:
+        beta = schedule(round)
+        collect(steps, beta)            # teacher / student / mixed behaviour, teacher labels
+        repeat updates_per_round:
+            distiller.update(buffer.sample(batch_size))
+        log, evaluate, checkpoint
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from polydistill.buffer import BufferConfig, DistillationBuffer
+from polydistill.checkpoint import save_student
+from polydistill.collector import BetaSchedule, Collector, CollectTask, buffer_fields
+from polydistill.config import to_dict
+from polydistill.distiller import Distiller, DistillerConfig
+from polydistill.embodiment import Embodiment, EmbodimentTable
+from polydistill.errors import ConfigError, SpaceMismatchError
+from polydistill.evaluation import evaluate
+from polydistill.student import GeneralistStudent, StudentConfig
+from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
+from polydistill.utils import seed_everything
+
+__all__ = ["TaskConfig", "DistillConfig", "DistillTrainer", "student_act_fn", "default_teachers_dir"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task to distil: an env and the teacher that labels it."""
+
+    name: str
+    """Unique task name (report rows, metric keys)."""
+    env_id: str
+    """Gymnasium id."""
+    teacher: str
+    """Path of an SB3 zip, or of a folder holding ``model.zip`` (+ ``vecnormalize.pkl``)."""
+    embodiment: str | None = None
+    """Body type; tasks on one body share a student token. Defaults to ``env_id``."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gymnasium.make`` arguments."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A whole distillation run (every field can be set from a recipe or ``--set``)."""
+
+    suite: str | None = "locomotion"
+    """Distil the training split of this suite (ignored when ``tasks`` is given)."""
+    teachers_dir: str | None = None
+    """Folder with one ``<task>/model.zip`` per suite task (default: the shipped teachers)."""
+    tasks: tuple[TaskConfig, ...] = ()
+    """Explicit tasks; overrides ``suite``."""
+    total_steps: int = 300_000
+    """Environment steps of collection in total, over all tasks and rounds."""
+    rounds: int = 10
+    """Collection rounds (DAgger iterations)."""
+    n_envs: int = 8
+    """Env copies per task."""
+    updates_per_step: float = 0.1
+    """Gradient updates per collected env step."""
+    beta: BetaSchedule = field(default_factory=BetaSchedule)
+    """Teacher-acts probability per round (``constant`` 1.0 = behaviour cloning)."""
+    student_action: Literal["mean", "sample"] = "mean"
+    """How the student acts when it is the behaviour policy."""
+    teacher_action: Literal["mean", "sample"] = "mean"
+    """How the teacher acts when it is the behaviour policy (``sample`` injects its noise)."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """Student architecture."""
+    distiller: DistillerConfig = field(default_factory=DistillerConfig)
+    """Loss and optimisation."""
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    """Distillation buffer."""
+    eval_every: int = 0
+    """Evaluate the student every this many rounds (0: only when asked)."""
+    eval_episodes: int = 5
+    """Episodes per task of the periodic evaluation."""
+    seed: int = 0
+    """Seed of everything (envs, sampling, initialisation)."""
+    torch_threads: int = 1
+    """torch intra-op threads (0: leave torch's default). Small MLPs run fastest on one thread
+    and oversubscribed threads are 5-10x slower on a busy 2-core machine (measured)."""
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.rounds < 1 or self.n_envs < 1:
+            raise ConfigError("total_steps, rounds and n_envs must all be >= 1")
+        if self.updates_per_step < 0:
+            raise ConfigError(f"updates_per_step must be >= 0, got {self.updates_per_step}")
+        if self.student_action not in ("mean", "sample") or self.teacher_action not in ("mean", "sample"):
+            raise ConfigError("student_action and teacher_action must be 'mean' or 'sample'")
+
+
+def default_teachers_dir() -> Path:
+    """Folder of the teachers shipped with polydistill (``agents/teachers``)."""
+    import polydistill.agents
+
+    return Path(polydistill.agents.__file__).parent / "teachers"
+
+
+def resolve_tasks(config: DistillConfig) -> tuple[TaskConfig, ...]:
+    """The explicit tasks, or the training split of ``config.suite`` with teachers on disk."""
+    if config.tasks:
+        return config.tasks
+    if config.suite is None:
+        raise ConfigError("DistillConfig needs either tasks or a suite")
+    from polydistill.envs import get_suite
+
+    root = Path(config.teachers_dir) if config.teachers_dir else default_teachers_dir()
+    return tuple(
+        TaskConfig(t.name, t.env_id, str(root / t.name), t.embodiment, dict(t.kwargs))
+        for t in get_suite(config.suite) if t.split == "train"
+    )
+
+
+def student_act_fn(student: GeneralistStudent, emb_id: int) -> Any:
+    """An ``act(obs_batch) -> env actions`` function of the student for one embodiment."""
+    table = student.table
+
+    @torch.inference_mode()
+    def act(obs: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(table.pad_obs(obs, emb_id))
+        emb = torch.full((obs.shape[0],), emb_id, dtype=torch.long)
+        return table.unpad_action(student.act(x, emb).numpy(), emb_id)
+
+    return act
+
+
+class DistillTrainer:
+    """Builds every component from a :class:`DistillConfig` and runs :meth:`learn`."""
+
+    def __init__(self, config: DistillConfig, log_dir: str | Path | None = None,
+                 teachers: dict[str, Teacher] | None = None, progress_bar: bool = True) -> None:
+        import polydistill.envs  # noqa: F401  (registers ids)
+
+        self.config = config
+        self.progress_bar = progress_bar
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        seed_everything(config.seed)
+        self.tasks = resolve_tasks(config)
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task names must be unique, got {names}")
+        self.teachers: dict[str, Teacher] = {}
+        embodiments: dict[str, Embodiment] = {}
+        for t in self.tasks:
+            try:
+                env = gym.make(t.env_id, **t.env_kwargs)
+            except gym.error.Error as exc:
+                raise ConfigError(f"task {t.name!r}: unknown env id {t.env_id!r}: {exc}") from None
+            teacher = (teachers or {}).get(t.name) or load_teacher(t.teacher)
+            check_teacher_fits(teacher, env.observation_space, env.action_space, f"task {t.name!r}")
+            emb_name = t.embodiment or t.env_id
+            emb = Embodiment.from_spaces(emb_name, env.observation_space, env.action_space)
+            env.close()
+            if emb_name in embodiments and embodiments[emb_name] != emb:
+                raise SpaceMismatchError(
+                    f"tasks of embodiment {emb_name!r} disagree on spaces: {embodiments[emb_name]} "
+                    f"vs {emb}"
+                )
+            embodiments[emb_name] = emb
+            self.teachers[t.name] = teacher
+        self.table = EmbodimentTable(list(embodiments.values()))
+        self.student = GeneralistStudent(self.table, config.student)
+        self.distiller = Distiller(self.student, config.distiller)
+        with_dist = self.distiller.loss.needs_distribution
+        if with_dist:
+            self._check_teachers_have_distributions()
+        self.buffer = DistillationBuffer(buffer_fields(self.table, with_dist), len(self.tasks),
+                                         config.buffer, seed=config.seed)
+        self.collector = Collector(
+            [CollectTask(t.name, t.env_id, self.teachers[t.name],
+                         self.table.id(t.embodiment or t.env_id), i, dict(t.env_kwargs))
+             for i, t in enumerate(self.tasks)],
+            self.student, n_envs=config.n_envs, seed=config.seed,
+            student_action=config.student_action, teacher_action=config.teacher_action,
+        )
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+            self.writer.add_text("config", f"```\n{to_dict(config)}\n```")
+        self.round = 0
+        self.history: list[dict[str, float]] = []
+
+    def _check_teachers_have_distributions(self) -> None:
+        for t in self.tasks:
+            env = gym.make(t.env_id, **t.env_kwargs)
+            obs, _ = env.reset(seed=0)
+            env.close()
+            kind = self.teachers[t.name].action_dist(np.asarray(obs)[None]).kind
+            if kind == "deterministic":
+                raise ConfigError(
+                    f"loss {self.config.distiller.loss!r} needs the teacher's action distribution, "
+                    f"but the teacher of task {t.name!r} is deterministic; use loss mse or huber"
+                )
+
+    @property
+    def steps_per_task_round(self) -> int:
+        """Env steps each task collects per round."""
+        return max(1, self.config.total_steps // (self.config.rounds * len(self.tasks)))
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for k, v in metrics.items():
+                if np.isfinite(v):
+                    self.writer.add_scalar(k, v, step)
+
+    def evaluate(self, episodes: int | None = None, seed: int = 12345) -> dict[str, float]:
+        """Mean return of the student on every task (``eval/return/<task>``)."""
+        out = {}
+        self.student.eval()
+        for t in self.tasks:
+            act = student_act_fn(self.student, self.table.id(t.embodiment or t.env_id))
+            res = evaluate(t.env_id, act, n_episodes=episodes or self.config.eval_episodes,
+                           seed=seed, env_kwargs=t.env_kwargs)
+            out[f"eval/return/{t.name}"] = res.mean_return
+        return out
+
+    def learn(self) -> GeneralistStudent:
+        """Run every round; returns the trained student."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        steps = self.steps_per_task_round
+        per_round_updates = int(round(cfg.updates_per_step * steps * len(self.tasks)))
+        total_updates = max(1, per_round_updates * cfg.rounds)
+        bar = tqdm(total=cfg.rounds, desc="distill", unit="round", disable=not self.progress_bar)
+        t_start = time.perf_counter()
+        while self.round < cfg.rounds:
+            beta = cfg.beta.value(self.round)
+            metrics = self.collector.collect(steps, beta, self.buffer)
+            env_steps = self.collector.total_steps
+            t0 = time.perf_counter()
+            agg: dict[str, list[float]] = {}
+            for _ in range(per_round_updates):
+                progress = self.distiller.updates / total_updates
+                self.distiller.set_progress_lr(progress)
+                m = self.distiller.update(self.buffer.sample(cfg.distiller.batch_size), progress)
+                for k, v in m.items():
+                    agg.setdefault(k, []).append(v)
+            dt = time.perf_counter() - t0
+            metrics.update({k: float(np.mean(v)) for k, v in agg.items()})
+            if per_round_updates:
+                metrics["distill/samples_per_s"] = per_round_updates * cfg.distiller.batch_size / dt
+            metrics["distill/lr"] = self.distiller.optimizer.param_groups[0]["lr"]
+            metrics["buffer/size"] = float(len(self.buffer))
+            self.round += 1
+            if cfg.eval_every and self.round % cfg.eval_every == 0:
+                metrics.update(self.evaluate())
+            metrics["time/elapsed_s"] = time.perf_counter() - t_start
+            self._log(metrics, env_steps)
+            self.history.append({"round": float(self.round), "env_steps": float(env_steps), **metrics})
+            bar.set_postfix(beta=f"{beta:.2f}", loss=f"{metrics.get('distill/loss', float('nan')):.4f}",
+                            agree=f"{metrics.get('distill/teacher_agreement', float('nan')):.2f}")
+            bar.update(1)
+            log.debug("round %d: %s", self.round, metrics)
+        bar.close()
+        if self.writer is not None:
+            self.writer.flush()
+        return self.student
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Save the student checkpoint with the run's tasks and config in its metadata."""
+        meta = {
+            "tasks": [{"name": t.name, "env_id": t.env_id, "embodiment": t.embodiment or t.env_id,
+                       "env_kwargs": dict(t.env_kwargs)} for t in self.tasks],
+            "distill_config": to_dict(self.config),
+            "env_steps": self.collector.total_steps,
+            "updates": self.distiller.updates,
+            **(extra or {}),
+        }
+        return save_student(path, self.student, meta)
+
+    def close(self) -> None:
+        """Close envs and the logger."""
+        self.collector.close()
+        if self.writer is not None:
+            self.writer.close()

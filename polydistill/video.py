@@ -1,0 +1,51 @@
+"""Save an episode of a student as a GIF.
+
+MuJoCo renders offscreen; without a display set ``MUJOCO_GL=egl`` (the CLI does) or another
+headless backend before Python starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from polydistill.checkpoint import DeployedStudent
+from polydistill.errors import ConfigError
+from polydistill.report import EvalTask
+from polydistill.trainer import student_act_fn
+
+__all__ = ["record_gif"]
+
+
+def record_gif(student: DeployedStudent, task: EvalTask, path: str | Path, seed: int = 0,
+               max_frames: int = 300, every: int = 2) -> Path:
+    """Roll out one episode of ``student`` on ``task`` and write every ``every``-th frame."""
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pillow comes with matplotlib
+        raise ConfigError("saving videos needs pillow: pip install pillow") from exc
+    try:
+        env = gym.make(task.env_id, render_mode="rgb_array", width=240, height=180,
+                       **dict(task.env_kwargs))
+        obs, _ = env.reset(seed=seed)
+        env.render()
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot render {task.env_id}: {exc}. On a machine without a display set "
+            "MUJOCO_GL=egl (or osmesa with libosmesa6 installed) before starting Python."
+        ) from exc
+    act = student_act_fn(student.student, student.table.id(task.embodiment))
+    frames = []
+    for i in range(max_frames * every):
+        obs, _, term, trunc, _ = env.step(act(np.asarray(obs)[None])[0])
+        if i % every == 0:
+            frames.append(Image.fromarray(env.render()))
+        if term or trunc:
+            break
+    env.close()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
+    return path

@@ -1,0 +1,174 @@
+"""Behavioural tests of the distillation loop (collector + buffer + distiller + trainer)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import polydistill.envs  # noqa: F401  (registers the polydistill/ ids)
+
+from polydistill.buffer import BufferConfig
+from polydistill.collector import BetaSchedule
+from polydistill.distiller import DistillerConfig
+from polydistill.errors import ConfigError, SpaceMismatchError
+from polydistill.student import StudentConfig
+from polydistill.teacher import TorchTeacher
+from polydistill.trainer import DistillConfig, DistillTrainer, TaskConfig
+
+HOPPER = "polydistill/Hopper-v0"
+PEND = "polydistill/DoublePendulum-v0"
+
+
+def _torch_teacher(env_id: str, seed: int = 0) -> TorchTeacher:
+    env = gym.make(env_id)
+    torch.manual_seed(seed)
+    d, a = env.observation_space.shape[0], env.action_space.shape[0]
+    net = torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2 * a))
+
+    class Gauss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mean, log_std = self.net(x).chunk(2, -1)
+            return mean, log_std.clamp(-3, 0)
+
+    return TorchTeacher(Gauss(), env.observation_space, env.action_space)
+
+
+def _config(**kw) -> DistillConfig:
+    base = dict(
+        tasks=(TaskConfig("hop", HOPPER, "unused", "hopper"), TaskConfig("pend", PEND, "unused", "pendulum")),
+        total_steps=1600, rounds=4, n_envs=4, updates_per_step=0.05,
+        student=StudentConfig(hidden=(32, 32)),
+        distiller=DistillerConfig(batch_size=64),
+        buffer=BufferConfig(capacity=600),
+    )
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def _teachers() -> dict[str, TorchTeacher]:
+    return {"hop": _torch_teacher(HOPPER, 0), "pend": _torch_teacher(PEND, 1)}
+
+
+def _digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_teacher_never_changes_and_student_does() -> None:
+    teachers = _teachers()
+    before = {k: _digest(t.module) for k, t in teachers.items()}
+    trainer = DistillTrainer(_config(), teachers=teachers, progress_bar=False)
+    student_before = _digest(trainer.student)
+    trainer.learn()
+    trainer.close()
+    assert {k: _digest(t.module) for k, t in teachers.items()} == before
+    assert _digest(trainer.student) != student_before
+
+
+def test_same_seed_gives_identical_student_weights() -> None:
+    digests = []
+    for _ in range(2):
+        trainer = DistillTrainer(_config(seed=7), teachers=_teachers(), progress_bar=False)
+        trainer.learn()
+        trainer.close()
+        digests.append(_digest(trainer.student))
+    assert digests[0] == digests[1]
+    trainer = DistillTrainer(_config(seed=8), teachers=_teachers(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    assert _digest(trainer.student) != digests[0]
+
+
+def test_buffer_stays_within_bound_over_many_rounds() -> None:
+    trainer = DistillTrainer(_config(rounds=12, total_steps=12 * 800), teachers=_teachers(),
+                             progress_bar=False)
+    nbytes = trainer.buffer.nbytes
+    trainer.learn()
+    trainer.close()
+    sizes = [h["buffer/size"] for h in trainer.history]
+    assert trainer.collector.total_steps >= 12 * 800 - 100  # far more than the capacity
+    assert max(sizes) <= 600
+    assert trainer.buffer.nbytes == nbytes
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_beta_mixes_as_configured(beta: float) -> None:
+    cfg = _config(beta=BetaSchedule(kind="constant", start=beta), total_steps=8000, rounds=1,
+                  updates_per_step=0.0)
+    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    frac = trainer.history[-1]["collect/teacher_frac"]
+    assert frac == pytest.approx(beta, abs=0.03)
+
+
+def test_exponential_schedule_used_per_round() -> None:
+    cfg = _config(beta=BetaSchedule(kind="exponential", start=1.0, decay=0.5), rounds=3)
+    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    assert [h["collect/beta"] for h in trainer.history] == [1.0, 0.5, 0.25]
+
+
+def test_padded_action_dims_never_reach_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, set[tuple[int, ...]]] = {}
+    original = gym.vector.SyncVectorEnv.step
+
+    def spy(self, actions):  # noqa: ANN001
+        seen.setdefault(self.spec.id if self.spec else str(id(self)), set()).add(np.shape(actions))
+        return original(self, actions)
+
+    monkeypatch.setattr(gym.vector.SyncVectorEnv, "step", spy)
+    cfg = _config(beta=BetaSchedule(kind="constant", start=0.0), rounds=1)
+    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    shapes = set().union(*seen.values())
+    assert shapes == {(4, 3), (4, 1)}  # hopper 3 dims, pendulum 1 dim; never the padded 3 for both
+
+
+def test_kl_loss_rejects_deterministic_teacher() -> None:
+    from polydistill.teacher import CallableTeacher
+
+    env = gym.make(PEND)
+    det = CallableTeacher(lambda o: np.zeros((o.shape[0], 1)), env.observation_space, env.action_space)
+    cfg = _config(tasks=(TaskConfig("pend", PEND, "unused", "pendulum"),),
+                  distiller=DistillerConfig(loss="forward_kl", batch_size=64))
+    with pytest.raises(ConfigError, match="deterministic"):
+        DistillTrainer(cfg, teachers={"pend": det}, progress_bar=False)
+
+
+def test_teacher_with_wrong_spaces_is_refused() -> None:
+    cfg = _config(tasks=(TaskConfig("hop", HOPPER, "unused", "hopper"),))
+    with pytest.raises(SpaceMismatchError, match=r"\(11,\)"):
+        DistillTrainer(cfg, teachers={"hop": _torch_teacher(PEND)}, progress_bar=False)
+
+
+def test_unknown_env_id_is_a_config_error() -> None:
+    cfg = _config(tasks=(TaskConfig("x", "polydistill/NoSuchEnv-v0", "unused"),))
+    with pytest.raises(ConfigError, match="NoSuchEnv"):
+        DistillTrainer(cfg, teachers={"x": _torch_teacher(PEND)}, progress_bar=False)
+
+
+def test_distillation_reduces_disagreement_with_teacher() -> None:
+    cfg = _config(total_steps=4000, rounds=4, updates_per_step=0.25)
+    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    batch = None
+    trainer.collector.collect(200, 1.0, trainer.buffer)
+    batch = trainer.buffer.sample(256)
+    loss_before, _ = trainer.distiller.compute_loss(batch)
+    trainer.learn()
+    trainer.close()
+    loss_after, _ = trainer.distiller.compute_loss(batch)
+    assert loss_after.item() < 0.2 * loss_before.item()
