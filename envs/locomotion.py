@@ -93,7 +93,13 @@ class MorphDoublePendulumEnv(_MorphMixin, InvertedDoublePendulumEnv):
     ``length`` is fixed at 1: the upstream termination test uses the tip's absolute height.
     """
 
-    def __init__(self, mass: float = 1.0, gear: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, mass: float = 1.0, gear: float = 1.0, length: float = 1.0,
+                 **kwargs: Any) -> None:
+        if length != 1.0:
+            raise ConfigError(
+                f"DoublePendulum supports mass and gear variants only (its termination test uses "
+                f"the tip's absolute height); got length={length!r}"
+            )
         self._morphology = Morphology(mass=mass, gear=gear)
         InvertedDoublePendulumEnv.__init__(self, **kwargs)
         utils.EzPickle.__init__(self, mass, gear, **kwargs)

@@ -123,12 +123,14 @@ class DistillationBuffer:
             raise ObservationError(
                 f"buffer rows need exactly the fields {sorted(self.fields)}, got {sorted(rows)}"
             )
+        rows = {k: np.asarray(v) for k, v in rows.items()}
         n = None
         for k, v in rows.items():
             spec = self.fields[k]
-            if v.shape[1:] != spec.shape:
+            if v.ndim != 1 + len(spec.shape) or v.shape[1:] != spec.shape:
                 raise ObservationError(
-                    f"buffer field {k!r}: expected rows of shape {spec.shape}, got {v.shape[1:]}"
+                    f"buffer field {k!r}: expected a batch of shape (N, {', '.join(map(str, spec.shape))})"
+                    f" got {v.shape}"
                 )
             if n is None:
                 n = v.shape[0]

@@ -2,8 +2,8 @@
 
 A student checkpoint is one ``.safetensors`` file whose header metadata holds the JSON
 description (format version, student config, embodiment table, tasks, library versions and a
-SHA-256 of the weights). It is written to a temp file, fsynced and renamed, so a crash never
-leaves a half-written checkpoint behind. :func:`load_student` needs torch, NumPy and
+SHA-256 over the weights and this metadata). It is written to a temp file, fsynced and renamed,
+so a crash never leaves a half-written checkpoint behind. :func:`load_student` needs torch, NumPy and
 safetensors only: no gymnasium, no stable-baselines3.
 
 Example:
@@ -47,8 +47,11 @@ def resolve_student_path(path: str | Path) -> Path:
     return p if p.suffix == ".safetensors" else p / FILENAME
 
 
-def _weights_sha256(state: dict[str, torch.Tensor]) -> str:
+def _content_sha256(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """SHA-256 over the weights and the metadata (less this hash), so neither can drift."""
     h = hashlib.sha256()
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True).encode())
     for k in sorted(state):
         t = state[k].detach().cpu().contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -74,11 +77,11 @@ def save_student(path: str | Path, student: GeneralistStudent,
         "student": "generalist",
         "student_config": to_dict(student.config),
         "embodiments": student.table.to_json(),
-        "weights_sha256": _weights_sha256(state),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": library_versions(),
         **(extra or {}),
     }
+    meta["sha256"] = _content_sha256(state, meta)
     atomic_write_bytes(file, st_save(state, metadata={"polydistill": json.dumps(meta)}))
     return file
 
@@ -91,21 +94,19 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     raw = file.read_bytes()
     if not raw:
         raise CheckpointError(f"student checkpoint {str(file)!r} is empty (0 bytes)")
-    if raw[:2] == b"\x80\x04" or raw[:1] == b"\x80" or raw[:2] == b"PK":
-        raise CheckpointError(
-            f"{str(file)!r} looks like a pickle/zip file, not a safetensors student checkpoint; "
-            "polydistill never unpickles checkpoints"
-        )
     try:
         state = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("polydistill", "null"))
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError,
-            OverflowError, MemoryError) as exc:
+            OverflowError, MemoryError, AttributeError) as exc:
+        hint = ""
+        if raw[:1] == b"\x80" or raw[:2] == b"PK":
+            hint = " It looks like a pickle/torch.save file; polydistill never unpickles checkpoints."
         raise CheckpointError(
             f"{str(file)!r} is not a readable safetensors student checkpoint "
-            f"(truncated or corrupted?): {exc}"
+            f"(truncated or corrupted?): {exc}.{hint}"
         ) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{str(file)!r} has no polydistill metadata; not a student checkpoint")
@@ -135,8 +136,10 @@ def load_student(path: str | Path) -> DeployedStudent:
             f"{str(file)!r}: checkpoint format version {version!r} is not supported by this "
             f"polydistill (reads version {FORMAT_VERSION})"
         )
-    if _weights_sha256(state) != meta.get("weights_sha256"):
-        raise CheckpointError(f"{str(file)!r}: weights do not match their SHA-256 (corrupted file)")
+    if _content_sha256(state, meta) != meta.get("sha256"):
+        raise CheckpointError(
+            f"{str(file)!r}: weights or metadata do not match the stored SHA-256 (corrupted file)"
+        )
     try:
         table = EmbodimentTable.from_json(meta["embodiments"])
         config = from_dict(StudentConfig, meta["student_config"])

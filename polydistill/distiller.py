@@ -19,8 +19,9 @@ __all__ = ["DistillerConfig", "Distiller"]
 class DistillerConfig:
     """Optimisation of the student."""
 
-    loss: str = "mse"
-    """Loss name (see ``polydistill.losses.list_losses()``)."""
+    loss: str = "auto"
+    """Loss name (see ``polydistill.losses.list_losses()``); ``auto`` picks ``mse`` for
+    continuous and ``categorical_kl`` for discrete students."""
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the loss (e.g. ``{delta: 0.1}`` for huber)."""
     lr: float = 1e-3
@@ -52,11 +53,15 @@ class Distiller:
     def __init__(self, student: GeneralistStudent, config: DistillerConfig | None = None) -> None:
         self.student = student
         self.config = config or DistillerConfig()
-        self.loss = make_loss(self.config.loss, **self.config.loss_kwargs)
         kind = student.table.action_kind
+        name = self.config.loss
+        if name == "auto":
+            name = "categorical_kl" if kind == "discrete" else "mse"
+        self.loss_name = name
+        self.loss = make_loss(name, **self.config.loss_kwargs)
         if self.loss.action_kind != kind:
             raise ConfigError(
-                f"loss {self.config.loss!r} is for {self.loss.action_kind} actions but the student "
+                f"loss {name!r} is for {self.loss.action_kind} actions but the student "
                 f"has {kind} actions"
             )
         self.optimizer = torch.optim.AdamW(student.parameters(), lr=self.config.lr,

@@ -58,23 +58,28 @@ class Embodiment:
             ConfigError: for any other space type.
 
         """
+        # Class names, not isinstance: this module must not import gymnasium (deployment).
+        obs_kind, act_kind = type(observation_space).__name__, type(action_space).__name__
         obs_shape = getattr(observation_space, "shape", None)
-        if obs_shape is None or len(obs_shape) != 1:
+        if obs_kind != "Box" or obs_shape is None or len(obs_shape) != 1:
             raise ConfigError(
                 f"embodiment {name!r}: expected a flat Box observation space, got {observation_space}"
             )
-        if hasattr(action_space, "n") and not hasattr(action_space, "nvec"):
+        if act_kind == "Discrete":
+            if int(getattr(action_space, "start", 0)) != 0:
+                raise ConfigError(
+                    f"embodiment {name!r}: Discrete actions must start at 0, got {action_space}"
+                )
             return cls(name, int(obs_shape[0]), "discrete", int(action_space.n))
         act_shape = getattr(action_space, "shape", None)
-        if act_shape is None or len(act_shape) != 1:
+        if act_kind != "Box" or act_shape is None or len(act_shape) != 1:
             raise ConfigError(
-                f"embodiment {name!r}: expected a flat Box or Discrete action space, got {action_space}"
+                f"embodiment {name!r}: expected a flat Box or a Discrete action space, got {action_space}"
             )
         return cls(
             name, int(obs_shape[0]), "continuous", int(act_shape[0]),
             tuple(float(x) for x in action_space.low), tuple(float(x) for x in action_space.high),
         )
-
 
 class EmbodimentTable:
     """Ordered set of embodiments with the padding/masking arithmetic shared by all users."""
@@ -136,7 +141,17 @@ class EmbodimentTable:
             ) from None
 
     def pad_obs(self, obs: np.ndarray, emb_id: int) -> np.ndarray:
-        """Zero-pad a batch ``(N, obs_dim)`` of one embodiment to ``(N, max_obs_dim)``."""
+        """Zero-pad a batch ``(N, obs_dim)`` of one embodiment to ``(N, max_obs_dim)``.
+
+        Raises:
+            ObservationError: if the batch is not ``(N, obs_dim)`` for that embodiment.
+
+        """
+        e = self.embodiments[emb_id]
+        if obs.ndim != 2 or obs.shape[1] != e.obs_dim:
+            raise ObservationError(
+                f"observation for {e.name!r}: expected shape (N, {e.obs_dim}), got {obs.shape}"
+            )
         out = np.zeros((obs.shape[0], self.max_obs_dim), dtype=np.float32)
         out[:, : obs.shape[1]] = obs
         return out

@@ -140,7 +140,11 @@ class SymmetricKL(Loss):
     needs_distribution = True
 
     def __call__(self, out: StudentOutput, batch: LossBatch, progress: float) -> torch.Tensor:
-        return 0.5 * (ForwardKL()(out, batch, progress) + ReverseKL()(out, batch, progress))
+        mu_t = _require(batch.mean, "mean", self.name)
+        ls_t = _require(batch.log_std, "log_std", self.name)
+        mu_s, ls_s = _require(out.mean, "mean", self.name), _require(out.log_std, "log_std", self.name)
+        return 0.5 * (_gauss_kl(mu_t, ls_t, mu_s, ls_s, batch.mask)
+                      + _gauss_kl(mu_s, ls_s, mu_t, ls_t, batch.mask))
 
 
 class TAIDLoss(Loss):

@@ -91,10 +91,10 @@ class GeneralistStudent(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(e, d, dtype=torch.float64))
         self.register_buffer("obs_var", torch.ones(e, d, dtype=torch.float64))
         self.register_buffer("obs_count", torch.zeros(e, dtype=torch.float64))
-        self.register_buffer("action_mask", torch.as_tensor(table.action_mask))
-        self.register_buffer("action_low", torch.as_tensor(table.action_low))
-        self.register_buffer("action_high", torch.as_tensor(table.action_high))
-        self.register_buffer("action_scale", torch.as_tensor(table.action_scale))
+        self.register_buffer("action_mask", torch.tensor(table.action_mask))
+        self.register_buffer("action_low", torch.tensor(table.action_low))
+        self.register_buffer("action_high", torch.tensor(table.action_high))
+        self.register_buffer("action_scale", torch.tensor(table.action_scale))
 
     # ----------------------------------------------------------------- normalization
     @torch.no_grad()

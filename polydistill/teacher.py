@@ -112,7 +112,8 @@ def _sb3_algo_name(path: Path) -> str:
         if f".{name}." in module or module.endswith(f".{name}"):
             return name
     if module.endswith("common.policies"):
-        return "ppo"  # on-policy actor-critic policies live in common.policies
+        # PPO and A2C share ActorCriticPolicy; PPO alone has a clip range.
+        return "ppo" if "clip_range" in data else "a2c"
     raise TeacherError(f"cannot tell the SB3 algorithm of {str(path)!r} (policy module {module!r})")
 
 
@@ -178,7 +179,10 @@ class SB3Teacher(Teacher):
 
         cls_map = {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3,
                    "ddpg": sb3.DDPG, "dqn": sb3.DQN}
-        model = cls_map[algo].load(path, device="cpu")
+        try:
+            model = cls_map[algo].load(path, device="cpu")
+        except Exception as exc:  # SB3 raises many types for damaged zips
+            raise TeacherError(f"cannot load SB3 {algo.upper()} model {str(path)!r}: {exc}") from exc
         if vecnormalize is None:
             candidate = path.parent / "vecnormalize.pkl"
             vecnormalize = candidate if candidate.is_file() else None

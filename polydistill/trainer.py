@@ -206,7 +206,7 @@ class DistillTrainer:
             kind = self.teachers[t.name].action_dist(np.asarray(obs)[None]).kind
             if kind == "deterministic":
                 raise ConfigError(
-                    f"loss {self.config.distiller.loss!r} needs the teacher's action distribution, "
+                    f"loss {self.distiller.loss_name!r} needs the teacher's action distribution, "
                     f"but the teacher of task {t.name!r} is deterministic; use loss mse or huber"
                 )
 

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything"]
 
 
@@ -29,6 +32,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -47,8 +51,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a result depends on (for manifests and checkpoints)."""
-    import gymnasium
-    import mujoco
+    import importlib.metadata as md
 
     import polydistill
 
@@ -57,15 +60,13 @@ def library_versions() -> dict[str, str]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "mujoco": mujoco.__version__,
     }
-    try:
-        import stable_baselines3
-
-        out["stable_baselines3"] = stable_baselines3.__version__
-    except ImportError:
-        pass
+    for dist, key in (("gymnasium", "gymnasium"), ("mujoco", "mujoco"),
+                      ("stable_baselines3", "stable_baselines3"), ("safetensors", "safetensors")):
+        try:  # metadata lookup: no import of the (heavy, optional at deployment) package
+            out[key] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
     return out
 
 

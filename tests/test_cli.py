@@ -1,0 +1,118 @@
+"""The documented command-line interfaces, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import polydistill
+from polydistill.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _train_sb3(env_id: str, folder: Path, algo: str = "ppo") -> Path:
+    """A real (tiny) SB3 teacher with VecNormalize statistics saved beside it."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env(env_id, n_envs=2, seed=0))
+    model = sb3.PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0,
+                    policy_kwargs={"net_arch": [16]})
+    model.learn(256)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.zip")
+    venv.save(str(folder / "vecnormalize.pkl"))
+    return folder / "model.zip"
+
+
+def test_parser_has_every_subcommand() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) >= {"train-teacher", "distill", "evaluate", "quickstart", "benchmark"}
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_distill_user_teacher_then_deploy_in_plain_gym_env(tmp_path: Path, env_id: str) -> None:
+    teacher = _train_sb3(env_id, tmp_path / "teacher")
+    out = tmp_path / "student"
+    r = _run(str(ROOT / "scripts" / "distill.py"), "--env-id", env_id, "--teacher", str(teacher),
+             "--out", str(out), "--steps", "1200", "--seed", "1", "--no-progress",
+             "--set", "rounds=2", "--set", "n_envs=2", "--set", "eval_every=0",
+             "--eval-episodes", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "student.safetensors").is_file()
+    assert (out / "report.json").is_file() and (out / "tb").is_dir()
+    policy = polydistill.load_student(out)
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=0)
+    for _ in range(20):
+        action = policy.predict(obs)
+        assert env.action_space.contains(action if env_id == "CartPole-v1" else action.astype(np.float32))
+        obs, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            obs, _ = env.reset()
+
+
+def test_distill_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
+    teacher = _train_sb3("Pendulum-v1", tmp_path / "teacher")
+    cases = [
+        (["--env-id", "polydistill/NoSuchEnv-v0", "--teacher", str(teacher)], "NoSuchEnv"),
+        (["--env-id", "Pendulum-v1", "--teacher", str(tmp_path / "missing.zip")], "not found"),
+        (["--env-id", "CartPole-v1", "--teacher", str(teacher)], "observations have shape"),
+        (["--env-id", "Pendulum-v1", "--teacher", str(teacher), "--loss", "nope"], "valid losses"),
+        (["--env-id", "Pendulum-v1", "--teacher", str(teacher), "--set", "bogus=1"], "unknown key"),
+        (["--env-id", "Pendulum-v1"], "go together"),
+    ]
+    for args, needle in cases:
+        r = _run(str(ROOT / "scripts" / "distill.py"), *args, "--out", str(tmp_path / "s"),
+                 "--no-progress", cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr[-1500:])
+        assert needle in r.stderr, (args, r.stderr[-1500:])
+        assert "Traceback" not in r.stderr, (args, r.stderr[-1500:])
+
+
+def test_train_teacher_script_writes_model_stats_and_manifest(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "t"
+    r = _run(str(ROOT / "scripts" / "train_teacher.py"), "--env-id", "polydistill/DoublePendulum-v0",
+             "--steps", "2048", "--out", str(out), "--no-progress", "--set", "eval_freq=1024",
+             "--set", "final_eval_episodes=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("model.zip", "vecnormalize.pkl", "manifest.json"):
+        assert (out / name).is_file()
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["env_id"] == "polydistill/DoublePendulum-v0" and m["n_timesteps"] == 2048
+    assert np.isfinite(m["mean_return"]) and m["eval_episodes"] == 2
+    assert "stable_baselines3" in m["versions"] and m["reproduce"].startswith("polydistill train-teacher")
+    assert list((out / "tb").iterdir())
+
+
+def test_train_teacher_sac(tmp_path: Path) -> None:
+    from polydistill.train_teacher import TeacherRecipe, train_teacher
+
+    recipe = TeacherRecipe(algo="sac", n_envs=1, n_timesteps=300, normalize=False,
+                           hyperparams={"learning_starts": 100, "batch_size": 32},
+                           policy_kwargs={"net_arch": [32]}, eval_freq=0, final_eval_episodes=1)
+    m = train_teacher("Pendulum-v1", tmp_path / "sac", recipe, progress_bar=False)
+    assert m["algo"] == "sac" and np.isfinite(m["mean_return"])
+    assert not (tmp_path / "sac" / "vecnormalize.pkl").exists()
+
+
+def test_train_teacher_rejects_typo_in_hyperparams(tmp_path: Path) -> None:
+    r = _run(str(ROOT / "scripts" / "train_teacher.py"), "--env-id", "Pendulum-v1", "--steps", "64",
+             "--out", str(tmp_path / "t"), "--set", "hyperparams={n_step: 64}", cwd=tmp_path)
+    assert r.returncode == 2 and "n_step" in r.stderr and "valid" in r.stderr

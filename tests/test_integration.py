@@ -1,0 +1,38 @@
+"""End-to-end: a real shipped SB3 teacher distilled into a student that matches it."""
+
+from __future__ import annotations
+
+import polydistill.envs  # noqa: F401
+import pytest
+
+from polydistill.buffer import BufferConfig
+from polydistill.checkpoint import load_student
+from polydistill.distiller import DistillerConfig
+from polydistill.evaluation import evaluate
+from polydistill.student import StudentConfig
+from polydistill.teacher import load_teacher
+from polydistill.trainer import DistillConfig, DistillTrainer, TaskConfig, default_teachers_dir
+
+ENV = "polydistill/DoublePendulum-v0"
+
+
+@pytest.mark.slow
+def test_dagger_student_reaches_90_percent_of_shipped_teacher(tmp_path) -> None:
+    teacher_dir = default_teachers_dir() / "pendulum"
+    cfg = DistillConfig(
+        tasks=(TaskConfig("pendulum", ENV, str(teacher_dir), "pendulum"),),
+        total_steps=24_000, rounds=4, n_envs=4, updates_per_step=0.2, seed=0,
+        student=StudentConfig(hidden=(64, 64)),
+        distiller=DistillerConfig(batch_size=256, lr=1e-3),
+        buffer=BufferConfig(capacity=24_000),
+    )
+    trainer = DistillTrainer(cfg, log_dir=tmp_path / "tb", progress_bar=False)
+    trainer.learn()
+    path = trainer.save(tmp_path / "student")
+    trainer.close()
+    student = load_student(path)
+    s = evaluate(ENV, lambda o: student.predict(o), n_episodes=5, seed=123)
+    t = evaluate(ENV, load_teacher(teacher_dir).act, n_episodes=5, seed=123)
+    assert t.mean_return > 5000, "the shipped pendulum teacher should balance the poles"
+    assert s.mean_return >= 0.9 * t.mean_return, (s.mean_return, t.mean_return)
+    assert list((tmp_path / "tb").iterdir())

@@ -1,0 +1,467 @@
+"""Frozen teachers: torch modules, callables and SB3 zips (with VecNormalize) give the action
+distribution the underlying policy really has; bad teachers and mismatched spaces are refused."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import polydistill
+from polydistill.teacher import (
+    ActionTarget,
+    CallableTeacher,
+    ObsNormalizer,
+    SB3Teacher,
+    Teacher,
+    TorchTeacher,
+    check_teacher_fits,
+    load_teacher,
+)
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+ACT = gym.spaces.Box(np.array([-1.0, -2.0, 0.0], np.float32), np.array([1.0, 0.5, 3.0], np.float32))
+
+
+def _obs(n: int = 64, d: int = 5, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=(n, d)) * 3).astype(np.float32)
+
+
+class _GaussModule(torch.nn.Module):
+    """Linear Gaussian policy returning ``(mean, log_std)``; the mean overshoots the bounds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(5, 3)
+        self.log_std = torch.nn.Parameter(torch.tensor([-1.0, 0.0, 0.5]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 4 * self.lin(x), self.log_std
+
+
+class _NormalModule(_GaussModule):
+    def forward(self, x: torch.Tensor) -> torch.distributions.Normal:  # type: ignore[override]
+        mean, log_std = super().forward(x)
+        return torch.distributions.Normal(mean, log_std.exp().expand_as(mean))
+
+
+class _PlainModule(_GaussModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[0]
+
+
+def _reference_mean(module: _GaussModule, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return (4 * module.lin(torch.as_tensor(obs, dtype=torch.float32))).numpy().astype(np.float64)
+
+
+def _assert_clipped_copy(target: ActionTarget, mean: np.ndarray, space: gym.spaces.Box) -> None:
+    assert target.action.shape == mean.shape
+    np.testing.assert_allclose(target.action, np.clip(mean, space.low, space.high), rtol=0, atol=1e-6)
+    assert np.all(target.action >= space.low) and np.all(target.action <= space.high)
+    # the test data really exercises the clipping, on both sides of every dimension
+    assert np.all((mean < space.low).any(0)) and np.all((mean > space.high).any(0))
+
+
+# ----------------------------------------------------------------------------- TorchTeacher
+def test_torch_teacher_mean_log_std() -> None:
+    module = _GaussModule()
+    teacher = TorchTeacher(module, OBS, ACT)
+    obs = _obs()
+    target = teacher.action_dist(obs)
+    assert target.kind == "gaussian"
+    mean = _reference_mean(module, obs)
+    np.testing.assert_allclose(target.mean, mean, rtol=1e-6, atol=1e-6)  # unclipped
+    _assert_clipped_copy(target, mean, ACT)
+    assert target.log_std.shape == mean.shape  # broadcast from (A,)
+    np.testing.assert_allclose(target.log_std, np.broadcast_to([-1.0, 0.0, 0.5], mean.shape), atol=1e-7)
+    assert target.logits is None
+    np.testing.assert_array_equal(teacher.act(obs), target.action)
+
+
+def test_torch_teacher_normal_distribution() -> None:
+    module = _NormalModule()
+    teacher = TorchTeacher(module, OBS, ACT)
+    obs = _obs(seed=1)
+    target = teacher.action_dist(obs)
+    assert target.kind == "gaussian"
+    mean = _reference_mean(module, obs)
+    np.testing.assert_allclose(target.mean, mean, rtol=1e-6, atol=1e-6)
+    _assert_clipped_copy(target, mean, ACT)
+    np.testing.assert_allclose(target.log_std, np.broadcast_to([-1.0, 0.0, 0.5], mean.shape), atol=1e-6)
+
+
+def test_torch_teacher_plain_actions() -> None:
+    module = _PlainModule()
+    teacher = TorchTeacher(module, OBS, ACT)
+    obs = _obs(seed=2)
+    target = teacher.action_dist(obs)
+    assert target.kind == "deterministic"
+    mean = _reference_mean(module, obs)
+    np.testing.assert_allclose(target.mean, mean, rtol=1e-6, atol=1e-6)
+    _assert_clipped_copy(target, mean, ACT)
+    assert target.log_std is None and target.logits is None
+
+
+def test_torch_teacher_is_frozen() -> None:
+    module = _GaussModule().train()
+    teacher = TorchTeacher(module, OBS, ACT)
+    assert not module.training
+    assert all(not p.requires_grad for p in module.parameters())
+    before = [p.clone() for p in module.parameters()]
+    teacher.action_dist(_obs())
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+def test_torch_teacher_applies_its_normalizer() -> None:
+    seen: list[np.ndarray] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.numpy().copy())
+            return torch.zeros(x.shape[0], 3)
+
+    norm = ObsNormalizer(mean=np.arange(5.0), var=np.full(5, 4.0), clip=2.0)
+    obs = _obs(seed=3)
+    TorchTeacher(Spy(), OBS, ACT, normalizer=norm).action_dist(obs)
+    expected = np.clip((obs - np.arange(5.0)) / np.sqrt(4.0 + 1e-8), -2.0, 2.0)
+    np.testing.assert_allclose(seen[0], expected, rtol=1e-6, atol=1e-6)
+    assert seen[0].dtype == np.float32
+
+
+def test_torch_teacher_discrete_outputs() -> None:
+    space = gym.spaces.Discrete(4)
+    obs = _obs(seed=4)
+
+    class Logits(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :4] * torch.tensor([1.0, -1.0, 2.0, 0.5])
+
+    target = TorchTeacher(Logits(), OBS, space).action_dist(obs)
+    logits = obs[:, :4] * np.array([1.0, -1.0, 2.0, 0.5], np.float32)
+    assert target.kind == "categorical"
+    np.testing.assert_allclose(target.logits, logits, rtol=1e-6)
+    np.testing.assert_array_equal(target.action, logits.argmax(-1))
+
+    class Cat(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.distributions.Categorical:
+            return torch.distributions.Categorical(logits=Logits()(x))
+
+    cat = TorchTeacher(Cat(), OBS, space).action_dist(obs)
+    assert cat.kind == "categorical"
+    np.testing.assert_array_equal(cat.action, logits.argmax(-1))
+    # Categorical normalizes logits; softmax (the distribution) is what must agree
+    np.testing.assert_allclose(torch.softmax(torch.as_tensor(cat.logits), -1).numpy(),
+                               torch.softmax(torch.as_tensor(logits), -1).numpy(), rtol=1e-5, atol=1e-6)
+
+    class Ids(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x[:, 0] > 0).long() * 3
+
+    ids = TorchTeacher(Ids(), OBS, space).action_dist(obs)
+    assert ids.kind == "deterministic"
+    np.testing.assert_array_equal(ids.action, (obs[:, 0] > 0) * 3)
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 4), (4, 6), (2, 3, 5), (0,)])
+def test_teacher_refuses_wrong_observation_shape(shape: tuple[int, ...]) -> None:
+    teacher = TorchTeacher(_GaussModule(), OBS, ACT)
+    with pytest.raises(polydistill.SpaceMismatchError, match=r"\(N, 5\)"):
+        teacher.action_dist(np.zeros(shape, np.float32))
+
+
+# ----------------------------------------------------------------------------- CallableTeacher
+def test_callable_teacher_numpy_function() -> None:
+    calls: list[np.ndarray] = []
+
+    def fn(obs: np.ndarray) -> np.ndarray:
+        calls.append(obs)
+        return obs[:, :3] * 2.0
+
+    teacher = CallableTeacher(fn, OBS, ACT)
+    obs = _obs(seed=5)
+    target = teacher.action_dist(obs)
+    np.testing.assert_array_equal(calls[0], obs)  # raw observations, no normalization
+    assert target.kind == "deterministic"
+    mean = obs[:, :3].astype(np.float64) * 2.0
+    np.testing.assert_allclose(target.mean, mean, rtol=1e-6)
+    _assert_clipped_copy(target, mean, ACT)
+    assert target.action.dtype == np.float32
+
+
+def test_callable_teacher_gaussian_tuple() -> None:
+    teacher = CallableTeacher(lambda o: (o[:, :3] * 2.0, np.full(3, -0.7)), OBS, ACT)
+    obs = _obs(seed=6)
+    target = teacher.action_dist(obs)
+    assert target.kind == "gaussian"
+    mean = obs[:, :3].astype(np.float64) * 2.0
+    np.testing.assert_allclose(target.mean, mean, rtol=1e-6)
+    _assert_clipped_copy(target, mean, ACT)
+    np.testing.assert_allclose(target.log_std, np.full(mean.shape, -0.7))
+
+
+def test_callable_teacher_discrete_ids() -> None:
+    teacher = CallableTeacher(lambda o: (o[:, 0] > 0).astype(np.int64), OBS, gym.spaces.Discrete(2))
+    obs = _obs(seed=7)
+    target = teacher.action_dist(obs)
+    assert target.kind == "deterministic"
+    np.testing.assert_array_equal(target.action, obs[:, 0] > 0)
+
+
+# ----------------------------------------------------------------------------- check_teacher_fits
+def _callable(obs_space: gym.spaces.Box, act_space: gym.spaces.Space) -> CallableTeacher:
+    return CallableTeacher(lambda o: np.zeros(len(o)), obs_space, act_space)
+
+
+def test_check_teacher_fits_accepts_matching_spaces() -> None:
+    check_teacher_fits(_callable(OBS, ACT), OBS, ACT)
+    d = gym.spaces.Discrete(3)
+    check_teacher_fits(_callable(OBS, d), OBS, d)
+    # bounds may differ; only shapes must agree
+    check_teacher_fits(_callable(OBS, ACT), gym.spaces.Box(-1, 1, (5,)), gym.spaces.Box(-1, 1, (3,)))
+
+
+@pytest.mark.parametrize(("teacher_spaces", "env_spaces", "fragments"), [
+    ((OBS, ACT), (gym.spaces.Box(-1, 1, (6,)), ACT), ["observations", "(6,)", "(5,)"]),
+    ((OBS, ACT), (gym.spaces.Box(-1, 1, (5, 1)), ACT), ["observations", "(5, 1)"]),
+    ((OBS, ACT), (OBS, gym.spaces.Box(-1, 1, (2,))), ["actions", "(2,)", "(3,)"]),
+    ((OBS, ACT), (OBS, gym.spaces.Discrete(3)), ["Discrete", "Box"]),
+    ((OBS, gym.spaces.Discrete(3)), (OBS, ACT), ["Discrete", "Box"]),
+    ((OBS, gym.spaces.Discrete(3)), (OBS, gym.spaces.Discrete(4)), ["4", "3"]),
+])
+def test_check_teacher_fits_mismatch(teacher_spaces: tuple, env_spaces: tuple, fragments: list[str]) -> None:
+    teacher = _callable(*teacher_spaces)
+    with pytest.raises(polydistill.SpaceMismatchError) as info:
+        check_teacher_fits(teacher, *env_spaces, name="task 'hop'")
+    msg = str(info.value)
+    assert "task 'hop'" in msg
+    for frag in fragments:
+        assert frag in msg, (frag, msg)
+    assert isinstance(info.value, polydistill.PolydistillError)
+
+
+def test_check_teacher_fits_refuses_non_box_observations() -> None:
+    with pytest.raises(polydistill.ConfigError):
+        check_teacher_fits(_callable(OBS, ACT), gym.spaces.Discrete(5), ACT)
+
+
+# ----------------------------------------------------------------------------- load_teacher errors
+def _teacher_error(spec: object, *fragments: str) -> None:
+    with pytest.raises(polydistill.TeacherError) as info:
+        load_teacher(spec)  # type: ignore[arg-type]
+    msg = str(info.value)
+    for frag in fragments:
+        assert frag in msg, (frag, msg)
+    assert isinstance(info.value, polydistill.PolydistillError)
+
+
+def test_load_teacher_missing(tmp_path: Path) -> None:
+    _teacher_error(tmp_path / "nope.zip", "not found", "nope.zip")
+    _teacher_error(tmp_path / "nope", "nope")
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    _teacher_error(empty, "model.zip")
+
+
+def test_load_teacher_not_a_zip(tmp_path: Path) -> None:
+    f = tmp_path / "model.pkl"
+    f.write_bytes(b"not a zip")
+    _teacher_error(f, ".zip", "model.pkl")
+
+
+def test_load_teacher_random_bytes_zip(tmp_path: Path) -> None:
+    f = tmp_path / "model.zip"
+    f.write_bytes(np.random.default_rng(0).bytes(2048))
+    _teacher_error(f, "model.zip")
+    _teacher_error(tmp_path, "model.zip")  # the folder form reaches the same file
+
+
+def test_load_teacher_zip_without_sb3_data(tmp_path: Path) -> None:
+    f = tmp_path / "model.zip"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("hello.txt", "hi")
+    _teacher_error(f, "stable-baselines3")
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("data", "{not json")
+    _teacher_error(f, "stable-baselines3")
+
+
+def test_load_teacher_passes_teacher_through() -> None:
+    teacher = _callable(OBS, ACT)
+    assert load_teacher(teacher) is teacher
+
+
+# ----------------------------------------------------------------------------- SB3 round trips
+def _vec_pendulum(seed: int = 0):
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv = DummyVecEnv([lambda: gym.make("Pendulum-v1")])
+    venv.seed(seed)
+    return VecNormalize(venv)
+
+
+def _pendulum_obs(n: int = 48) -> np.ndarray:
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=0)
+    rows = [obs]
+    rng = np.random.default_rng(0)
+    for _ in range(n - 3):
+        obs, *_ = env.step(rng.uniform(-2, 2, size=(1,)).astype(np.float32))
+        rows.append(obs)
+    rows += [np.array([1.0, 0.0, 300.0], np.float32), np.array([-1.0, 0.0, -300.0], np.float32)]  # clipped
+    env.close()
+    return np.stack(rows).astype(np.float32)
+
+
+def _normalize(venv, obs: np.ndarray) -> np.ndarray:
+    rms = venv.obs_rms
+    return np.clip((obs - rms.mean) / np.sqrt(rms.var + venv.epsilon), -venv.clip_obs, venv.clip_obs)
+
+
+@pytest.fixture(scope="module")
+def ppo_pendulum(tmp_path_factory: pytest.TempPathFactory):
+    from stable_baselines3 import PPO
+
+    venv = _vec_pendulum()
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=32, n_epochs=1, seed=0,
+                policy_kwargs={"net_arch": [16, 16]}, device="cpu")
+    model.learn(128)
+    folder = tmp_path_factory.mktemp("ppo_pendulum")
+    model.save(folder / "model.zip")
+    venv.save(str(folder / "vecnormalize.pkl"))
+    return model, venv, folder
+
+
+@pytest.fixture(scope="module")
+def sac_pendulum(tmp_path_factory: pytest.TempPathFactory):
+    from stable_baselines3 import SAC
+
+    venv = _vec_pendulum(1)
+    model = SAC("MlpPolicy", venv, learning_starts=0, seed=0, policy_kwargs={"net_arch": [16, 16]},
+                device="cpu")
+    model.learn(64)
+    folder = tmp_path_factory.mktemp("sac_pendulum")
+    model.save(folder / "model.zip")
+    venv.save(str(folder / "vecnormalize.pkl"))
+    return model, venv, folder
+
+
+def test_sb3_ppo_teacher_matches_policy(ppo_pendulum) -> None:
+    model, venv, folder = ppo_pendulum
+    teacher = SB3Teacher.load(folder / "model.zip")
+    assert teacher.normalizer is not None, "vecnormalize.pkl beside the zip was not picked up"
+    np.testing.assert_array_equal(teacher.normalizer.mean, venv.obs_rms.mean)
+    np.testing.assert_array_equal(teacher.normalizer.var, venv.obs_rms.var)
+    assert not np.allclose(venv.obs_rms.var, 1.0)  # the statistics are non-trivial
+    obs = _pendulum_obs()
+    target = teacher.action_dist(obs)
+    assert target.kind == "gaussian"
+    with torch.no_grad():
+        dist = model.policy.get_distribution(torch.as_tensor(_normalize(venv, obs), dtype=torch.float32))
+        want_mean = dist.distribution.mean.numpy()
+        want_log_std = dist.distribution.stddev.log().numpy()
+    assert target.mean.shape == (len(obs), 1)
+    np.testing.assert_allclose(target.mean, want_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(target.log_std, want_log_std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(target.action, np.clip(want_mean, -2.0, 2.0), rtol=1e-5, atol=1e-6)
+    # without the normalizer the answer would differ: the statistics matter
+    with torch.no_grad():
+        raw = model.policy.get_distribution(torch.as_tensor(obs)).distribution.mean.numpy()
+    assert not np.allclose(raw, want_mean, atol=1e-6)
+
+
+def test_sb3_teacher_is_frozen(ppo_pendulum, sac_pendulum) -> None:
+    for _, _, folder in (ppo_pendulum, sac_pendulum):
+        teacher = SB3Teacher.load(folder / "model.zip")
+        params = list(teacher.policy.parameters())
+        assert params and all(not p.requires_grad for p in params)
+        assert not teacher.policy.training
+        assert isinstance(teacher, Teacher)
+
+
+def test_sb3_teacher_explicit_and_absent_vecnormalize(ppo_pendulum, tmp_path: Path) -> None:
+    model, venv, folder = ppo_pendulum
+    lonely = tmp_path / "model.zip"
+    lonely.write_bytes((folder / "model.zip").read_bytes())
+    plain = SB3Teacher.load(lonely)
+    assert plain.normalizer is None
+    obs = _pendulum_obs(8)
+    with torch.no_grad():
+        raw_mean = model.policy.get_distribution(torch.as_tensor(obs)).distribution.mean.numpy()
+    np.testing.assert_allclose(plain.action_dist(obs).mean, raw_mean, rtol=1e-5, atol=1e-6)
+    named = SB3Teacher.load(lonely, vecnormalize=folder / "vecnormalize.pkl")
+    np.testing.assert_allclose(named.action_dist(obs).mean,
+                               SB3Teacher.load(folder / "model.zip").action_dist(obs).mean, rtol=0, atol=0)
+    # load_teacher accepts the folder too
+    via_folder = load_teacher(folder)
+    assert isinstance(via_folder, SB3Teacher) and via_folder.normalizer is not None
+
+
+def test_sb3_teacher_bad_vecnormalize(ppo_pendulum, tmp_path: Path) -> None:
+    _, _, folder = ppo_pendulum
+    (tmp_path / "model.zip").write_bytes((folder / "model.zip").read_bytes())
+    (tmp_path / "vecnormalize.pkl").write_bytes(b"garbage")
+    with pytest.raises(polydistill.TeacherError, match="VecNormalize"):
+        SB3Teacher.load(tmp_path / "model.zip")
+
+
+def test_sb3_sac_teacher_matches_predict(sac_pendulum) -> None:
+    model, venv, folder = sac_pendulum
+    teacher = load_teacher(folder / "model.zip")
+    assert isinstance(teacher, SB3Teacher) and teacher.normalizer is not None
+    obs = _pendulum_obs()
+    target = teacher.action_dist(obs)
+    assert target.kind == "gaussian"
+    want, _ = model.predict(_normalize(venv, obs).astype(np.float32), deterministic=True)
+    inside = np.all((want > -2.0) & (want < 2.0), axis=1)
+    assert inside.sum() >= len(obs) // 2
+    np.testing.assert_allclose(target.mean[inside], want[inside], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(target.action[inside], want[inside], rtol=0, atol=1e-5)
+    assert np.all(np.abs(target.action) <= 2.0)
+    assert target.log_std.shape == target.mean.shape and np.all(np.isfinite(target.log_std))
+
+
+def test_sb3_discrete_ppo_teacher(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    env = gym.make("CartPole-v1")
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
+                policy_kwargs={"net_arch": [16, 16]}, device="cpu")
+    model.learn(64)
+    model.save(tmp_path / "model.zip")
+    teacher = load_teacher(tmp_path)
+    assert isinstance(teacher, SB3Teacher) and teacher.normalizer is None
+    check_teacher_fits(teacher, env.observation_space, env.action_space)
+    obs = np.stack([env.observation_space.sample() for _ in range(32)]).astype(np.float32)
+    target = teacher.action_dist(obs)
+    assert target.kind == "categorical"
+    assert target.logits.shape == (32, 2)
+    np.testing.assert_array_equal(target.action, target.logits.argmax(-1))
+    with torch.no_grad():
+        want = model.policy.get_distribution(torch.as_tensor(obs)).distribution.logits.numpy()
+    np.testing.assert_allclose(target.logits, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(target.action, model.predict(obs, deterministic=True)[0])
+    with pytest.raises(polydistill.SpaceMismatchError):
+        check_teacher_fits(teacher, env.observation_space, gym.spaces.Discrete(3))
+    env.close()
+
+
+@pytest.mark.parametrize("damage", ["drop", "garble"])
+def test_load_teacher_damaged_sb3_zip(ppo_pendulum, tmp_path: Path, damage: str) -> None:
+    _, _, folder = ppo_pendulum
+    src = zipfile.ZipFile(folder / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip", "w") as z:
+        for name in src.namelist():
+            if name == "policy.pth":
+                if damage == "drop":
+                    continue
+                z.writestr(name, b"garbage" * 10)
+            else:
+                z.writestr(name, src.read(name))
+    with pytest.raises(polydistill.TeacherError):
+        load_teacher(tmp_path / "model.zip")
