@@ -33,8 +33,8 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.inverted_double_pendulum_v5 import InvertedDoublePendulumEnv
 from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 from gymnasium.spaces import Box
-from polydistill.envs.morphology import Morphology, build_model
 
+from polydistill.envs.morphology import Morphology, build_model
 from polydistill.errors import ConfigError
 
 __all__ = ["MorphHopperEnv", "HalfCheetahVelEnv", "MorphSwimmerEnv", "MorphDoublePendulumEnv"]

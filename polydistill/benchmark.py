@@ -105,5 +105,5 @@ def run_generalist_benchmark(seeds: int = 3, out: str | Path = "results.json",
     atomic_write_json(out, report)
     table = _table(tasks, bc)
     Path(out).with_suffix(".md").write_text(table + "\n")
-    print(table)
+    report["markdown"] = table
     return report

@@ -242,8 +242,18 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from polydistill.quickstart import run_quickstart
 
-    run_quickstart(out=args.out, train_teachers=args.train_teachers, steps=args.steps,
-                   seed=args.seed, episodes=args.episodes, progress_bar=not args.no_progress)
+    report = run_quickstart(out=args.out, train_teachers=args.train_teachers, steps=args.steps,
+                            seed=args.seed, episodes=args.episodes,
+                            progress_bar=not args.no_progress)
+    print(report["markdown"])
+    s = report["summary"]
+    if s["min_train_ratio"] is not None:
+        print(f"\ntraining tasks: student/teacher return ratio min {s['min_train_ratio']:.3f}, "
+              f"mean {s['mean_train_ratio']:.3f}")
+    print(f"report: {report['files']['md']} (+ report.json, report.png); "
+          f"tensorboard --logdir {report['tensorboard']}")
+    print(f"student: {report['student']}\n"
+          f"deploy: polydistill.load_student({report['student']!r}).predict(obs, embodiment='hopper')")
     return 0
 
 
@@ -262,9 +272,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from polydistill.benchmark import run_generalist_benchmark
 
-    run_generalist_benchmark(seeds=args.seeds, out=args.out, steps=args.steps,
-                             episodes=args.episodes, teachers_dir=args.teachers_dir,
-                             progress_bar=not args.no_progress)
+    report = run_generalist_benchmark(seeds=args.seeds, out=args.out, steps=args.steps,
+                                      episodes=args.episodes, teachers_dir=args.teachers_dir,
+                                      progress_bar=not args.no_progress)
+    print(report["markdown"])
+    print(f"results: {args.out}")
     return 0
 
 

@@ -53,7 +53,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = F
     """Run the whole pipeline on the default suite and write everything under ``out``.
 
     Returns:
-        The report's JSON content.
+        The report's JSON content, plus ``markdown`` (the table), ``files`` and ``tensorboard``.
 
     """
     out = Path(out)
@@ -85,10 +85,10 @@ def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = F
              **{k: round(v, 1) for k, v in timings.items()}}
     files = write_report(rows, out, "polydistill quickstart: generalist student vs specialists",
                          extra)
-    print(markdown_table(rows))
-    print(f"\nreport: {files['md']} (+ report.json, report.png)   tensorboard --logdir {out / 'tb'}")
-    print(f"student: {student_path}\nload it: polydistill.load_student({str(student_path)!r})"
-          ".predict(obs, embodiment='hopper')")
     import json
 
-    return json.loads(files["json"].read_text())
+    report = json.loads(files["json"].read_text())
+    report["markdown"] = markdown_table(rows)
+    report["files"] = {k: str(v) for k, v in files.items()}
+    report["tensorboard"] = str(out / "tb")
+    return report

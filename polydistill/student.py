@@ -31,7 +31,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class StudentConfig:
     """Architecture of the generalist student."""
 
-    hidden: tuple[int, ...] = (256, 256, 256)
+    hidden: tuple[int, ...] = (256, 256)
     """Widths of the hidden layers of the shared trunk."""
     activation: Literal["elu", "relu", "tanh", "gelu", "silu"] = "elu"
     """Hidden activation."""

@@ -13,7 +13,6 @@ Warning:
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -117,17 +116,32 @@ def _sb3_algo_name(path: Path) -> str:
     raise TeacherError(f"cannot tell the SB3 algorithm of {str(path)!r} (policy module {module!r})")
 
 
-def load_vecnormalize_stats(path: str | Path) -> ObsNormalizer | None:
-    """Read observation statistics from an SB3 ``vecnormalize.pkl`` (pickle: trusted paths only).
+class _SpacesOnlyEnv(gym.Env):
+    """An env that only carries spaces: SB3's ``VecNormalize.load`` needs one to attach to."""
+
+    def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+
+def load_vecnormalize_stats(path: str | Path, observation_space: gym.spaces.Space,
+                            action_space: gym.spaces.Space) -> ObsNormalizer | None:
+    """Read observation statistics with SB3's own ``VecNormalize.load`` (pickle: trusted paths).
 
     Returns ``None`` if the file normalizes rewards only.
+
+    Raises:
+        TeacherError: if the file is unreadable or its statistics do not fit the spaces.
+
     """
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv = DummyVecEnv([lambda: _SpacesOnlyEnv(observation_space, action_space)])
     try:
-        with open(path, "rb") as f:
-            vn = pickle.load(f)  # noqa: S301 - SB3 format; user-named teacher input
-    except Exception as exc:  # any unpickling failure is a bad teacher file
+        vn = VecNormalize.load(str(path), venv)
+    except Exception as exc:  # unpickling and space checks raise many types
         raise TeacherError(f"cannot read VecNormalize statistics from {str(path)!r}: {exc}") from exc
-    if not getattr(vn, "norm_obs", False):
+    if not vn.norm_obs:
         return None
     rms = vn.obs_rms
     if isinstance(rms, dict):
@@ -186,7 +200,10 @@ class SB3Teacher(Teacher):
         if vecnormalize is None:
             candidate = path.parent / "vecnormalize.pkl"
             vecnormalize = candidate if candidate.is_file() else None
-        normalizer = load_vecnormalize_stats(vecnormalize) if vecnormalize is not None else None
+        normalizer = (
+            load_vecnormalize_stats(vecnormalize, model.observation_space, model.action_space)
+            if vecnormalize is not None else None
+        )
         return cls(model, normalizer)
 
     @torch.inference_mode()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import polydistill
+import polydistill.envs  # noqa: F401  (registers polydistill/ ids)
 from polydistill.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +117,47 @@ def test_train_teacher_rejects_typo_in_hyperparams(tmp_path: Path) -> None:
     r = _run(str(ROOT / "scripts" / "train_teacher.py"), "--env-id", "Pendulum-v1", "--steps", "64",
              "--out", str(tmp_path / "t"), "--set", "hyperparams={n_step: 64}", cwd=tmp_path)
     assert r.returncode == 2 and "n_step" in r.stderr and "valid" in r.stderr
+
+
+def test_evaluate_writes_report_and_video(tmp_path: Path) -> None:
+    teacher = _train_sb3("polydistill/DoublePendulum-v0", tmp_path / "teacher")
+    out = tmp_path / "student"
+    r = _run(str(ROOT / "scripts" / "distill.py"), "--env-id", "polydistill/DoublePendulum-v0",
+             "--teacher", str(teacher), "--out", str(out), "--steps", "800", "--no-progress",
+             "--set", "rounds=1", "--set", "n_envs=2", "--set", "eval_every=0",
+             "--eval-episodes", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _run(str(ROOT / "scripts" / "evaluate.py"), "--student", str(out), "--env-id",
+             "polydistill/DoublePendulum-v0", "--teacher", str(teacher), "--episodes", "2",
+             "--out", str(tmp_path / "eval"), "--video", str(tmp_path / "eval" / "video"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| DoublePendulum-v0 |" in r.stdout
+    for name in ("report.md", "report.json", "report.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    gif = tmp_path / "eval" / "video" / "DoublePendulum-v0.gif"
+    assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+
+
+def test_evaluate_missing_student_is_a_clean_error(tmp_path: Path) -> None:
+    r = _run(str(ROOT / "scripts" / "evaluate.py"), "--student", str(tmp_path / "nope"), cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_whole_pipeline_on_a_small_budget(tmp_path: Path) -> None:
+    import json
+
+    from polydistill.envs import get_suite
+
+    r = _run(str(ROOT / "scripts" / "quickstart.py"), "--out", str(tmp_path / "qs"), "--steps", "6000",
+             "--episodes", "1", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "qs" / "report.json").read_text())
+    names = {t["name"] for t in report["tasks"]}
+    assert names == {t.name for t in get_suite("locomotion")}
+    assert all(t["teacher_return"] is not None for t in report["tasks"])
+    assert (tmp_path / "qs" / "report.png").stat().st_size > 0
+    policy = polydistill.load_student(tmp_path / "qs" / "student")
+    assert {"hopper", "halfcheetah", "swimmer", "pendulum"} <= set(policy.embodiments)
+    assert policy.predict(np.zeros(11), embodiment="hopper").shape == (3,)
+    assert policy.predict(np.zeros(18), embodiment="halfcheetah").shape == (6,)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import polydistill.agents
 import pytest
 
+import polydistill.agents
 from polydistill.collector import BetaSchedule
 from polydistill.config import from_dict, load_yaml, override, parse_value, to_dict
 from polydistill.errors import ConfigError, PolydistillError

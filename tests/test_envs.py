@@ -6,13 +6,13 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
-import polydistill.envs as penvs
 import pytest
 from gymnasium.utils.env_checker import check_env
-from polydistill.envs import SUITES, get_suite, list_suites
-from polydistill.envs.morphology import Morphology
 
 import polydistill
+import polydistill.envs as penvs
+from polydistill.envs import SUITES, get_suite, list_suites
+from polydistill.envs.morphology import Morphology
 
 ALL_TASKS = [t for tasks in SUITES.values() for t in tasks]
 ALL_ENV_IDS = sorted({t.env_id for t in ALL_TASKS})

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import polydistill.envs  # noqa: F401
 import pytest
 
+import polydistill.envs  # noqa: F401
 from polydistill.buffer import BufferConfig
 from polydistill.checkpoint import load_student
 from polydistill.distiller import DistillerConfig

@@ -6,10 +6,10 @@ import hashlib
 
 import gymnasium as gym
 import numpy as np
-import polydistill.envs  # noqa: F401  (registers the polydistill/ ids)
 import pytest
 import torch
 
+import polydistill.envs  # noqa: F401  (registers the polydistill/ ids)
 from polydistill.buffer import BufferConfig
 from polydistill.collector import BetaSchedule
 from polydistill.distiller import DistillerConfig
