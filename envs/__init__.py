@@ -15,8 +15,8 @@ hopper          polydistill/Hopper-v0                hopper          train    no
 hopper-heavy    polydistill/Hopper-Heavy-v0          hopper-heavy    train    mass x1.3
 hopper-long     polydistill/Hopper-Long-v0           (hopper)        heldout  limbs x1.15
 cheetah-vel1    polydistill/HalfCheetah-Vel1-v0      halfcheetah     train    target 1 m/s
-cheetah-vel3    polydistill/HalfCheetah-Vel3-v0      halfcheetah     train    target 3 m/s
-cheetah-vel2    polydistill/HalfCheetah-Vel2-v0      halfcheetah     heldout  target 2 m/s
+cheetah-vel2    polydistill/HalfCheetah-Vel2-v0      halfcheetah     train    target 2 m/s
+cheetah-vel1.5  polydistill/HalfCheetah-Vel1.5-v0    halfcheetah     heldout  target 1.5 m/s
 swimmer         polydistill/Swimmer-v0               swimmer         train    nominal
 swimmer-long    polydistill/Swimmer-Long-v0          (swimmer)       heldout  limbs x1.2
 pendulum        polydistill/DoublePendulum-v0        pendulum        train    nominal
@@ -27,7 +27,7 @@ Observation/action sizes: hopper 11/3, halfcheetah 18/6 (17 + target velocity), 
 pendulum 9/1. Morphology variants are embodiments of their own (their dynamics differ, so the
 student gets a distinct token); the velocity tasks share the ``halfcheetah`` token because the
 target is part of the observation. A held-out morphology is driven zero-shot with the token of
-the body in parentheses; a held-out velocity (2 m/s, between the trained 1 and 3) tests
+the body in parentheses; a held-out velocity (1.5 m/s, between the trained 1 and 2) tests
 interpolation. Held-out specialists are trained only to serve as the yardstick.
 
 Example:
@@ -82,6 +82,7 @@ _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "polydistill/Hopper-Heavy-v0": ("polydistill/Hopper-v0", {"mass": 1.3}),
     "polydistill/Hopper-Long-v0": ("polydistill/Hopper-v0", {"length": 1.15}),
     "polydistill/HalfCheetah-Vel1-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 1.0}),
+    "polydistill/HalfCheetah-Vel1.5-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 1.5}),
     "polydistill/HalfCheetah-Vel2-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 2.0}),
     "polydistill/HalfCheetah-Vel3-v0": ("polydistill/HalfCheetahVel-v0", {"target_velocity": 3.0}),
     "polydistill/Swimmer-Long-v0": ("polydistill/Swimmer-v0", {"length": 1.2}),
@@ -94,8 +95,8 @@ SUITES: dict[str, tuple[TaskSpec, ...]] = {
         TaskSpec("hopper-heavy", "polydistill/Hopper-Heavy-v0", "hopper-heavy"),
         TaskSpec("hopper-long", "polydistill/Hopper-Long-v0", "hopper-long", "heldout", "hopper"),
         TaskSpec("cheetah-vel1", "polydistill/HalfCheetah-Vel1-v0", "halfcheetah"),
-        TaskSpec("cheetah-vel3", "polydistill/HalfCheetah-Vel3-v0", "halfcheetah"),
-        TaskSpec("cheetah-vel2", "polydistill/HalfCheetah-Vel2-v0", "halfcheetah", "heldout"),
+        TaskSpec("cheetah-vel2", "polydistill/HalfCheetah-Vel2-v0", "halfcheetah"),
+        TaskSpec("cheetah-vel1.5", "polydistill/HalfCheetah-Vel1.5-v0", "halfcheetah", "heldout"),
         TaskSpec("swimmer", "polydistill/Swimmer-v0", "swimmer"),
         TaskSpec("swimmer-long", "polydistill/Swimmer-Long-v0", "swimmer-long", "heldout",
                  "swimmer"),
@@ -128,7 +129,6 @@ def get_suite(name: str) -> tuple[TaskSpec, ...]:
 
     Raises:
         ConfigError: if no suite has that name (the message lists the valid ones).
-
     """
     if name not in SUITES:
         raise ConfigError(f"unknown suite {name!r}; valid suites: {', '.join(list_suites())}")

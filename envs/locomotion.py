@@ -64,7 +64,6 @@ class MorphHopperEnv(_MorphMixin, HopperEnv):
     Example:
         >>> import gymnasium as gym, polydistill.envs  # doctest: +SKIP
         >>> env = gym.make("polydistill/Hopper-v0", mass=1.3)  # doctest: +SKIP
-
     """
 
     def __init__(

@@ -79,7 +79,6 @@ def build_model(xml_path: str, morphology: Morphology) -> mujoco.MjModel:
 
     Returns:
         The compiled model; masses and inertias follow the scaled geometry.
-
     """
     spec = mujoco.MjSpec.from_file(xml_path)
     if morphology.length != 1.0:

@@ -8,6 +8,7 @@ from polydistill.errors import (
     PolydistillError,
     SpaceMismatchError,
     TeacherError,
+    TrainingError,
 )
 
 __version__ = "0.1.0"
@@ -23,4 +24,5 @@ __all__ = [
     "CheckpointError",
     "SpaceMismatchError",
     "TeacherError",
+    "TrainingError",
 ]

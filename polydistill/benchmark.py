@@ -20,7 +20,7 @@ from polydistill.config import override
 from polydistill.quickstart import SUITE, default_distill_config
 from polydistill.report import TaskRow, evaluate_student, suite_eval_tasks
 from polydistill.trainer import DistillTrainer, default_teachers_dir
-from polydistill.utils import atomic_write_json, library_versions
+from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions
 
 __all__ = ["run_generalist_benchmark"]
 
@@ -87,8 +87,9 @@ def run_generalist_benchmark(seeds: int = 3, out: str | Path = "results.json",
             deployed = DeployedStudent(trainer.student.eval(), {})
             rows = evaluate_student(deployed, eval_tasks, episodes=episodes, teacher_cache=cache)
             results[method].append(rows)
-            log.info("seed %d %s: min train ratio %.3f", seed, method,
-                     min(r.ratio for r in rows if r.split == "train" and r.ratio is not None))
+            train_ratios = [r.ratio for r in rows if r.split == "train" and r.ratio is not None]
+            log.info("seed %d %s: train ratios %s", seed, method,
+                     [round(x, 3) for x in train_ratios])
     tasks = _aggregate(results["dagger"])
     bc = _aggregate(results["bc"])
     report = {
@@ -104,6 +105,6 @@ def run_generalist_benchmark(seeds: int = 3, out: str | Path = "results.json",
     }
     atomic_write_json(out, report)
     table = _table(tasks, bc)
-    Path(out).with_suffix(".md").write_text(table + "\n")
+    atomic_write_bytes(Path(out).with_suffix(".md"), (table + "\n").encode())
     report["markdown"] = table
     return report

@@ -115,7 +115,6 @@ class DistillationBuffer:
 
         Raises:
             ObservationError: if a field is missing, extra, or of the wrong shape.
-
         """
         if not 0 <= task < self.n_tasks:
             raise ObservationError(f"task index must be in [0, {self.n_tasks}), got {task}")
@@ -127,6 +126,12 @@ class DistillationBuffer:
         n = None
         for k, v in rows.items():
             spec = self.fields[k]
+            if not np.can_cast(v.dtype, np.dtype(spec.dtype), casting="same_kind"):
+                raise ObservationError(
+                    f"buffer field {k!r}: expected dtype {spec.dtype}, got {v.dtype}"
+                )
+            if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+                raise ObservationError(f"buffer field {k!r}: rows contain NaN or inf")
             if v.ndim != 1 + len(spec.shape) or v.shape[1:] != spec.shape:
                 raise ObservationError(
                     f"buffer field {k!r}: expected a batch of shape (N, {', '.join(map(str, spec.shape))})"
@@ -173,7 +178,6 @@ class DistillationBuffer:
 
         Raises:
             ConfigError: if the buffer is empty or ``batch_size < 1``.
-
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -211,11 +215,15 @@ class DistillationBuffer:
         path.mkdir(parents=True, exist_ok=True)
         for k, a in self.data.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{k}.", suffix=".npy", dir=path)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(a), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path / f"{k}.npy")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, np.asarray(a), allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path / f"{k}.npy")
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         from polydistill.utils import atomic_write_json
 
         atomic_write_json(path / "buffer.json", self.state())
@@ -226,7 +234,6 @@ class DistillationBuffer:
 
         Raises:
             CheckpointError: if the folder is missing, incomplete or of another format.
-
         """
         path = Path(path)
         meta_path = path / "buffer.json"
@@ -239,10 +246,20 @@ class DistillationBuffer:
                 f"{str(meta_path)!r}: expected {_FORMAT} v{_FORMAT_VERSION}, got "
                 f"{meta.get('format')} v{meta.get('format_version')}"
             )
-        fields = {k: FieldSpec(tuple(v["shape"]), v["dtype"]) for k, v in meta["fields"].items()}
-        config = config or BufferConfig(capacity=meta["capacity"], strategy=meta["strategy"])
-        buf = cls(fields, meta["n_tasks"], config)
-        if buf.part != meta["part"]:
+        try:
+            fields = {k: FieldSpec(tuple(v["shape"]), v["dtype"]) for k, v in meta["fields"].items()}
+            saved = BufferConfig(capacity=meta["capacity"], strategy=meta["strategy"])
+            n_tasks, part = int(meta["n_tasks"]), int(meta["part"])
+            state = {k: meta[k] for k in ("sizes", "cursors", "seen", "rng")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{str(meta_path)!r} is incomplete: {exc!r}") from None
+        config = config or saved
+        if config.strategy != saved.strategy:
+            raise CheckpointError(
+                f"buffer was saved with strategy {saved.strategy!r}, asked to load as {config.strategy!r}"
+            )
+        buf = cls(fields, n_tasks, config)
+        if buf.part != part:
             raise CheckpointError(
                 f"buffer capacity {config.capacity} does not match saved {meta['capacity']}"
             )
@@ -254,8 +271,8 @@ class DistillationBuffer:
             if arr.shape != buf.data[k].shape:
                 raise CheckpointError(f"buffer field {k!r}: shape {arr.shape} != {buf.data[k].shape}")
             buf.data[k][...] = arr
-        buf.sizes = np.asarray(meta["sizes"], dtype=np.int64)
-        buf.cursors = np.asarray(meta["cursors"], dtype=np.int64)
-        buf.seen = np.asarray(meta["seen"], dtype=np.int64)
-        buf.rng.bit_generator.state = meta["rng"]
+        buf.sizes = np.asarray(state["sizes"], dtype=np.int64)
+        buf.cursors = np.asarray(state["cursors"], dtype=np.int64)
+        buf.seen = np.asarray(state["seen"], dtype=np.int64)
+        buf.rng.bit_generator.state = state["rng"]
         return buf

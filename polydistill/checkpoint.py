@@ -67,10 +67,12 @@ def save_student(path: str | Path, student: GeneralistStudent,
         path: A ``.safetensors`` file path, or a folder (``student.safetensors`` inside).
         student: The student to save (its observation statistics are part of the weights).
         extra: More JSON-safe metadata (tasks, loss, config, metrics).
-
     """
     file = resolve_student_path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"refusing to save a student with non-finite weights in {bad}")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -81,6 +83,7 @@ def save_student(path: str | Path, student: GeneralistStudent,
         "versions": library_versions(),
         **(extra or {}),
     }
+    meta = json.loads(json.dumps(meta))  # what load() will see (e.g. int dict keys -> str)
     meta["sha256"] = _content_sha256(state, meta)
     atomic_write_bytes(file, st_save(state, metadata={"polydistill": json.dumps(meta)}))
     return file
@@ -122,7 +125,6 @@ def load_student(path: str | Path) -> DeployedStudent:
     Raises:
         CheckpointError: missing, empty, truncated, corrupted, tampered (hash mismatch), or of an
             unsupported format version.
-
     """
     file = resolve_student_path(path)
     if Path(path).is_dir() and not file.exists():
@@ -145,7 +147,7 @@ def load_student(path: str | Path) -> DeployedStudent:
         config = from_dict(StudentConfig, meta["student_config"])
         student = GeneralistStudent(table, config)
         student.load_state_dict(state, strict=True)
-    except (KeyError, TypeError, RuntimeError, PolydistillError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, PolydistillError) as exc:
         raise CheckpointError(f"{str(file)!r}: inconsistent student checkpoint: {exc}") from None
     student.eval()
     return DeployedStudent(student, meta)
@@ -179,7 +181,6 @@ class DeployedStudent:
         Raises:
             ObservationError: unknown embodiment, wrong rank/shape, non-numeric dtype, empty
                 batch, or non-finite values.
-
         """
         e = self._embodiment(embodiment)
         emb = self.table.embodiments[e]

@@ -42,16 +42,11 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
-    from polydistill.config import parse_value
+    from polydistill.config import parse_assignments
     from polydistill.envs import get_suite
     from polydistill.train_teacher import load_recipe, train_teacher
 
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise PolydistillError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k] = parse_value(v)
+    overrides = parse_assignments(args.set)
     if args.steps is not None:
         overrides["n_timesteps"] = int(args.steps)
     if args.env_id:
@@ -103,8 +98,9 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
 def _distill_config(args: argparse.Namespace) -> object:
     from polydistill.config import from_dict, load_yaml, override
     from polydistill.trainer import DistillConfig
+    from polydistill.utils import agents_dir
 
-    path = args.recipe or str(_agents_dir() / "distill.yaml")
+    path = args.recipe or str(agents_dir() / "distill.yaml")
     cfg = from_dict(DistillConfig, load_yaml(path), f"DistillConfig({path})")
     sets: dict[str, object] = {}
     if args.env_id or args.teacher:
@@ -127,12 +123,6 @@ def _distill_config(args: argparse.Namespace) -> object:
         sets["beta"] = {"kind": "constant", "start": 1.0}
     cfg = override(cfg, sets)
     return override(cfg, args.set)
-
-
-def _agents_dir() -> Path:
-    import polydistill.agents
-
-    return Path(polydistill.agents.__file__).parent
 
 
 def _run_dir(out: str) -> Path:

@@ -14,16 +14,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from polydistill.buffer import DistillationBuffer, FieldSpec
 from polydistill.embodiment import EmbodimentTable
-from polydistill.errors import ConfigError, TeacherError
+from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation import make_vector_env
 from polydistill.student import GeneralistStudent
-from polydistill.teacher import ActionTarget, Teacher
+from polydistill.teacher import ActionTarget, Teacher, clip_action
+from polydistill.utils import spawn_seeds
 
 __all__ = ["BetaSchedule", "CollectTask", "Collector", "buffer_fields"]
 
@@ -41,8 +41,8 @@ class BetaSchedule:
     """Final / minimum beta."""
     decay: float = 0.5
     """Per-round factor of the exponential schedule."""
-    rounds: int = 5
-    """Rounds of the linear ramp."""
+    rounds: int | None = None
+    """Rounds of the linear ramp (default: all the run's rounds)."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("constant", "linear", "exponential"):
@@ -53,15 +53,16 @@ class BetaSchedule:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"BetaSchedule.{name} must be in [0, 1], got {v}")
-        if self.rounds < 1:
+        if self.rounds is not None and self.rounds < 1:
             raise ConfigError(f"BetaSchedule.rounds must be >= 1, got {self.rounds}")
 
-    def value(self, round_idx: int) -> float:
-        """Beta of round ``round_idx`` (0-based)."""
+    def value(self, round_idx: int, total_rounds: int | None = None) -> float:
+        """Beta of round ``round_idx`` (0-based) of a run of ``total_rounds`` rounds."""
         if self.kind == "constant":
             return self.start
         if self.kind == "linear":
-            frac = min(1.0, round_idx / self.rounds)
+            ramp = self.rounds or max(1, (total_rounds or 2) - 1)
+            frac = min(1.0, round_idx / ramp)
             return self.start + (self.end - self.start) * frac
         return max(self.end, self.start * self.decay**round_idx)
 
@@ -126,9 +127,10 @@ class Collector:
         self.table = student.table
         self.student_action = student_action
         self.teacher_action = teacher_action
-        self.rng = np.random.default_rng(seed)
-        self.torch_gen = torch.Generator().manual_seed(seed)
-        self.runtimes = [_Runtime(t, n_envs, seed + 1000 * i) for i, t in enumerate(tasks)]
+        mix_seed, noise_seed, env_seed = spawn_seeds(seed, 3)
+        self.rng = np.random.default_rng(mix_seed)
+        self.torch_gen = torch.Generator().manual_seed(noise_seed)
+        self.runtimes = [_Runtime(t, n_envs, env_seed + 1000 * i) for i, t in enumerate(tasks)]
         self.n_envs = n_envs
         self.total_steps = 0
 
@@ -138,24 +140,28 @@ class Collector:
             rt.venv.close()
 
     def _write(self, buffer: DistillationBuffer, rt: _Runtime, padded: np.ndarray,
-               tgt: ActionTarget) -> None:
+               tgt: ActionTarget, n: int) -> None:
+        """Write the first ``n`` rows of a vector step."""
         e = rt.task.emb_id
-        n = padded.shape[0]
+        padded = padded[:n]
         a = self.table.max_action_dim
         rows: dict[str, np.ndarray] = {
             "obs": padded,
             "emb": np.full(n, e, dtype=np.int64),
             "mask": np.broadcast_to(self.table.action_mask[e], (n, a)),
         }
+        def first(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else x[:n]
+
         if self.table.action_kind == "discrete":
-            rows["action"] = np.asarray(tgt.action, dtype=np.int64)
+            rows["action"] = np.asarray(tgt.action, dtype=np.int64)[:n]
             if "logits" in buffer.fields:
-                rows["logits"] = self._pad(tgt.logits, n, a, fill=-1e9)
+                rows["logits"] = self._pad(first(tgt.logits), n, a, fill=-1e9)
         else:
-            rows["action"] = self._pad(tgt.action, n, a)
+            rows["action"] = self._pad(first(tgt.action), n, a)
             if "mean" in buffer.fields:
-                rows["mean"] = self._pad(tgt.mean, n, a)
-                rows["log_std"] = self._pad(tgt.log_std, n, a)
+                rows["mean"] = self._pad(first(tgt.mean), n, a)
+                rows["log_std"] = self._pad(first(tgt.log_std), n, a)
         buffer.add(rt.task.task_id, rows)
 
     @staticmethod
@@ -167,25 +173,34 @@ class Collector:
         return out
 
     @torch.inference_mode()
-    def collect(self, steps_per_task: int, beta: float,
+    def collect(self, steps_per_task: int | list[int], beta: float,
                 buffer: DistillationBuffer) -> dict[str, float]:
-        """Collect ``steps_per_task`` env steps in every task with teacher probability ``beta``.
+        """Collect exactly ``steps_per_task`` labelled steps per task; the teacher acts w.p. ``beta``.
 
-        The student's observation statistics are updated with the round's observations after
-        the round (so acting within a round uses fixed statistics).
+        ``steps_per_task`` is one count for every task or a list with one per task. The
+        student's observation statistics are updated with the round's observations after the
+        round (so acting within a round uses fixed statistics).
 
         Returns:
-            Metrics: ``collect/steps_per_s``, ``collect/teacher_frac``, ``rollout/ep_return/<task>``.
-
+            Metrics: ``collect/steps_per_s``, ``collect/teacher_frac``, and
+            ``rollout/ep_return/<task>``: the mean return of the episodes that ended during this
+            round, under this round's behaviour policy.
         """
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {beta}")
         n = self.n_envs
-        vsteps = max(1, -(-steps_per_task // n))  # ceil
+        quota = (list(steps_per_task) if isinstance(steps_per_task, list | tuple)
+                 else [int(steps_per_task)] * len(self.runtimes))
+        if len(quota) != len(self.runtimes) or min(quota) < 0:
+            raise ConfigError(f"need one non-negative step count per task, got {quota}")
+        written = [0] * len(self.runtimes)
         seen_obs: list[list[np.ndarray]] = [[] for _ in self.runtimes]
+        for rt in self.runtimes:
+            rt.returns.clear()
         teacher_steps = 0
         t0 = time.perf_counter()
         emb = torch.as_tensor(np.repeat([rt.task.emb_id for rt in self.runtimes], n))
+        vsteps = max(-(-q // n) for q in quota)  # ceil
         for _ in range(vsteps):
             padded = [self.table.pad_obs(rt.obs, rt.task.emb_id) for rt in self.runtimes]
             if beta < 1.0:
@@ -194,25 +209,35 @@ class Collector:
                     deterministic=self.student_action == "mean", generator=self.torch_gen,
                 ).numpy()
             for i, rt in enumerate(self.runtimes):
+                k = min(n, quota[i] - written[i])
+                if k <= 0:
+                    continue
+                if not np.all(np.isfinite(rt.obs)):
+                    raise TrainingError(f"env of task {rt.task.name!r} returned a non-finite observation")
                 tgt = rt.task.teacher.action_dist(rt.obs)
-                if not np.all(np.isfinite(tgt.action)):
-                    raise TeacherError(f"teacher of task {rt.task.name!r} produced non-finite actions")
-                self._write(buffer, rt, padded[i], tgt)
-                seen_obs[i].append(rt.obs)
+                for field_name in ("action", "mean", "log_std", "logits"):
+                    v = getattr(tgt, field_name)
+                    if v is not None and not np.all(np.isfinite(v)):
+                        raise TeacherError(
+                            f"teacher of task {rt.task.name!r} produced non-finite {field_name}"
+                        )
+                self._write(buffer, rt, padded[i], tgt, k)
+                written[i] += k
+                seen_obs[i].append(rt.obs[:k])
                 t_act = self._teacher_behaviour(rt, tgt)
                 if beta >= 1.0:
                     action = t_act
-                    teacher_steps += n
+                    teacher_steps += k
                 else:
                     mine = self.table.unpad_action(s_act[i * n:(i + 1) * n], rt.task.emb_id)
                     use_t = self.rng.random(n) < beta
-                    teacher_steps += int(use_t.sum())
+                    teacher_steps += int(use_t[:k].sum())
                     if mine.ndim == 1:
                         action = np.where(use_t, t_act, mine)
                     else:
                         action = np.where(use_t[:, None], t_act, mine)
                 if not np.all(np.isfinite(action)):
-                    raise RuntimeError(f"non-finite action in task {rt.task.name!r}; refusing to step")
+                    raise TrainingError(f"non-finite action in task {rt.task.name!r}; refusing to step")
                 rt.obs, rew, term, trunc, _ = rt.venv.step(action)
                 rt.ep_ret += rew
                 rt.ep_len += 1
@@ -222,11 +247,13 @@ class Collector:
                     rt.ep_ret[done] = 0.0
                     rt.ep_len[done] = 0
         for i, rt in enumerate(self.runtimes):
-            self.student.update_normalizer(np.concatenate(seen_obs[i]), rt.task.emb_id)
-        steps = vsteps * n * len(self.runtimes)
+            if seen_obs[i]:
+                self.student.update_normalizer(np.concatenate(seen_obs[i]), rt.task.emb_id)
+        steps = sum(written)
         self.total_steps += steps
         dt = time.perf_counter() - t0
-        metrics = {"collect/steps_per_s": steps / dt, "collect/teacher_frac": teacher_steps / steps,
+        metrics = {"collect/steps_per_s": steps / dt,
+                   "collect/teacher_frac": teacher_steps / max(steps, 1),
                    "collect/beta": beta, "collect/steps": float(steps)}
         for rt in self.runtimes:
             if rt.returns:
@@ -237,8 +264,5 @@ class Collector:
         if self.teacher_action == "sample" and tgt.kind == "gaussian":
             assert tgt.mean is not None and tgt.log_std is not None
             a = tgt.mean + np.exp(tgt.log_std) * self.rng.standard_normal(tgt.mean.shape)
-            space = rt.task.teacher.action_space
-            if isinstance(space, gym.spaces.Box):
-                a = np.clip(a, space.low, space.high)
-            return a
+            return clip_action(rt.task.teacher.action_space, a)
         return tgt.action

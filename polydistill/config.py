@@ -8,6 +8,7 @@ returns a *new* config with command-line overrides applied; configs are never mu
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ import yaml
 
 from polydistill.errors import ConfigError
 
-__all__ = ["from_dict", "override", "load_yaml", "to_dict", "parse_value"]
+__all__ = ["from_dict", "override", "load_yaml", "to_dict", "parse_value", "parse_assignments"]
 
 T = TypeVar("T")
 
@@ -28,7 +29,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
     Raises:
         ConfigError: if the file is missing, unreadable, or not a mapping.
-
     """
     p = Path(path)
     if not p.is_file():
@@ -106,9 +106,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return f
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -126,7 +129,6 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str | None = None) -
 
     Raises:
         ConfigError: on an unknown key (listing valid keys) or a value of the wrong type.
-
     """
     where = where or cls.__name__
     hints = typing.get_type_hints(cls)
@@ -151,22 +153,31 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """Parse ``["a.b=1", "c=[1, 2]"]`` into ``{"a.b": 1, "c": [1, 2]}`` (YAML values).
+
+    Raises:
+        ConfigError: for an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for a in assignments:
+        if "=" not in a:
+            raise ConfigError(f"override {a!r} must look like key=value")
+        k, v = a.split("=", 1)
+        out[k.strip()] = parse_value(v)
+    return out
+
+
 def override(cfg: T, assignments: list[str] | Mapping[str, Any]) -> T:
     """Return a copy of ``cfg`` with dotted overrides applied (``"distill.lr=1e-3"``).
 
     Raises:
         ConfigError: on a malformed assignment or an unknown field.
-
     """
     if isinstance(assignments, Mapping):
         items = list(assignments.items())
     else:
-        items = []
-        for a in assignments:
-            if "=" not in a:
-                raise ConfigError(f"override {a!r} must look like key=value")
-            k, v = a.split("=", 1)
-            items.append((k.strip(), parse_value(v)))
+        items = list(parse_assignments(assignments).items())
     data = to_dict(cfg)
     for key, value in items:
         node = data

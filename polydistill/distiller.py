@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydistill.errors import ConfigError
+from polydistill.errors import ConfigError, TrainingError
 from polydistill.losses import LossBatch, make_loss
 from polydistill.student import GeneralistStudent
 
@@ -41,10 +41,15 @@ class DistillerConfig:
     its half-range."""
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.lr_final <= 0:
+        if not (self.lr > 0 and self.lr_final > 0):
             raise ConfigError(f"DistillerConfig.lr and lr_final must be > 0, got {self.lr}, {self.lr_final}")
         if self.batch_size < 1:
             raise ConfigError(f"DistillerConfig.batch_size must be >= 1, got {self.batch_size}")
+        if not (self.max_grad_norm >= 0 and self.weight_decay >= 0 and self.agreement_tol > 0):
+            raise ConfigError(
+                "DistillerConfig: need max_grad_norm >= 0, weight_decay >= 0 and agreement_tol > 0, "
+                f"got {self.max_grad_norm}, {self.weight_decay}, {self.agreement_tol}"
+            )
 
 
 class Distiller:
@@ -95,6 +100,9 @@ class Distiller:
         obs, emb, lb = self._tensors(batch)
         out = self.student(obs, emb)
         per_sample = self.loss(out, lb, progress)  # (B,)
+        if self.config.balance_tasks and not self.student.discrete:
+            # per action dimension, so a 6-dof body does not weigh 6x a 1-dof one
+            per_sample = per_sample / lb.mask.sum(-1).clamp_min(1)
         if self.config.balance_tasks and "task" in batch:
             task = torch.from_numpy(np.asarray(batch["task"]))
             uniq, inv = torch.unique(task, return_inverse=True)
@@ -110,8 +118,7 @@ class Distiller:
                 mae = torch.tensor(float("nan"))
             else:
                 assert out.mean is not None
-                mean = torch.maximum(torch.minimum(out.mean, self.student.action_high[emb]),
-                                     self.student.action_low[emb])
+                mean = self.student.clip_action(out.mean, emb)
                 err = ((mean - lb.action).abs() / lb.scale) * lb.mask
                 agree = (err <= self.config.agreement_tol).all(-1).float().mean()
                 mae = err.sum() / lb.mask.sum()
@@ -122,13 +129,12 @@ class Distiller:
         """One gradient step on ``batch``; returns its metrics.
 
         Raises:
-            RuntimeError: if the loss is not finite (the student is left unchanged).
-
+            TrainingError: if the loss is not finite (the student is left unchanged).
         """
         self.student.train()
         loss, metrics = self.compute_loss(batch, progress)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite distillation loss ({float(loss)}) at update {self.updates}")
+            raise TrainingError(f"non-finite distillation loss ({loss.item()}) at update {self.updates}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm > 0:

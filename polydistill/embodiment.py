@@ -56,7 +56,6 @@ class Embodiment:
 
         Raises:
             ConfigError: for any other space type.
-
         """
         # Class names, not isinstance: this module must not import gymnasium (deployment).
         obs_kind, act_kind = type(observation_space).__name__, type(action_space).__name__
@@ -131,7 +130,6 @@ class EmbodimentTable:
 
         Raises:
             ObservationError: if ``name`` is not in the table (lists the known names).
-
         """
         try:
             return self.index[name]
@@ -145,7 +143,6 @@ class EmbodimentTable:
 
         Raises:
             ObservationError: if the batch is not ``(N, obs_dim)`` for that embodiment.
-
         """
         e = self.embodiments[emb_id]
         if obs.ndim != 2 or obs.shape[1] != e.obs_dim:

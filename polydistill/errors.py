@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "SpaceMismatchError",
     "TeacherError",
+    "TrainingError",
 ]
 
 
@@ -38,3 +39,7 @@ class SpaceMismatchError(PolydistillError, ValueError):
 
 class TeacherError(PolydistillError, ValueError):
     """A teacher cannot be loaded or does not fit the environment it is asked to label."""
+
+
+class TrainingError(PolydistillError, RuntimeError):
+    """Training or collection produced non-finite values and stopped instead of going on."""

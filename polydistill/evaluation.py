@@ -9,9 +9,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from polydistill.errors import ConfigError
+from polydistill.errors import ConfigError, ObservationError
 
-__all__ = ["EvalResult", "evaluate", "make_vector_env"]
+__all__ = ["EvalResult", "evaluate", "make_env", "make_vector_env"]
 
 
 @dataclass
@@ -37,6 +37,18 @@ class EvalResult:
         return float(np.mean(self.lengths)) if self.lengths else float("nan")
 
 
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` with user errors (unknown id, bad keyword) turned into ConfigError."""
+    import polydistill.envs  # noqa: F401  (registers polydistill/ ids)
+
+    try:
+        return gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
+    except gym.error.Error as exc:
+        raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"bad env_kwargs {dict(env_kwargs or {})} for {env_id!r}: {exc}") from None
+
+
 def make_vector_env(
     env_id: str, n_envs: int, env_kwargs: dict[str, Any] | None = None
 ) -> gym.vector.SyncVectorEnv:
@@ -46,19 +58,12 @@ def make_vector_env(
 
     Raises:
         ConfigError: if ``env_id`` is not a registered Gymnasium id.
-
     """
-    import polydistill.envs  # noqa: F401  (registers polydistill/ ids)
-
     if n_envs < 1:
         raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as exc:
-        raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
-    kwargs = dict(env_kwargs or {})
+    make_env(env_id, env_kwargs).close()  # validates id and kwargs with a clear error
     return gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id, **kwargs) for _ in range(n_envs)],
+        [lambda: make_env(env_id, env_kwargs) for _ in range(n_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
 
@@ -83,7 +88,6 @@ def evaluate(
         n_envs: Parallel env copies.
         seed: Seed of the first env copy (copy ``i`` gets ``seed + i``).
         env_kwargs: Extra ``gymnasium.make`` arguments.
-
     """
     if n_episodes < 1:
         raise ConfigError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -97,7 +101,13 @@ def evaluate(
     try:
         obs, _ = venv.reset(seed=seed)
         while (counts < targets).any():
-            obs, rew, term, trunc, _ = venv.step(act(obs))
+            action = np.asarray(act(obs))
+            want = venv.action_space.shape
+            if action.shape != want:
+                raise ObservationError(
+                    f"policy returned actions of shape {action.shape} for {env_id}; expected {want}"
+                )
+            obs, rew, term, trunc, _ = venv.step(action)
             ep_ret += rew
             ep_len += 1
             for i in np.flatnonzero(term | trunc):

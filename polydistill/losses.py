@@ -17,6 +17,7 @@ name               actions     definition
                                toward the teacher as training progresses (TAID, Shing et al. 2025)
 ``categorical_kl`` discrete    ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``, temperature ``T``
 ``categorical_js`` discrete    Jensen-Shannon divergence of the two categoricals
+``categorical_ce`` discrete    cross-entropy of the teacher's action id (needs no teacher logits)
 =================  ==========  =================================================================
 """
 
@@ -218,10 +219,21 @@ class CategoricalJS(Loss):
         return 0.5 * (kl(p) + kl(q))
 
 
+class CategoricalCE(Loss):
+    """Cross-entropy of the teacher's chosen action: behaviour cloning for discrete actions."""
+
+    name = "categorical_ce"
+    action_kind = "discrete"
+
+    def __call__(self, out: StudentOutput, batch: LossBatch, progress: float) -> torch.Tensor:
+        logits = _require(out.logits, "logits", self.name)
+        return F.cross_entropy(logits, batch.action.long(), reduction="none")
+
+
 LOSSES: dict[str, Callable[..., Loss]] = {
     cls.name: cls
     for cls in (MSELoss, HuberLoss, ForwardKL, ReverseKL, SymmetricKL, TAIDLoss, CategoricalKL,
-                CategoricalJS)
+                CategoricalJS, CategoricalCE)
 }
 """Registry of loss constructors by name."""
 
@@ -236,7 +248,6 @@ def make_loss(name: str, **kwargs: Any) -> Loss:
 
     Raises:
         ConfigError: for an unknown name (listing the valid ones) or bad arguments.
-
     """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; valid losses: {', '.join(list_losses())}")

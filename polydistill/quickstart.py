@@ -10,7 +10,7 @@ from polydistill.checkpoint import load_student
 from polydistill.config import from_dict, load_yaml, override
 from polydistill.report import evaluate_student, markdown_table, suite_eval_tasks, write_report
 from polydistill.trainer import DistillConfig, DistillTrainer, default_teachers_dir
-from polydistill.utils import atomic_write_json
+from polydistill.utils import agents_dir, atomic_write_json
 
 __all__ = ["run_quickstart", "default_distill_config", "ensure_teachers"]
 
@@ -21,29 +21,37 @@ SUITE = "locomotion"
 
 def default_distill_config() -> DistillConfig:
     """The shipped distillation recipe (``agents/distill.yaml``)."""
-    import polydistill.agents
-
-    path = Path(polydistill.agents.__file__).parent / "distill.yaml"
+    path = agents_dir() / "distill.yaml"
     return from_dict(DistillConfig, load_yaml(path), f"DistillConfig({path})")
 
 
-def ensure_teachers(out: Path, train: bool, progress_bar: bool = True) -> Path:
-    """Folder holding a teacher per task of the suite: the shipped one, or trained into ``out``."""
+def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = True) -> Path:
+    """Folder with a teacher per task of the suite.
+
+    Shipped teachers are used where present (unless ``train``); any missing one is trained
+    into ``out/teachers`` with its recipe and ``seed``, and the shipped ones are linked beside.
+    """
     from polydistill.envs import get_suite
     from polydistill.train_teacher import load_recipe, train_teacher
 
     shipped = default_teachers_dir()
     tasks = get_suite(SUITE)
-    if not train and all((shipped / t.name / "model.zip").is_file() for t in tasks):
+    missing = [t for t in tasks if train or not (shipped / t.name / "model.zip").is_file()]
+    if not missing:
         log.info("using the shipped teachers in %s (retrain: --train-teachers)", shipped)
         return shipped
     folder = out / "teachers"
+    folder.mkdir(parents=True, exist_ok=True)
     for t in tasks:
-        if (folder / t.name / "model.zip").is_file():
+        dest = folder / t.name
+        if t not in missing:
+            if not dest.exists():
+                dest.symlink_to((shipped / t.name).resolve(), target_is_directory=True)
             continue
+        if (dest / "model.zip").is_file() and (dest / "manifest.json").is_file():
+            continue  # trained by an earlier run of this quickstart
         log.info("training teacher %s (%s)", t.name, t.env_id)
-        train_teacher(t.env_id, folder / t.name, load_recipe(t.env_id), seed=0,
-                      progress_bar=progress_bar)
+        train_teacher(t.env_id, dest, load_recipe(t.env_id), seed=seed, progress_bar=progress_bar)
     return folder
 
 
@@ -54,12 +62,11 @@ def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = F
 
     Returns:
         The report's JSON content, plus ``markdown`` (the table), ``files`` and ``tensorboard``.
-
     """
     out = Path(out)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    teachers_dir = ensure_teachers(out, train_teachers, progress_bar)
+    teachers_dir = ensure_teachers(out, train_teachers, seed, progress_bar)
     timings["teachers_s"] = time.perf_counter() - t0
 
     sets: dict[str, object] = {"seed": seed, "teachers_dir": str(teachers_dir), "suite": SUITE}

@@ -96,7 +96,6 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
 
     Raises:
         ConfigError: if a task's token is unknown to the student.
-
     """
     rows = []
     for t in tasks:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from polydistill.embodiment import EmbodimentTable
-from polydistill.errors import ConfigError
+from polydistill.errors import ConfigError, ObservationError
 
 __all__ = ["StudentConfig", "StudentOutput", "GeneralistStudent", "ACTIVATIONS"]
 
@@ -52,6 +52,8 @@ class StudentConfig:
             )
         if not self.log_std_min < self.log_std_max:
             raise ConfigError("StudentConfig.log_std_min must be below log_std_max")
+        if not self.obs_clip > 0:
+            raise ConfigError(f"StudentConfig.obs_clip must be > 0, got {self.obs_clip}")
 
 
 @dataclass
@@ -99,12 +101,21 @@ class GeneralistStudent(nn.Module):
     # ----------------------------------------------------------------- normalization
     @torch.no_grad()
     def update_normalizer(self, obs: np.ndarray, emb_id: int) -> None:
-        """Fold a raw batch ``(N, obs_dim)`` of embodiment ``emb_id`` into its statistics."""
+        """Fold a raw batch ``(N, obs_dim)`` of embodiment ``emb_id`` into its statistics.
+
+        Raises:
+            ObservationError: for a batch of the wrong shape or with non-finite values (they
+                would poison the statistics for good).
+        """
+        dim = self.table.embodiments[emb_id].obs_dim
+        if obs.ndim != 2 or obs.shape[1] != dim:
+            raise ObservationError(f"normalizer update: expected shape (N, {dim}), got {obs.shape}")
         if obs.shape[0] == 0:
             return
+        if not np.all(np.isfinite(obs)):
+            raise ObservationError("normalizer update: observations contain NaN or inf")
         x = torch.as_tensor(obs, dtype=torch.float64)
         n = float(x.shape[0])
-        dim = x.shape[1]
         b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
         count = self.obs_count[emb_id]
         mean, var = self.obs_mean[emb_id, :dim], self.obs_var[emb_id, :dim]
@@ -154,5 +165,9 @@ class GeneralistStudent(nn.Module):
         if not deterministic:
             noise = torch.randn(a.shape, generator=generator, dtype=a.dtype)
             a = a + noise * out.log_std.exp()
+        return self.clip_action(a, emb)
+
+    def clip_action(self, action: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Clip padded continuous actions ``(B, A)`` to each row's bounds; padded dims -> 0."""
         low, high = self.action_low[emb], self.action_high[emb]
-        return torch.maximum(torch.minimum(a, high), low) * self.action_mask[emb]
+        return torch.maximum(torch.minimum(action, high), low) * self.action_mask[emb]

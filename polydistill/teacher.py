@@ -35,7 +35,12 @@ __all__ = [
     "ObsNormalizer",
     "load_teacher",
     "check_teacher_fits",
+    "clip_action",
 ]
+
+LABEL_LOG_STD_MIN, LABEL_LOG_STD_MAX = -5.0, 2.0
+"""Teacher log-std labels are clamped here: a saturated squashed Gaussian would otherwise give
+labels near log(0) that make the KL losses explode."""
 
 
 @dataclass
@@ -93,7 +98,8 @@ class Teacher(ABC):
         return obs
 
 
-def _clip_action(space: gym.spaces.Space, a: np.ndarray) -> np.ndarray:
+def clip_action(space: gym.spaces.Space, a: np.ndarray) -> np.ndarray:
+    """Clip ``a`` to a Box's bounds (other spaces pass through)."""
     if isinstance(space, gym.spaces.Box):
         return np.clip(a, space.low, space.high).astype(space.dtype, copy=False)
     return a
@@ -132,7 +138,6 @@ def load_vecnormalize_stats(path: str | Path, observation_space: gym.spaces.Spac
 
     Raises:
         TeacherError: if the file is unreadable or its statistics do not fit the spaces.
-
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -160,7 +165,6 @@ class SB3Teacher(Teacher):
     Example:
         >>> teacher = SB3Teacher.load("runs/teachers/hopper/model.zip")  # doctest: +SKIP
         >>> teacher.action_dist(obs_batch).mean.shape  # doctest: +SKIP
-
     """
 
     def __init__(self, model: Any, normalizer: ObsNormalizer | None = None) -> None:
@@ -183,7 +187,6 @@ class SB3Teacher(Teacher):
 
         Raises:
             TeacherError: if the file is missing or not an SB3 model.
-
         """
         path = Path(path)
         if not path.is_file():
@@ -227,10 +230,12 @@ class SB3Teacher(Teacher):
                 log_std = torch.log(d.stddev).numpy().astype(np.float64)
                 if policy.squash_output:
                     raise TeacherError("squashed on-policy (gSDE squash) teachers are not supported")
-                return ActionTarget("gaussian", _clip_action(space, mean), mean, log_std)
+                return ActionTarget("gaussian", clip_action(space, mean), mean, log_std)
             raise TeacherError(f"unsupported SB3 action distribution {type(d).__name__}")
         if hasattr(policy, "actor") and hasattr(policy.actor, "get_action_dist_params"):
             # SAC: tanh-squashed Gaussian. Map to env units; std by the delta method.
+            if getattr(policy.actor, "use_sde", False):
+                raise TeacherError("SAC teachers trained with gSDE (use_sde=True) are not supported")
             mu, log_std, _ = policy.actor.get_action_dist_params(obs_t)
             t = torch.tanh(mu)
             low = torch.as_tensor(space.low, dtype=torch.float32)
@@ -238,14 +243,15 @@ class SB3Teacher(Teacher):
             half = (high - low) / 2
             mean = (low + (t + 1.0) * half).numpy().astype(np.float64)
             std = ((1 - t**2).clamp_min(1e-6) * log_std.exp() * half).numpy().astype(np.float64)
-            return ActionTarget("gaussian", _clip_action(space, mean), mean, np.log(std))
+            log_std_env = np.clip(np.log(std), LABEL_LOG_STD_MIN, LABEL_LOG_STD_MAX)
+            return ActionTarget("gaussian", clip_action(space, mean), mean, log_std_env)
         if hasattr(policy, "q_net"):  # DQN
             q = policy.q_net(obs_t).numpy()
             return ActionTarget("categorical", q.argmax(-1), logits=q)
         # TD3 / DDPG: deterministic actor with tanh output in [-1, 1]
         scaled = policy.actor(obs_t).numpy()
         action = policy.unscale_action(scaled).astype(np.float64)
-        return ActionTarget("deterministic", _clip_action(space, action), mean=action)
+        return ActionTarget("deterministic", clip_action(space, action), mean=action)
 
 
 class TorchTeacher(Teacher):
@@ -303,24 +309,35 @@ def _to_np(x: Any) -> np.ndarray:
 
 
 def _target_from_output(out: Any, space: gym.spaces.Space) -> ActionTarget:
+    target = _raw_target(out, space)
+    n = target.action.shape[0]
+    want = (n,) if isinstance(space, gym.spaces.Discrete) else (n, *space.shape)
+    if target.action.shape != want:
+        raise TeacherError(f"teacher returned actions of shape {target.action.shape}, expected {want}")
+    if target.log_std is not None:
+        target.log_std = np.clip(target.log_std, LABEL_LOG_STD_MIN, LABEL_LOG_STD_MAX)
+    return target
+
+
+def _raw_target(out: Any, space: gym.spaces.Space) -> ActionTarget:
     if isinstance(out, torch.distributions.Categorical):
         logits = _to_np(out.logits)
         return ActionTarget("categorical", logits.argmax(-1), logits=logits)
     if isinstance(out, torch.distributions.Normal):
         mean = _to_np(out.mean).astype(np.float64)
-        return ActionTarget("gaussian", _clip_action(space, mean), mean,
+        return ActionTarget("gaussian", clip_action(space, mean), mean,
                             np.log(_to_np(out.stddev)).astype(np.float64))
     if isinstance(out, tuple) and len(out) == 2:
         mean = _to_np(out[0]).astype(np.float64)
         log_std = np.broadcast_to(_to_np(out[1]), mean.shape).astype(np.float64)
-        return ActionTarget("gaussian", _clip_action(space, mean), mean, log_std)
+        return ActionTarget("gaussian", clip_action(space, mean), mean, log_std)
     a = _to_np(out)
     if isinstance(space, gym.spaces.Discrete):
         if a.ndim == 2:  # logits
             return ActionTarget("categorical", a.argmax(-1), logits=a.astype(np.float64))
         return ActionTarget("deterministic", a.astype(np.int64))
     a = a.astype(np.float64)
-    return ActionTarget("deterministic", _clip_action(space, a), mean=a)
+    return ActionTarget("deterministic", clip_action(space, a), mean=a)
 
 
 def load_teacher(spec: str | Path | Teacher) -> Teacher:
@@ -328,7 +345,6 @@ def load_teacher(spec: str | Path | Teacher) -> Teacher:
 
     Raises:
         TeacherError: if nothing loadable is found there.
-
     """
     if isinstance(spec, Teacher):
         return spec
@@ -346,7 +362,6 @@ def check_teacher_fits(teacher: Teacher, env_obs: gym.spaces.Space, env_act: gym
 
     Raises:
         SpaceMismatchError: naming the space, what the env has and what the teacher has.
-
     """
     if not isinstance(env_obs, gym.spaces.Box):
         raise ConfigError(f"{name}: only Box observation spaces are supported, got {env_obs}")

@@ -26,23 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from polydistill.config import from_dict, load_yaml, to_dict
-from polydistill.errors import ConfigError
-from polydistill.evaluation import evaluate
+from polydistill.errors import ConfigError, TrainingError
+from polydistill.evaluation import evaluate, make_env
+from polydistill.student import ACTIVATIONS
 from polydistill.teacher import SB3Teacher
-from polydistill.utils import atomic_write_json, library_versions
+from polydistill.utils import agents_dir, atomic_write_json, library_versions
 
 __all__ = ["TeacherRecipe", "load_recipe", "train_teacher", "default_recipe_path"]
 
 log = logging.getLogger(__name__)
 
-_ALGOS = ("ppo", "a2c", "sac", "td3")
-_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
-                "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
 
 
 @dataclass(frozen=True)
@@ -79,9 +76,7 @@ class TeacherRecipe:
 
 def default_recipe_path() -> Path:
     """Path of the shipped teacher recipes (``agents/teachers.yaml``)."""
-    import polydistill.agents
-
-    return Path(polydistill.agents.__file__).parent / "teachers.yaml"
+    return agents_dir() / "teachers.yaml"
 
 
 def load_recipe(env_id: str, path: str | Path | None = None,
@@ -91,15 +86,17 @@ def load_recipe(env_id: str, path: str | Path | None = None,
     Raises:
         ConfigError: if the file has neither an entry for ``env_id`` nor ``default``, or a field
             is unknown.
-
     """
     data = load_yaml(path or default_recipe_path())
-    defaults = data.get("default", {})
     if env_id not in data and "default" not in data:
         raise ConfigError(
             f"recipe file has no entry for {env_id!r} and no 'default'; entries: {sorted(data)}"
         )
-    merged = {**defaults, **data.get(env_id, {}), **(overrides or {})}
+    entries = {k: data.get(k) or {} for k in ("default", env_id)}
+    for k, v in entries.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"recipe entry {k!r} must be a mapping of TeacherRecipe fields, got {v!r}")
+    merged = {**entries["default"], **entries[env_id], **(overrides or {})}
     return from_dict(TeacherRecipe, merged, f"recipe[{env_id}]")
 
 
@@ -113,11 +110,11 @@ def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     kw = dict(raw)
     act = kw.get("activation_fn")
     if isinstance(act, str):
-        if act not in _ACTIVATIONS:
+        if act not in ACTIVATIONS:
             raise ConfigError(
-                f"policy_kwargs.activation_fn: unknown {act!r}; valid: {', '.join(_ACTIVATIONS)}"
+                f"policy_kwargs.activation_fn: unknown {act!r}; valid: {', '.join(ACTIVATIONS)}"
             )
-        kw["activation_fn"] = _ACTIVATIONS[act]
+        kw["activation_fn"] = ACTIVATIONS[act]
     return kw
 
 
@@ -172,23 +169,22 @@ def train_teacher(
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
-
     """
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    import polydistill.envs  # noqa: F401
-
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as exc:
-        raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
     recipe = recipe or load_recipe(env_id)
+    make_env(env_id, recipe.env_kwargs).close()  # unknown id / bad kwargs: ConfigError
     algo_cls = _algo_class(recipe.algo)
     _check_hyperparams(algo_cls, recipe.hyperparams)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A reused folder must not leak an earlier run's files into this teacher.
+    shutil.rmtree(out / "best", ignore_errors=True)
+    for stale in ("model.zip", "vecnormalize.pkl", "final_model.zip", "final_vecnormalize.pkl",
+                  "manifest.json"):
+        (out / stale).unlink(missing_ok=True)
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
 
     venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=recipe.env_kwargs)
@@ -261,5 +257,5 @@ def train_teacher(
     log.info("teacher %s: mean return %.1f +- %.1f (%d episodes, %.0fs training)", env_id,
              result.mean_return, result.std_return, len(result.returns), train_s)
     if not np.isfinite(result.mean_return):
-        raise RuntimeError(f"teacher evaluation on {env_id} produced no finite return")
+        raise TrainingError(f"teacher evaluation on {env_id} produced no finite return")
     return manifest

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -29,10 +28,10 @@ from polydistill.config import to_dict
 from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.embodiment import Embodiment, EmbodimentTable
 from polydistill.errors import ConfigError, SpaceMismatchError
-from polydistill.evaluation import evaluate
+from polydistill.evaluation import evaluate, make_env
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import seed_everything
+from polydistill.utils import agents_dir, seed_everything
 
 __all__ = ["TaskConfig", "DistillConfig", "DistillTrainer", "student_act_fn", "default_teachers_dir"]
 
@@ -102,13 +101,15 @@ class DistillConfig:
             raise ConfigError(f"updates_per_step must be >= 0, got {self.updates_per_step}")
         if self.student_action not in ("mean", "sample") or self.teacher_action not in ("mean", "sample"):
             raise ConfigError("student_action and teacher_action must be 'mean' or 'sample'")
+        if self.eval_every < 0 or self.eval_episodes < 1:
+            raise ConfigError(
+                f"need eval_every >= 0 and eval_episodes >= 1, got {self.eval_every}, {self.eval_episodes}"
+            )
 
 
 def default_teachers_dir() -> Path:
     """Folder of the teachers shipped with polydistill (``agents/teachers``)."""
-    import polydistill.agents
-
-    return Path(polydistill.agents.__file__).parent / "teachers"
+    return agents_dir() / "teachers"
 
 
 def resolve_tasks(config: DistillConfig) -> tuple[TaskConfig, ...]:
@@ -158,10 +159,7 @@ class DistillTrainer:
         self.teachers: dict[str, Teacher] = {}
         embodiments: dict[str, Embodiment] = {}
         for t in self.tasks:
-            try:
-                env = gym.make(t.env_id, **t.env_kwargs)
-            except gym.error.Error as exc:
-                raise ConfigError(f"task {t.name!r}: unknown env id {t.env_id!r}: {exc}") from None
+            env = make_env(t.env_id, t.env_kwargs)
             teacher = (teachers or {}).get(t.name) or load_teacher(t.teacher)
             check_teacher_fits(teacher, env.observation_space, env.action_space, f"task {t.name!r}")
             emb_name = t.embodiment or t.env_id
@@ -175,9 +173,17 @@ class DistillTrainer:
             embodiments[emb_name] = emb
             self.teachers[t.name] = teacher
         self.table = EmbodimentTable(list(embodiments.values()))
+        # Loading SB3 teachers re-seeds the global RNGs (SB3 set_random_seed): seed again so the
+        # student's initial weights depend on config.seed alone.
+        torch.manual_seed(config.seed)
         self.student = GeneralistStudent(self.table, config.student)
         self.distiller = Distiller(self.student, config.distiller)
         with_dist = self.distiller.loss.needs_distribution
+        if config.student_action == "sample" and not with_dist:
+            raise ConfigError(
+                f"student_action='sample' needs a loss that trains the student's std; "
+                f"{self.distiller.loss_name!r} does not (use forward_kl, taid, ...)"
+            )
         if with_dist:
             self._check_teachers_have_distributions()
         self.buffer = DistillationBuffer(buffer_fields(self.table, with_dist), len(self.tasks),
@@ -200,20 +206,30 @@ class DistillTrainer:
 
     def _check_teachers_have_distributions(self) -> None:
         for t in self.tasks:
-            env = gym.make(t.env_id, **t.env_kwargs)
+            env = make_env(t.env_id, t.env_kwargs)
             obs, _ = env.reset(seed=0)
             env.close()
             kind = self.teachers[t.name].action_dist(np.asarray(obs)[None]).kind
             if kind == "deterministic":
                 raise ConfigError(
                     f"loss {self.distiller.loss_name!r} needs the teacher's action distribution, "
-                    f"but the teacher of task {t.name!r} is deterministic; use loss mse or huber"
+                    f"but the teacher of task {t.name!r} is deterministic; use a loss on actions "
+                    "(mse or huber for continuous, categorical_ce for discrete actions)"
                 )
 
-    @property
-    def steps_per_task_round(self) -> int:
-        """Env steps each task collects per round."""
-        return max(1, self.config.total_steps // (self.config.rounds * len(self.tasks)))
+    def quota(self, round_idx: int) -> list[int]:
+        """Env steps each task collects in round ``round_idx``; they sum to ``total_steps``.
+
+        Remainders go to the first rounds and tasks, so any two runs with the same
+        ``total_steps`` collect exactly the same number of labelled steps.
+        """
+        cfg, n_tasks = self.config, len(self.tasks)
+        per_round = cfg.total_steps // cfg.rounds + (round_idx < cfg.total_steps % cfg.rounds)
+        return [per_round // n_tasks + (i < per_round % n_tasks) for i in range(n_tasks)]
+
+    def updates_in_round(self, round_idx: int) -> int:
+        """Gradient updates after round ``round_idx`` (``updates_per_step`` x its steps)."""
+        return int(round(self.config.updates_per_step * sum(self.quota(round_idx))))
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -237,27 +253,31 @@ class DistillTrainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        steps = self.steps_per_task_round
-        per_round_updates = int(round(cfg.updates_per_step * steps * len(self.tasks)))
-        total_updates = max(1, per_round_updates * cfg.rounds)
+        if cfg.total_steps < cfg.rounds * len(self.tasks):
+            raise ConfigError(
+                f"total_steps ({cfg.total_steps}) must be at least rounds x tasks "
+                f"({cfg.rounds} x {len(self.tasks)})"
+            )
+        total_updates = max(1, sum(self.updates_in_round(r) for r in range(cfg.rounds)))
         bar = tqdm(total=cfg.rounds, desc="distill", unit="round", disable=not self.progress_bar)
         t_start = time.perf_counter()
         while self.round < cfg.rounds:
-            beta = cfg.beta.value(self.round)
-            metrics = self.collector.collect(steps, beta, self.buffer)
+            beta = cfg.beta.value(self.round, cfg.rounds)
+            metrics = self.collector.collect(self.quota(self.round), beta, self.buffer)
             env_steps = self.collector.total_steps
+            n_updates = self.updates_in_round(self.round)
             t0 = time.perf_counter()
             agg: dict[str, list[float]] = {}
-            for _ in range(per_round_updates):
-                progress = self.distiller.updates / total_updates
+            for _ in range(n_updates):
+                progress = (self.distiller.updates + 1) / total_updates
                 self.distiller.set_progress_lr(progress)
                 m = self.distiller.update(self.buffer.sample(cfg.distiller.batch_size), progress)
                 for k, v in m.items():
                     agg.setdefault(k, []).append(v)
             dt = time.perf_counter() - t0
             metrics.update({k: float(np.mean(v)) for k, v in agg.items()})
-            if per_round_updates:
-                metrics["distill/samples_per_s"] = per_round_updates * cfg.distiller.batch_size / dt
+            if n_updates:
+                metrics["distill/samples_per_s"] = n_updates * cfg.distiller.batch_size / dt
             metrics["distill/lr"] = self.distiller.optimizer.param_groups[0]["lr"]
             metrics["buffer/size"] = float(len(self.buffer))
             self.round += 1

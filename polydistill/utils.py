@@ -16,7 +16,8 @@ import torch
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
+           "agents_dir", "spawn_seeds"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -68,6 +69,18 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def agents_dir() -> Path:
+    """The installed ``agents/`` folder (recipes and shipped teachers, ``polydistill.agents``)."""
+    import polydistill.agents
+
+    return Path(polydistill.agents.__file__).parent
+
+
+def spawn_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent 32-bit seeds derived from ``seed`` (no two streams share a seed)."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
 def seed_everything(seed: int) -> np.random.Generator:

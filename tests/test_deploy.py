@@ -29,7 +29,7 @@ def _table() -> EmbodimentTable:
 def _student(table: EmbodimentTable, seed: int = 0, head_std: float = 3.0) -> GeneralistStudent:
     torch.manual_seed(seed)
     student = GeneralistStudent(table, StudentConfig(hidden=(32, 32)))
-    student.update_normalizer(np.random.default_rng(seed).normal(size=(100, table.max_obs_dim)), 0)
+    student.update_normalizer(np.random.default_rng(seed).normal(size=(100, table.embodiments[0].obs_dim)), 0)
     with torch.no_grad():  # large outputs, so the bounds are actually hit
         student.head.weight.normal_(0, head_std)
         student.head.bias.normal_(0, head_std)

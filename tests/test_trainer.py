@@ -171,3 +171,52 @@ def test_distillation_reduces_disagreement_with_teacher() -> None:
     trainer.close()
     loss_after, _ = trainer.distiller.compute_loss(batch)
     assert loss_after.item() < 0.2 * loss_before.item()
+
+
+@pytest.mark.parametrize("total", [1601, 2000, 4003])
+def test_collects_exactly_the_step_budget(total: int) -> None:
+    trainer = DistillTrainer(_config(total_steps=total, rounds=3), teachers=_teachers(),
+                             progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    assert trainer.collector.total_steps == total
+    assert len(trainer.buffer) == min(total, 600)
+
+
+def test_budget_smaller_than_rounds_times_tasks_is_refused() -> None:
+    trainer = DistillTrainer(_config(total_steps=5, rounds=4), teachers=_teachers(), progress_bar=False)
+    with pytest.raises(ConfigError, match="total_steps"):
+        trainer.learn()
+    trainer.close()
+
+
+def test_seed_controls_initial_student_even_after_loading_sb3_teachers(tmp_path) -> None:
+    from stable_baselines3 import PPO
+
+    env = gym.make(PEND)
+    PPO("MlpPolicy", env, n_steps=32, batch_size=32, seed=0).save(tmp_path / "model.zip")
+    digests = []
+    for seed in (0, 1):
+        cfg = _config(tasks=(TaskConfig("pend", PEND, str(tmp_path), "pendulum"),), seed=seed)
+        trainer = DistillTrainer(cfg, progress_bar=False)
+        digests.append(_digest(trainer.student))
+        trainer.close()
+    assert digests[0] != digests[1]
+
+
+def test_nan_observation_from_env_stops_collection() -> None:
+    from polydistill.errors import TrainingError
+
+    class NaNObs(gym.ObservationWrapper):
+        def observation(self, obs):  # noqa: ANN001, ANN201
+            obs = obs.copy()
+            obs[0] = np.nan
+            return obs
+
+    gym.register("polydistill-test/NaNPendulum-v0",
+                 entry_point=lambda **kw: NaNObs(gym.make(PEND).unwrapped), max_episode_steps=50)
+    cfg = _config(tasks=(TaskConfig("pend", "polydistill-test/NaNPendulum-v0", "unused", "pendulum"),))
+    trainer = DistillTrainer(cfg, teachers={"pend": _torch_teacher(PEND)}, progress_bar=False)
+    with pytest.raises(TrainingError, match="non-finite observation"):
+        trainer.learn()
+    trainer.close()
