@@ -108,8 +108,19 @@ SUITES: dict[str, tuple[TaskSpec, ...]] = {
 """Named task suites; ``locomotion`` is the default."""
 
 
+_VISION: dict[str, str] = {
+    "polydistill/PointGoalVision-v0": "point_goal",
+    "polydistill/ReachVision-v0": "reach",
+}
+"""Vision tasks (``polydistill.envs.vision``): Dict observations ``proprio``/``privileged``/``pixels``."""
+
+
 def register_envs() -> None:
     """Register every polydistill env id with Gymnasium (idempotent)."""
+    for env_id, task in _VISION.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="polydistill.envs.vision:make_vision_env",
+                         max_episode_steps=100, kwargs={"task": task})
     for env_id, (entry_point, steps) in _BASE.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry_point, max_episode_steps=steps)
