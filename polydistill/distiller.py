@@ -81,8 +81,8 @@ class Distiller:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    def _tensors(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, LossBatch]:
-        obs = torch.from_numpy(np.ascontiguousarray(batch["obs"]))
+    def _tensors(self, batch: dict[str, np.ndarray]) -> tuple[Any, torch.Tensor, LossBatch]:
+        obs = self.student.batch_obs(batch)
         emb = torch.from_numpy(batch["emb"])
         mask = torch.from_numpy(batch["mask"])
         scale = self.student.action_scale[emb]

@@ -71,7 +71,11 @@ class StudentOutput:
 class GeneralistStudent(nn.Module):
     """One policy network for all embodiments of ``table``."""
 
-    def __init__(self, table: EmbodimentTable, config: StudentConfig | None = None) -> None:
+    obs_keys: tuple[str, ...] = ("obs",)
+    """Buffer fields this student reads (see :meth:`batch_obs`)."""
+
+    def __init__(self, table: EmbodimentTable, config: StudentConfig | None = None,
+                 extra_features: int = 0) -> None:
         super().__init__()
         self.table = table
         self.config = config or StudentConfig()
@@ -79,7 +83,7 @@ class GeneralistStudent(nn.Module):
         self.discrete = table.action_kind == "discrete"
         act = ACTIVATIONS[self.config.activation]
         layers: list[nn.Module] = []
-        width = d + e
+        width = d + e + extra_features  # padded obs + token (+ e.g. image features)
         for h in self.config.hidden:
             layers += [nn.Linear(width, h), act()]
             width = h
@@ -135,12 +139,16 @@ class GeneralistStudent(nn.Module):
         return torch.clamp((obs - mean) / std, -clip, clip)
 
     # ----------------------------------------------------------------- network
+    def batch_obs(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """The student's input from a buffer batch."""
+        return torch.from_numpy(np.ascontiguousarray(batch["obs"]))
+
     def features(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Trunk features ``(B, H)`` of padded raw observations ``(B, D)`` and token ids ``(B,)``."""
         token = nn.functional.one_hot(emb, len(self.table)).to(obs.dtype)
         return self.trunk(torch.cat([self.normalize(obs, emb), token], dim=-1))
 
-    def forward(self, obs: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
+    def forward(self, obs: torch.Tensor, emb: torch.Tensor) -> StudentOutput:  # type: ignore[override]
         """Action distribution of padded raw observations ``(B, D)`` with token ids ``(B,)``."""
         out = self.head(self.features(obs, emb))
         mask = self.action_mask[emb]

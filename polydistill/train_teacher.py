@@ -62,6 +62,9 @@ class TeacherRecipe:
     """Keyword arguments of the SB3 algorithm (checked against its signature)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gymnasium.make`` arguments."""
+    obs_groups: tuple[str, ...] = ()
+    """For Dict-observation envs: the groups the teacher reads, concatenated into one vector
+    (e.g. ``[proprio, privileged]`` for a privileged teacher)."""
     eval_freq: int = 50_000
     """Evaluate every this many environment steps (0 disables the callback)."""
     n_eval_episodes: int = 5
@@ -187,8 +190,14 @@ def train_teacher(
         (out / stale).unlink(missing_ok=True)
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
 
-    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=recipe.env_kwargs)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=recipe.env_kwargs)
+    wrap: dict[str, Any] = {}
+    if recipe.obs_groups:
+        from polydistill.wrappers import ConcatGroups
+
+        wrap = {"wrapper_class": ConcatGroups, "wrapper_kwargs": {"keys": recipe.obs_groups}}
+    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=recipe.env_kwargs, **wrap)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=recipe.env_kwargs,
+                            **wrap)
     if recipe.normalize:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
@@ -228,7 +237,14 @@ def train_teacher(
 
     # Measure the saved teacher through the same adapter distillation uses.
     teacher = SB3Teacher.load(out / "model.zip")
-    result = evaluate(env_id, teacher.act, n_episodes=recipe.final_eval_episodes,
+    act = teacher.act
+    if recipe.obs_groups:
+        from polydistill.wrappers import flatten_groups
+
+        def act(obs: Any) -> np.ndarray:
+            return teacher.act(flatten_groups(obs, recipe.obs_groups))
+
+    result = evaluate(env_id, act, n_episodes=recipe.final_eval_episodes,
                       seed=seed + 20_000, env_kwargs=recipe.env_kwargs)
     manifest = {
         "kind": "polydistill.teacher",
@@ -243,6 +259,7 @@ def train_teacher(
         "eval_episodes": len(result.returns),
         "observation_shape": list(teacher.observation_space.shape),
         "action_space": repr(teacher.action_space),
+        "obs_groups": list(recipe.obs_groups),
         "recipe": to_dict(recipe),
         "versions": library_versions(),
         "reproduce": command or (

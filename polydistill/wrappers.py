@@ -31,7 +31,7 @@ from gymnasium import spaces
 from polydistill.errors import ConfigError, ObservationError
 
 __all__ = ["SplitObservation", "PrivilegedObservation", "PixelObservation", "FrameStackKey",
-           "ObsGroups", "flatten_groups"]
+           "ConcatGroups", "ObsGroups", "flatten_groups"]
 
 
 class SplitObservation(gym.ObservationWrapper):
@@ -188,6 +188,31 @@ class FrameStackKey(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.frames.append(obs[self.key])
         return self._stacked(obs), reward, terminated, truncated, info
+
+
+class ConcatGroups(gym.ObservationWrapper):
+    """Flatten chosen vector groups into one ``Box`` (e.g. the teacher's view for SB3)."""
+
+    def __init__(self, env: gym.Env, keys: Sequence[str]) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, spaces.Dict):
+            raise ConfigError(f"ConcatGroups needs a Dict observation space, got {space}")
+        missing = [k for k in keys if k not in space.spaces]
+        if missing:
+            raise ConfigError(f"ConcatGroups: no group(s) {missing}; the env has {sorted(space.spaces)}")
+        boxes = [space.spaces[k] for k in keys]
+        if any(len(b.shape) != 1 for b in boxes):
+            raise ConfigError("ConcatGroups concatenates flat vector groups only (not images)")
+        self.keys = tuple(keys)
+        self.observation_space = spaces.Box(
+            np.concatenate([b.low for b in boxes]).astype(np.float64),
+            np.concatenate([b.high for b in boxes]).astype(np.float64), dtype=np.float64,
+        )
+
+    def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Concatenate the chosen groups."""
+        return flatten_groups(observation, self.keys)
 
 
 @dataclass(frozen=True)
