@@ -48,9 +48,9 @@ def resolve_student_path(path: str | Path) -> Path:
 
 
 def _content_sha256(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
-    """SHA-256 over the weights and the metadata (less this hash), so neither can drift."""
+    """SHA-256 over the weights and the metadata, less this hash and the creation time."""
     h = hashlib.sha256()
-    body = {k: v for k, v in meta.items() if k != "sha256"}
+    body = {k: v for k, v in meta.items() if k not in ("sha256", "created")}
     h.update(json.dumps(body, sort_keys=True).encode())
     for k in sorted(state):
         t = state[k].detach().cpu().contiguous()
