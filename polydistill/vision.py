@@ -88,13 +88,21 @@ class VisionStudent(GeneralistStudent):
         if pixel_shape is not None:
             c, h, w = pixel_shape
             layers: list[nn.Module] = []
-            specs = [(8, 4), (4, 2), (3, 1)] + [(3, 1)] * max(0, len(self.vision.channels) - 3)
+            # NatureCNN kernels for >= 36 px images, a gentler stack for small ones
+            first = [(8, 4), (4, 2), (3, 1)] if min(h, w) >= 36 else [(4, 2), (3, 2), (3, 1)]
+            specs = first + [(3, 1)] * max(0, len(self.vision.channels) - 3)
             for out_c, (k, s) in zip(self.vision.channels, specs, strict=False):
                 layers += [nn.Conv2d(c, out_c, k, s), nn.ReLU()]
                 c = out_c
             self.conv = nn.Sequential(*layers, nn.Flatten())
-            with torch.no_grad():
-                n_flat = self.conv(torch.zeros(1, *pixel_shape)).shape[1]
+            try:
+                with torch.no_grad():
+                    n_flat = self.conv(torch.zeros(1, *pixel_shape)).shape[1]
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"images of shape {pixel_shape} are too small for {len(self.vision.channels)} "
+                    f"conv layers: {exc}"
+                ) from None
             self.project = nn.Sequential(nn.Linear(n_flat, self.vision.feature_dim),
                                          nn.LayerNorm(self.vision.feature_dim), nn.Tanh())
 
@@ -189,10 +197,22 @@ class VisionTrainer:
                                      pixel_shape, config.student, config.vision)  # type: ignore[arg-type]
         self.distiller = Distiller(self.student, config.distiller)
         a = len(act_space.low)
+        self.with_dist = self.distiller.loss.needs_distribution
+        if self.with_dist:
+            probe_env = make_env(config.env_id, {**config.env_kwargs, "pixels": False})
+            probe, _ = probe_env.reset(seed=0)
+            probe_env.close()
+            if self.teacher.action_dist(self.groups.teacher_obs(probe)[None]).kind != "gaussian":
+                raise ConfigError(
+                    f"loss {self.distiller.loss_name!r} needs a Gaussian teacher; this teacher gives "
+                    "actions only (use loss mse or huber)"
+                )
         fields = {"proprio": FieldSpec(space["proprio"].shape, "float32"),
                   "emb": FieldSpec((), "int64"), "mask": FieldSpec((a,), "bool"),
-                  "action": FieldSpec((a,), "float32"), "mean": FieldSpec((a,), "float32"),
-                  "log_std": FieldSpec((a,), "float32")}
+                  "action": FieldSpec((a,), "float32")}
+        if self.with_dist:
+            fields["mean"] = FieldSpec((a,), "float32")
+            fields["log_std"] = FieldSpec((a,), "float32")
         if pixel_shape is not None:
             fields["pixels"] = FieldSpec(pixel_shape, "uint8")  # type: ignore[arg-type]
         self.buffer = DistillationBuffer(fields, 1, config.buffer, seed=config.seed)
@@ -223,16 +243,17 @@ class VisionTrainer:
             k = min(n, steps - written)
             obs = self.obs
             tgt = self.teacher.action_dist(self.groups.teacher_obs(obs))
-            if tgt.mean is None or tgt.log_std is None:
-                raise TeacherError("the privileged teacher must give a Gaussian (mean, log_std)")
-            if not (np.all(np.isfinite(tgt.mean)) and np.all(np.isfinite(tgt.log_std))):
-                raise TeacherError("the privileged teacher produced non-finite labels")
+            labels = [tgt.action] + ([tgt.mean, tgt.log_std] if self.with_dist else [])
+            if any(x is None or not np.all(np.isfinite(x)) for x in labels):
+                raise TeacherError("the privileged teacher produced missing or non-finite labels")
             rows: dict[str, np.ndarray] = {
                 "proprio": obs["proprio"][:k].astype(np.float32),
-                "emb": np.zeros(k, dtype=np.int64), "mask": np.ones((k, tgt.mean.shape[1]), bool),
-                "action": tgt.action[:k].astype(np.float32), "mean": tgt.mean[:k].astype(np.float32),
-                "log_std": tgt.log_std[:k].astype(np.float32),
+                "emb": np.zeros(k, dtype=np.int64), "mask": np.ones((k, tgt.action.shape[1]), bool),
+                "action": tgt.action[:k].astype(np.float32),
             }
+            if self.with_dist:
+                rows["mean"] = tgt.mean[:k].astype(np.float32)  # type: ignore[index]
+                rows["log_std"] = tgt.log_std[:k].astype(np.float32)  # type: ignore[index]
             if "pixels" in self.buffer.fields:
                 rows["pixels"] = obs["pixels"][:k]
             self.buffer.add(0, rows)

@@ -1,0 +1,99 @@
+"""Privileged teacher -> vision student: behaviour of the vision trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import polydistill.envs  # noqa: F401
+from polydistill.buffer import BufferConfig
+from polydistill.errors import ConfigError, SpaceMismatchError
+from polydistill.student import StudentConfig
+from polydistill.teacher import CallableTeacher
+from polydistill.trainer import default_teachers_dir
+from polydistill.vision import VisionConfig, VisionDistillConfig, VisionStudent, VisionTrainer, random_shift
+
+TEACHER = default_teachers_dir() / "point-goal-vision"
+SMALL = dict(env_kwargs={"size": 32}, n_envs=4, vision=VisionConfig(channels=(16, 32, 32), feature_dim=32),
+             student=StudentConfig(hidden=(64, 64)))
+
+
+def _scripted_teacher() -> CallableTeacher:
+    """Privileged PD controller toward the goal: obs = [x, y, vx, vy, gx, gy]."""
+    import gymnasium as gym
+
+    def act(o: np.ndarray) -> np.ndarray:
+        return np.clip(5 * (o[:, 4:6] - o[:, 0:2]) - 0.5 * o[:, 2:4], -1, 1)
+
+    return CallableTeacher(act, gym.spaces.Box(-np.inf, np.inf, (6,)), gym.spaces.Box(-1, 1, (2,)))
+
+
+def test_student_never_sees_privileged_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: set[str] = set()
+    original = VisionStudent.features
+
+    def spy(self, obs, emb):  # noqa: ANN001, ANN202
+        seen.update(obs)
+        return original(self, obs, emb)
+
+    monkeypatch.setattr(VisionStudent, "features", spy)
+    cfg = VisionDistillConfig(total_steps=400, rounds=2, **SMALL)
+    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer.learn()
+    trainer.evaluate(episodes=1)
+    trainer.close()
+    assert seen == {"proprio", "pixels"}
+    assert "privileged" not in trainer.buffer.fields
+
+
+def test_student_groups_with_privileged_key_are_refused() -> None:
+    cfg = VisionDistillConfig(student_groups=("proprio", "privileged"), **SMALL)
+    with pytest.raises(ConfigError, match="privileged"):
+        VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+
+
+def test_teacher_of_wrong_size_is_refused() -> None:
+    import gymnasium as gym
+
+    bad = CallableTeacher(lambda o: np.zeros((len(o), 2)), gym.spaces.Box(-1, 1, (4,)),
+                          gym.spaces.Box(-1, 1, (2,)))
+    with pytest.raises(SpaceMismatchError, match=r"\(6,\)"):
+        VisionTrainer(VisionDistillConfig(**SMALL), teacher=bad, progress_bar=False)
+
+
+def test_pixels_are_uint8_and_disk_buffer_stays_bounded(tmp_path) -> None:
+    cfg = VisionDistillConfig(total_steps=1200, rounds=3, updates_per_step=0.0,
+                              buffer=BufferConfig(capacity=300, storage="disk", path=str(tmp_path)),
+                              **SMALL)
+    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    nbytes = trainer.buffer.nbytes
+    trainer.learn()
+    trainer.close()
+    assert trainer.total_steps == 1200 and len(trainer.buffer) == 300
+    assert trainer.buffer.nbytes == nbytes
+    pixels = trainer.buffer.data["pixels"]
+    assert isinstance(pixels, np.memmap) and pixels.dtype == np.uint8 and pixels.shape[1:] == (3, 32, 32)
+    assert (tmp_path / "pixels.npy").is_file()
+
+
+def test_random_shift_keeps_shape_and_content_range() -> None:
+    x = torch.rand(5, 3, 32, 32)
+    y = random_shift(x, 4, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert torch.equal(random_shift(x, 0), x)
+    assert not torch.allclose(y, x)
+
+
+@pytest.mark.slow
+def test_short_vision_distillation_improves_on_untrained_start() -> None:
+    cfg = VisionDistillConfig(teacher=str(TEACHER), total_steps=8000, rounds=4, updates_per_step=0.15,
+                              seed=0, **SMALL)
+    trainer = VisionTrainer(cfg, progress_bar=False)
+    before = trainer.evaluate(episodes=6).mean_return
+    teacher = trainer.evaluate_teacher(episodes=6).mean_return
+    trainer.learn()
+    after = trainer.evaluate(episodes=6).mean_return
+    trainer.close()
+    assert teacher > before + 10, (teacher, before)
+    assert after > before + 0.4 * (teacher - before), (before, after, teacher)
