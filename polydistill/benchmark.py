@@ -108,3 +108,87 @@ def run_generalist_benchmark(seeds: int = 3, out: str | Path = "results.json",
     atomic_write_bytes(Path(out).with_suffix(".md"), (table + "\n").encode())
     report["markdown"] = table
     return report
+
+
+VISION_TASKS = {
+    "point_goal": ("polydistill/PointGoalVision-v0", "point-goal-vision"),
+    "reach": ("polydistill/ReachVision-v0", "reach-vision"),
+}
+
+
+def measure_render_fps(env_id: str, size: int = 64, steps: int = 500) -> float:
+    """Env steps/s of a vision env with its camera group rendered (random actions)."""
+    from polydistill.evaluation import make_env
+
+    env = make_env(env_id, {"size": size})
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    fps = steps / (time.perf_counter() - t0)
+    env.close()
+    return fps
+
+
+def run_vision_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: float | None = None,
+                         episodes: int = 10, teachers_dir: str | Path | None = None,
+                         tasks: tuple[str, ...] = tuple(VISION_TASKS), progress_bar: bool = True
+                         ) -> dict[str, Any]:
+    """Privileged teacher vs DAgger vision student vs teacher-rollout cloning vs blind student."""
+    from polydistill.vision import VisionDistillConfig, VisionTrainer
+
+    teachers = Path(teachers_dir) if teachers_dir else default_teachers_dir()
+    rows, sps = [], []
+    for name in tasks:
+        env_id, folder = VISION_TASKS[name]
+        per: dict[str, list[float]] = {"student": [], "bc": [], "blind": []}
+        teacher_ret: list[float] = []
+        for seed in range(seeds):
+            base = VisionDistillConfig(env_id=env_id, teacher=str(teachers / folder), seed=seed)
+            if steps is not None:
+                base = override(base, {"total_steps": int(steps)})
+            variants = {
+                "student": base,
+                "bc": override(base, {"beta": {"kind": "constant", "start": 1.0}}),
+                "blind": override(base, {"student_groups": ["proprio"]}),
+            }
+            for method, cfg in variants.items():
+                trainer = VisionTrainer(cfg, progress_bar=progress_bar)
+                try:
+                    trainer.learn()
+                    per[method].append(trainer.evaluate(episodes).mean_return)
+                    if method == "student":
+                        sps += [h["distill/samples_per_s"] for h in trainer.history
+                                if "distill/samples_per_s" in h]
+                        if seed == 0:
+                            teacher_ret.append(trainer.evaluate_teacher(episodes).mean_return)
+                finally:
+                    trainer.close()
+                log.info("%s seed %d %s: %.1f", name, seed, method, per[method][-1])
+        t = float(np.mean(teacher_ret))
+        s = float(np.mean(per["student"]))
+        rows.append({"name": name, "env_id": env_id, "teacher_return": t, "student_return": s,
+                     "student_return_std": float(np.std(per["student"])),
+                     "ratio": s / t if t > 0 else None,
+                     "blind_return": float(np.mean(per["blind"])),
+                     "bc_return": float(np.mean(per["bc"]))})
+    report = {
+        "setup": "vision", "seeds": seeds, "tasks": rows,
+        "render_fps": float(np.mean([measure_render_fps(VISION_TASKS[n][0]) for n in tasks])),
+        "train_samples_per_s": float(np.mean(sps)) if sps else None,
+        "command": " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else "",
+        "versions": library_versions(),
+    }
+    atomic_write_json(out, report)
+    lines = ["| task | teacher | vision student (DAgger) | ratio | teacher-rollout cloning | blind |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio_txt = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        lines.append(f"| {r['name']} | {r['teacher_return']:.1f} | {r['student_return']:.1f} "
+                     f"± {r['student_return_std']:.1f} | {ratio_txt} | {r['bc_return']:.1f} | "
+                     f"{r['blind_return']:.1f} |")
+    report["markdown"] = "\n".join(lines)
+    return report

@@ -249,7 +249,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measured benchmarks (see scripts/benchmark.py)")
-    p.add_argument("setup", choices=["generalist"])
+    p.add_argument("setup", choices=["generalist", "vision"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="results.json")
     p.add_argument("--steps", type=float, default=None, help="env steps of distillation per run")
@@ -260,11 +260,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from polydistill.benchmark import run_generalist_benchmark
+    from polydistill.benchmark import run_generalist_benchmark, run_vision_benchmark
 
-    report = run_generalist_benchmark(seeds=args.seeds, out=args.out, steps=args.steps,
-                                      episodes=args.episodes, teachers_dir=args.teachers_dir,
-                                      progress_bar=not args.no_progress)
+    run = run_vision_benchmark if args.setup == "vision" else run_generalist_benchmark
+    report = run(seeds=args.seeds, out=args.out, steps=args.steps, episodes=args.episodes,
+                 teachers_dir=args.teachers_dir, progress_bar=not args.no_progress)
     print(report["markdown"])
     print(f"results: {args.out}")
     return 0
