@@ -27,7 +27,7 @@ EXPECTED_DIMS = {
     "polydistill/Hopper-Long-v0": (11, 3),
     "polydistill/HalfCheetah-Vel1-v0": (18, 6),
     "polydistill/HalfCheetah-Vel2-v0": (18, 6),
-    "polydistill/HalfCheetah-Vel3-v0": (18, 6),
+    "polydistill/HalfCheetah-Vel1.5-v0": (18, 6),
     "polydistill/Swimmer-v0": (8, 2),
     "polydistill/Swimmer-Long-v0": (8, 2),
     "polydistill/DoublePendulum-v0": (9, 1),

@@ -21,10 +21,10 @@ def test_dagger_student_reaches_90_percent_of_shipped_teacher(tmp_path) -> None:
     teacher_dir = default_teachers_dir() / "pendulum"
     cfg = DistillConfig(
         tasks=(TaskConfig("pendulum", ENV, str(teacher_dir), "pendulum"),),
-        total_steps=24_000, rounds=4, n_envs=4, updates_per_step=0.2, seed=0,
-        student=StudentConfig(hidden=(64, 64)),
+        total_steps=40_000, rounds=5, n_envs=4, updates_per_step=0.2, seed=0,
+        student=StudentConfig(hidden=(128, 128)),
         distiller=DistillerConfig(batch_size=256, lr=1e-3),
-        buffer=BufferConfig(capacity=24_000),
+        buffer=BufferConfig(capacity=40_000),
     )
     trainer = DistillTrainer(cfg, log_dir=tmp_path / "tb", progress_bar=False)
     trainer.learn()
