@@ -73,10 +73,16 @@ def save_student(path: str | Path, student: GeneralistStudent,
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save a student with non-finite weights in {bad}")
+    from polydistill.vision_student import VisionStudent
+
+    kind: dict[str, Any] = {"student": "generalist"}
+    if isinstance(student, VisionStudent):
+        kind = {"student": "vision", "vision_config": to_dict(student.vision),
+                "pixel_shape": list(student.pixel_shape) if student.pixel_shape else None}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "student": "generalist",
+        **kind,
         "student_config": to_dict(student.config),
         "embodiments": student.table.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -145,7 +151,18 @@ def load_student(path: str | Path) -> DeployedStudent:
     try:
         table = EmbodimentTable.from_json(meta["embodiments"])
         config = from_dict(StudentConfig, meta["student_config"])
-        student = GeneralistStudent(table, config)
+        if meta.get("student") == "vision":
+            from polydistill.vision_student import VisionConfig, VisionStudent
+
+            e = table.embodiments[0]
+            shape = meta.get("pixel_shape")
+            student = VisionStudent(e.obs_dim, np.array(e.action_low), np.array(e.action_high),
+                                    tuple(shape) if shape else None, config,
+                                    from_dict(VisionConfig, meta["vision_config"]))
+        elif meta.get("student") == "generalist":
+            student = GeneralistStudent(table, config)
+        else:
+            raise CheckpointError(f"unknown student kind {meta.get('student')!r}")
         student.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, PolydistillError) as exc:
         raise CheckpointError(f"{str(file)!r}: inconsistent student checkpoint: {exc}") from None
@@ -211,15 +228,47 @@ class DeployedStudent:
         padded = self.table.pad_obs(x.astype(np.float32), e)
         return torch.from_numpy(padded), torch.full((x.shape[0],), e, dtype=torch.long), single
 
+    def prepare_dict(self, obs: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+        """Validate a vision student's Dict observation (exactly its groups, no others).
+
+        Raises:
+            ObservationError: missing or extra group, wrong shape, dtype or non-finite values.
+        """
+        keys = tuple(self.student.obs_keys)
+        if not isinstance(obs, dict):
+            raise ObservationError(
+                f"this student takes a dict with groups {list(keys)}, got {type(obs).__name__}"
+            )
+        if set(obs) != set(keys):
+            raise ObservationError(f"observation groups must be exactly {sorted(keys)}, got {sorted(obs)}")
+        proprio, _, single = self.prepare(obs["proprio"])
+        out = {"proprio": proprio}
+        if "pixels" in keys:
+            px = np.asarray(obs["pixels"])
+            shape = tuple(self.student.pixel_shape)
+            if px.dtype != np.uint8:
+                raise ObservationError(f"pixels must be uint8, got {px.dtype}")
+            batch = px[None] if px.ndim == len(shape) else px
+            if batch.shape[1:] != shape or batch.shape[0] != proprio.shape[0]:
+                raise ObservationError(
+                    f"pixels: expected shape {shape} or (N, *{shape}) matching proprio's N, got {px.shape}"
+                )
+            out["pixels"] = torch.from_numpy(np.ascontiguousarray(batch))
+        return out, torch.zeros(proprio.shape[0], dtype=torch.long), single
+
     @torch.inference_mode()
     def predict(self, obs: Any, embodiment: str | None = None,
                 deterministic: bool = True) -> np.ndarray:
         """Action(s) for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``.
 
+        Vision students take a dict ``{"proprio": ..., "pixels": uint8 (3, H, W)}`` (or batches).
         Continuous actions are clipped to the embodiment's bounds and cut to its action
         length; discrete actions are integer ids.
         """
-        x, emb, single = self.prepare(obs, embodiment)
+        if self.metadata.get("student") == "vision":
+            x, emb, single = self.prepare_dict(obs)
+        else:
+            x, emb, single = self.prepare(obs, embodiment)
         a = self.student.act(x, emb, deterministic=deterministic).numpy()
         a = self.table.unpad_action(a, int(emb[0]))
         return a[0] if single else a

@@ -97,3 +97,34 @@ def test_short_vision_distillation_improves_on_untrained_start() -> None:
     trainer.close()
     assert teacher > before + 10, (teacher, before)
     assert after > before + 0.4 * (teacher - before), (before, after, teacher)
+
+
+def test_vision_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None:
+    from polydistill.checkpoint import load_student, save_student
+    from polydistill.errors import ObservationError
+
+    cfg = VisionDistillConfig(total_steps=200, rounds=1, **SMALL)
+    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    path = save_student(tmp_path / "vision", trainer.student)
+    policy = load_student(path)
+    rng = np.random.default_rng(0)
+    obs = {"proprio": rng.normal(size=(5, 4)), "pixels": rng.integers(0, 255, (5, 3, 32, 32), dtype=np.uint8)}
+    x = {"proprio": torch.as_tensor(obs["proprio"], dtype=torch.float32),
+         "pixels": torch.as_tensor(obs["pixels"])}
+    trainer.student.eval()
+    with torch.no_grad():
+        expected = trainer.student.act(x, torch.zeros(5, dtype=torch.long)).numpy()
+    np.testing.assert_allclose(policy.predict(obs), expected, atol=1e-6)
+    assert policy.predict({k: v[0] for k, v in obs.items()}).shape == (2,)
+    for bad, needle in [
+        ({**obs, "privileged": np.zeros((5, 2))}, "exactly"),
+        ({"proprio": obs["proprio"]}, "exactly"),
+        ({**obs, "pixels": obs["pixels"].astype(np.float32)}, "uint8"),
+        ({**obs, "pixels": obs["pixels"][:, :, :16]}, "pixels"),
+        ({**obs, "proprio": np.full((5, 4), np.nan)}, "non-finite"),
+        (obs["proprio"], "dict"),
+    ]:
+        with pytest.raises(ObservationError, match=needle):
+            policy.predict(bad)
