@@ -101,7 +101,8 @@ def _distill_config(args: argparse.Namespace) -> object:
     from polydistill.utils import agents_dir
 
     path = args.recipe or str(agents_dir() / "distill.yaml")
-    cfg = from_dict(DistillConfig, load_yaml(path), f"DistillConfig({path})")
+    data = {k: v for k, v in load_yaml(path).items() if k != "setup"}
+    cfg = from_dict(DistillConfig, data, f"DistillConfig({path})")
     sets: dict[str, object] = {}
     if args.env_id or args.teacher:
         if not (args.env_id and args.teacher):
@@ -140,12 +141,73 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_distill)
 
 
+def _cmd_distill_vision(args: argparse.Namespace, data: dict) -> int:
+    """``distill`` for a recipe with ``setup: vision`` (privileged teacher -> vision student)."""
+    from polydistill.checkpoint import save_student
+    from polydistill.config import from_dict, override
+    from polydistill.report import TaskRow, markdown_table, ratio, write_report
+    from polydistill.utils import atomic_write_json
+    from polydistill.vision import VisionDistillConfig, VisionTrainer
+
+    if args.env_id or args.suite or args.teachers_dir:
+        raise PolydistillError("--env-id/--suite/--teachers-dir do not apply to a vision recipe; "
+                               "set env_id and teacher in the recipe or with --set")
+    cfg = from_dict(VisionDistillConfig, {k: v for k, v in data.items() if k != "setup"},
+                    "VisionDistillConfig")
+    sets: dict[str, object] = {}
+    if args.teacher:
+        sets["teacher"] = args.teacher
+    if args.steps is not None:
+        sets["total_steps"] = int(args.steps)
+    if args.seed is not None:
+        sets["seed"] = args.seed
+    if args.loss:
+        sets["distiller.loss"] = args.loss
+    if args.bc:
+        sets["beta"] = {"kind": "constant", "start": 1.0}
+    cfg = override(override(cfg, sets), args.set)
+    if not cfg.teacher:
+        from polydistill.trainer import default_teachers_dir
+
+        shipped = {"polydistill/PointGoalVision-v0": "point-goal-vision",
+                   "polydistill/ReachVision-v0": "reach-vision"}
+        if cfg.env_id not in shipped:
+            raise PolydistillError(f"no shipped teacher for {cfg.env_id!r}: pass --teacher PATH")
+        cfg = override(cfg, {"teacher": str(default_teachers_dir() / shipped[cfg.env_id])})
+    run_dir = _run_dir(args.out)
+    trainer = VisionTrainer(cfg, progress_bar=not args.no_progress)
+    try:
+        trainer.learn()
+        path = save_student(args.out, trainer.student, {
+            "setup": "vision", "env_id": cfg.env_id, "env_kwargs": dict(cfg.env_kwargs),
+            "student_groups": list(cfg.student_groups), "teacher": cfg.teacher,
+            "env_steps": trainer.total_steps, "updates": trainer.distiller.updates,
+        })
+        atomic_write_json(run_dir / "history.json", trainer.history)
+        if args.eval_episodes > 0:
+            s = trainer.evaluate(args.eval_episodes)
+            t = trainer.evaluate_teacher(args.eval_episodes)
+            rows = [TaskRow(cfg.env_id.split("/")[-1], "train", "vision", t.mean_return,
+                            s.mean_return, ratio(s.mean_return, t.mean_return))]
+            write_report(rows, run_dir, "vision distillation run")
+            print(markdown_table(rows))
+    finally:
+        trainer.close()
+    print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
+    return 0
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.checkpoint import load_student
+    from polydistill.config import load_yaml
     from polydistill.report import EvalTask, evaluate_student, markdown_table, write_report
     from polydistill.trainer import DistillTrainer
     from polydistill.utils import atomic_write_json
 
+    if args.recipe:
+        data = load_yaml(args.recipe)
+        if data.get("setup") == "vision":
+            return _cmd_distill_vision(args, data)
     cfg = _distill_config(args)
     run_dir = _run_dir(args.out)
     trainer = DistillTrainer(cfg, log_dir=run_dir / "tb", progress_bar=not args.no_progress)

@@ -128,3 +128,26 @@ def test_vision_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None
     ]:
         with pytest.raises(ObservationError, match=needle):
             policy.predict(bad)
+
+
+def test_distill_cli_selects_the_vision_setup_from_the_recipe(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import polydistill
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "distill.py"), "--recipe",
+         str(root / "agents" / "vision_point_goal.yaml"), "--steps", "400", "--set", "rounds=1",
+         "--set", "env_kwargs={size: 32}", "--set", "n_envs=4", "--out", str(tmp_path / "s"),
+         "--no-progress", "--eval-episodes", "1"],
+        env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| PointGoalVision-v0 |" in r.stdout
+    policy = polydistill.load_student(tmp_path / "s")
+    assert policy.metadata["setup"] == "vision" and policy.metadata["student_groups"] == ["proprio", "pixels"]
+    action = policy.predict({"proprio": np.zeros(4), "pixels": np.zeros((3, 32, 32), np.uint8)})
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
