@@ -256,6 +256,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from polydistill.trainer import default_teachers_dir
 
     student = load_student(args.student)
+    if student.metadata.get("setup") == "vision":
+        return _evaluate_vision(student, args)
     if args.env_id:
         emb = args.embodiment or (student.embodiments[0] if len(student.embodiments) == 1 else None)
         if emb is None:
@@ -275,6 +277,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for t in tasks:
             gif = record_gif(student, t, Path(args.video) / f"{t.name}.gif", seed=args.seed)
             print(f"video: {gif}")
+    return 0
+
+
+def _evaluate_vision(student: object, args: argparse.Namespace) -> int:
+    from polydistill.evaluation import evaluate
+    from polydistill.report import TaskRow, markdown_table, ratio, write_report
+    from polydistill.teacher import load_teacher
+    from polydistill.wrappers import flatten_groups
+
+    meta = student.metadata  # type: ignore[attr-defined]
+    env_id, kwargs = meta["env_id"], meta.get("env_kwargs", {})
+    keys = meta.get("student_groups", ["proprio", "pixels"])
+    s = evaluate(env_id, lambda o: student.predict({k: o[k] for k in keys}),  # type: ignore[attr-defined]
+                 n_episodes=args.episodes, seed=args.seed, env_kwargs=kwargs)
+    t_mean = None
+    teacher_path = args.teacher or meta.get("teacher")
+    if teacher_path:
+        teacher = load_teacher(teacher_path)
+        t = evaluate(env_id, lambda o: teacher.act(flatten_groups(o, ("proprio", "privileged"))),
+                     n_episodes=args.episodes, seed=args.seed, env_kwargs={**kwargs, "pixels": False})
+        t_mean = t.mean_return
+    rows = [TaskRow(env_id.split("/")[-1], "train", "vision", t_mean, s.mean_return,
+                    ratio(s.mean_return, t_mean))]
+    print(markdown_table(rows))
+    if args.out:
+        print(f"report: {write_report(rows, args.out, f'evaluation of {args.student}')['md']}")
+    if args.video:
+        from polydistill.video import record_vision_gif
+
+        gif = record_vision_gif(student, Path(args.video) / f"{env_id.split('/')[-1]}.gif",  # type: ignore[arg-type]
+                                seed=args.seed)
+        print(f"video: {gif}")
     return 0
 
 

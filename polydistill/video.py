@@ -49,3 +49,34 @@ def record_gif(student: DeployedStudent, task: EvalTask, path: str | Path, seed:
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
     return path
+
+
+def record_vision_gif(student: DeployedStudent, path: str | Path, seed: int = 0,
+                      max_frames: int = 100) -> Path:
+    """One episode of a vision student: the scene (left) beside its camera view (right)."""
+    from PIL import Image
+
+    from polydistill.evaluation import make_env
+
+    meta = student.metadata
+    env = make_env(meta["env_id"], meta.get("env_kwargs", {}), render_mode="rgb_array",
+                   width=192, height=192)
+    obs, _ = env.reset(seed=seed)
+    keys = meta.get("student_groups", ["proprio", "pixels"])
+    frames = []
+    for _ in range(max_frames):
+        scene = env.render()
+        view = {k: obs[k] for k in keys}
+        if "pixels" in obs:
+            cam = obs["pixels"][-3:].transpose(1, 2, 0)  # newest frame of a stack
+            cam = np.asarray(Image.fromarray(cam).resize(scene.shape[1::-1], Image.NEAREST))
+            scene = np.concatenate([scene, cam], axis=1)
+        frames.append(Image.fromarray(scene))
+        obs, _, term, trunc, _ = env.step(student.predict(view))
+        if term or trunc:
+            break
+    env.close()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=60, loop=0)
+    return path

@@ -151,3 +151,10 @@ def test_distill_cli_selects_the_vision_setup_from_the_recipe(tmp_path) -> None:
     assert policy.metadata["setup"] == "vision" and policy.metadata["student_groups"] == ["proprio", "pixels"]
     action = policy.predict({"proprio": np.zeros(4), "pixels": np.zeros((3, 32, 32), np.uint8)})
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "evaluate.py"), "--student", str(tmp_path / "s"),
+         "--episodes", "1", "--video", str(tmp_path / "video")],
+        env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    gif = tmp_path / "video" / "PointGoalVision-v0.gif"
+    assert gif.read_bytes()[:6] == b"GIF89a"
