@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``polydistill`` command."""
     parser = argparse.ArgumentParser(prog="polydistill", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: small networks run fastest on one "
+                             "thread, and extra threads thrash when cores are shared; 0 = torch default)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_teacher(sub)
     _add_distill(sub)
@@ -387,6 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's import chatter
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except PolydistillError as exc:

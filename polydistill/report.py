@@ -119,7 +119,7 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
                     teacher_cache[t.teacher] = (t_mean, t_std)
         rows.append(TaskRow(t.name, t.split, t.embodiment, t_mean, s.mean_return,
                             ratio(s.mean_return, t_mean), t_std, s.std_return))
-        log.info("%-16s %-8s teacher %8s student %8.1f ratio %s", t.name, t.split,
+        log.debug("%-16s %-8s teacher %8s student %8.1f ratio %s", t.name, t.split,
                  "-" if t_mean is None else f"{t_mean:.1f}", s.mean_return,
                  "-" if rows[-1].ratio is None else f"{rows[-1].ratio:.3f}")
     return rows

@@ -99,7 +99,15 @@ def load_recipe(env_id: str, path: str | Path | None = None,
     for k, v in entries.items():
         if not isinstance(v, dict):
             raise ConfigError(f"recipe entry {k!r} must be a mapping of TeacherRecipe fields, got {v!r}")
-    merged = {**entries["default"], **entries[env_id], **(overrides or {})}
+    merged = {**entries["default"], **entries[env_id]}
+    for key, value in (overrides or {}).items():
+        top, _, sub = key.partition(".")
+        if sub:  # "hyperparams.learning_rate=1e-3" merges into the recipe's dict
+            if not isinstance(merged.get(top, {}), dict):
+                raise ConfigError(f"override {key!r}: {top!r} is not a mapping in the recipe")
+            merged[top] = {**merged.get(top, {}), sub: value}
+        else:
+            merged[key] = value
     return from_dict(TeacherRecipe, merged, f"recipe[{env_id}]")
 
 

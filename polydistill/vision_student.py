@@ -7,6 +7,7 @@ without gymnasium.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,10 +32,35 @@ class VisionConfig:
     """Width of the image embedding fused with proprioception."""
     shift_pad: int = 4
     """Random-shift augmentation (DrQ): max shift in pixels during training (0 disables)."""
+    encoder: Literal["nature", "spatial_softmax"] = "nature"
+    """``nature``: conv stack flattened into a linear layer. ``spatial_softmax``: stride-2 then
+    stride-1 3x3 convs, then each channel's softmax-weighted image coordinates (x, y), the
+    keypoint encoder of Levine et al. (2016), which keeps object positions precise."""
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1 or self.feature_dim < 1 or self.shift_pad < 0:
             raise ConfigError(f"invalid VisionConfig {self}")
+        if self.encoder not in ("nature", "spatial_softmax"):
+            raise ConfigError(
+                f"VisionConfig.encoder: unknown {self.encoder!r}; valid: nature, spatial_softmax"
+            )
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, C, H, W) feature maps -> (B, 2C) expected image coordinates in [-1, 1]."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width),
+                                indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1))  # (HW, 2)
+        self.temperature = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected (x, y) per channel."""
+        b, c, h, w = x.shape
+        attn = torch.softmax(x.reshape(b, c, h * w) / self.temperature, dim=-1)
+        return (attn @ self.grid).reshape(b, 2 * c)
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -74,11 +100,19 @@ class VisionStudent(GeneralistStudent):
             layers: list[nn.Module] = []
             # NatureCNN kernels for >= 36 px images, a gentler stack for small ones
             first = [(8, 4), (4, 2), (3, 1)] if min(h, w) >= 36 else [(4, 2), (3, 2), (3, 1)]
+            if self.vision.encoder == "spatial_softmax":
+                first = [(3, 2), (3, 1), (3, 1)]
             specs = first + [(3, 1)] * max(0, len(self.vision.channels) - 3)
             for out_c, (k, s) in zip(self.vision.channels, specs, strict=False):
                 layers += [nn.Conv2d(c, out_c, k, s), nn.ReLU()]
                 c = out_c
-            self.conv = nn.Sequential(*layers, nn.Flatten())
+            if self.vision.encoder == "spatial_softmax":
+                layers = layers[:-1]  # keypoint logits: no ReLU before the softmax
+                with torch.no_grad():
+                    fh, fw = nn.Sequential(*layers)(torch.zeros(1, *pixel_shape)).shape[2:]
+                self.conv = nn.Sequential(*layers, SpatialSoftmax(fh, fw))
+            else:
+                self.conv = nn.Sequential(*layers, nn.Flatten())
             try:
                 with torch.no_grad():
                     n_flat = self.conv(torch.zeros(1, *pixel_shape)).shape[1]

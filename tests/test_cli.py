@@ -161,3 +161,13 @@ def test_quickstart_runs_the_whole_pipeline_on_a_small_budget(tmp_path: Path) ->
     assert {"hopper", "halfcheetah", "swimmer", "pendulum"} <= set(policy.embodiments)
     assert policy.predict(np.zeros(11), embodiment="hopper").shape == (3,)
     assert policy.predict(np.zeros(18), embodiment="halfcheetah").shape == (6,)
+
+
+def test_dotted_hyperparameter_override_merges_into_the_recipe() -> None:
+    from polydistill.train_teacher import load_recipe
+
+    base = load_recipe("polydistill/Hopper-v0")
+    r = load_recipe("polydistill/Hopper-v0", overrides={"hyperparams.learning_rate": 1e-4})
+    assert r.hyperparams["learning_rate"] == 1e-4
+    assert {k: v for k, v in r.hyperparams.items() if k != "learning_rate"} == {
+        k: v for k, v in base.hyperparams.items() if k != "learning_rate"}
