@@ -114,6 +114,13 @@ def _distill_config(args: argparse.Namespace) -> object:
         sets["suite"] = args.suite
     if args.teachers_dir:
         sets["teachers_dir"] = args.teachers_dir
+    cfg = override(cfg, {**sets, **_run_sets(args)})
+    return override(cfg, args.set)
+
+
+def _run_sets(args: argparse.Namespace) -> dict[str, object]:
+    """Config overrides from the flags every distillation setup shares."""
+    sets: dict[str, object] = {}
     if args.steps is not None:
         sets["total_steps"] = int(args.steps)
     if args.seed is not None:
@@ -122,8 +129,7 @@ def _distill_config(args: argparse.Namespace) -> object:
         sets["distiller.loss"] = args.loss
     if args.bc:
         sets["beta"] = {"kind": "constant", "start": 1.0}
-    cfg = override(cfg, sets)
-    return override(cfg, args.set)
+    return sets
 
 
 def _run_dir(out: str) -> Path:
@@ -154,17 +160,9 @@ def _cmd_distill_vision(args: argparse.Namespace, data: dict) -> int:
                                "set env_id and teacher in the recipe or with --set")
     cfg = from_dict(VisionDistillConfig, {k: v for k, v in data.items() if k != "setup"},
                     "VisionDistillConfig")
-    sets: dict[str, object] = {}
+    sets = _run_sets(args)
     if args.teacher:
         sets["teacher"] = args.teacher
-    if args.steps is not None:
-        sets["total_steps"] = int(args.steps)
-    if args.seed is not None:
-        sets["seed"] = args.seed
-    if args.loss:
-        sets["distiller.loss"] = args.loss
-    if args.bc:
-        sets["beta"] = {"kind": "constant", "start": 1.0}
     cfg = override(override(cfg, sets), args.set)
     if not cfg.teacher:
         from polydistill.trainer import default_teachers_dir

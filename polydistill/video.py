@@ -19,6 +19,13 @@ from polydistill.trainer import student_act_fn
 __all__ = ["record_gif"]
 
 
+def _save_gif(frames: list, path: str | Path, ms_per_frame: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
+    return path
+
+
 def record_gif(student: DeployedStudent, task: EvalTask, path: str | Path, seed: int = 0,
                max_frames: int = 300, every: int = 2) -> Path:
     """Roll out one episode of ``student`` on ``task`` and write every ``every``-th frame."""
@@ -45,10 +52,7 @@ def record_gif(student: DeployedStudent, task: EvalTask, path: str | Path, seed:
         if term or trunc:
             break
     env.close()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
-    return path
+    return _save_gif(frames, path, 40)
 
 
 def record_vision_gif(student: DeployedStudent, path: str | Path, seed: int = 0,
@@ -76,7 +80,4 @@ def record_vision_gif(student: DeployedStudent, path: str | Path, seed: int = 0,
         if term or trunc:
             break
     env.close()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=60, loop=0)
-    return path
+    return _save_gif(frames, path, 60)

@@ -33,8 +33,8 @@ class VisionConfig:
     shift_pad: int = 4
     """Random-shift augmentation (DrQ): max shift in pixels during training (0 disables)."""
     encoder: Literal["nature", "spatial_softmax"] = "nature"
-    """``nature``: conv stack flattened into a linear layer. ``spatial_softmax``: stride-2 then
-    stride-1 3x3 convs, then each channel's softmax-weighted image coordinates (x, y), the
+    """``nature``: conv stack flattened into a linear layer. ``spatial_softmax``: 3x3 convs of
+    strides 2, 2, 1, then each channel's softmax-weighted image coordinates (x, y), the
     keypoint encoder of Levine et al. (2016), which keeps object positions precise."""
 
     def __post_init__(self) -> None:
@@ -101,7 +101,7 @@ class VisionStudent(GeneralistStudent):
             # NatureCNN kernels for >= 36 px images, a gentler stack for small ones
             first = [(8, 4), (4, 2), (3, 1)] if min(h, w) >= 36 else [(4, 2), (3, 2), (3, 1)]
             if self.vision.encoder == "spatial_softmax":
-                first = [(3, 2), (3, 1), (3, 1)]
+                first = [(3, 2), (3, 2), (3, 1)]
             specs = first + [(3, 1)] * max(0, len(self.vision.channels) - 3)
             for out_c, (k, s) in zip(self.vision.channels, specs, strict=False):
                 layers += [nn.Conv2d(c, out_c, k, s), nn.ReLU()]
