@@ -25,17 +25,20 @@ __all__ = ["VisionConfig", "VisionStudent", "random_shift"]
 class VisionConfig:
     """Image encoder of the vision student."""
 
-    channels: tuple[int, ...] = (32, 64, 64)
-    """Output channels of the conv layers (kernels 8/4/3, strides 4/2/1 as in NatureCNN for
-    the first three; deeper stacks use 3x3 stride 1)."""
+    channels: tuple[int, ...] = (32, 32, 32)
+    """Output channels of the conv layers (kernels and strides follow ``encoder``; layers past
+    the third are 3x3 stride 1)."""
     feature_dim: int = 128
     """Width of the image embedding fused with proprioception."""
     shift_pad: int = 4
     """Random-shift augmentation (DrQ): max shift in pixels during training (0 disables)."""
-    encoder: Literal["nature", "spatial_softmax"] = "nature"
-    """``nature``: conv stack flattened into a linear layer. ``spatial_softmax``: 3x3 convs of
+    encoder: Literal["nature", "spatial_softmax"] = "spatial_softmax"
+    """``spatial_softmax`` (default): 3x3 convs of
     strides 2, 2, 1, then each channel's softmax-weighted image coordinates (x, y), the
-    keypoint encoder of Levine et al. (2016), which keeps object positions precise."""
+    keypoint encoder of Levine et al. (2016), which keeps object positions precise.
+    ``nature``: the NatureCNN stack (8/4, 4/2, 3/1) flattened into a linear layer. Measured on
+    PointGoalVision at 64x64 with 40k steps: spatial_softmax 88.6 vs teacher 90.9 (0.975);
+    nature 5.0 (the stride-4 first layer loses the small goal)."""
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1 or self.feature_dim < 1 or self.shift_pad < 0:
