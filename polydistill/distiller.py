@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,27 @@ class Distiller:
         self.optimizer.step()
         self.updates += 1
         return metrics
+
+    def train_round(self, buffer: Any, n_updates: int, total_updates: int) -> dict[str, float]:
+        """``n_updates`` steps on buffer batches, lr following overall progress; mean metrics.
+
+        Args:
+            buffer: Anything with ``sample(batch_size)`` (a :class:`DistillationBuffer`).
+            n_updates: Updates in this round.
+            total_updates: Updates of the whole run (sets progress for the lr and TAID).
+        """
+        t0 = time.perf_counter()
+        agg: dict[str, list[float]] = {}
+        for _ in range(n_updates):
+            progress = (self.updates + 1) / max(1, total_updates)
+            self.set_progress_lr(progress)
+            for k, v in self.update(buffer.sample(self.config.batch_size), progress).items():
+                agg.setdefault(k, []).append(v)
+        out = {k: float(np.mean(v)) for k, v in agg.items()}
+        if n_updates:
+            out["distill/samples_per_s"] = (n_updates * self.config.batch_size
+                                            / (time.perf_counter() - t0))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state and update count."""

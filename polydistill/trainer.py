@@ -31,7 +31,7 @@ from polydistill.errors import ConfigError, SpaceMismatchError
 from polydistill.evaluation import evaluate, make_env
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import agents_dir, seed_everything
+from polydistill.utils import agents_dir, seed_everything, split_evenly
 
 __all__ = ["TaskConfig", "DistillConfig", "DistillTrainer", "student_act_fn", "default_teachers_dir"]
 
@@ -223,9 +223,8 @@ class DistillTrainer:
         Remainders go to the first rounds and tasks, so any two runs with the same
         ``total_steps`` collect exactly the same number of labelled steps.
         """
-        cfg, n_tasks = self.config, len(self.tasks)
-        per_round = cfg.total_steps // cfg.rounds + (round_idx < cfg.total_steps % cfg.rounds)
-        return [per_round // n_tasks + (i < per_round % n_tasks) for i in range(n_tasks)]
+        cfg = self.config
+        return split_evenly(split_evenly(cfg.total_steps, cfg.rounds)[round_idx], len(self.tasks))
 
     def updates_in_round(self, round_idx: int) -> int:
         """Gradient updates after round ``round_idx`` (``updates_per_step`` x its steps)."""
@@ -265,19 +264,8 @@ class DistillTrainer:
             beta = cfg.beta.value(self.round, cfg.rounds)
             metrics = self.collector.collect(self.quota(self.round), beta, self.buffer)
             env_steps = self.collector.total_steps
-            n_updates = self.updates_in_round(self.round)
-            t0 = time.perf_counter()
-            agg: dict[str, list[float]] = {}
-            for _ in range(n_updates):
-                progress = (self.distiller.updates + 1) / total_updates
-                self.distiller.set_progress_lr(progress)
-                m = self.distiller.update(self.buffer.sample(cfg.distiller.batch_size), progress)
-                for k, v in m.items():
-                    agg.setdefault(k, []).append(v)
-            dt = time.perf_counter() - t0
-            metrics.update({k: float(np.mean(v)) for k, v in agg.items()})
-            if n_updates:
-                metrics["distill/samples_per_s"] = n_updates * cfg.distiller.batch_size / dt
+            metrics.update(self.distiller.train_round(
+                self.buffer, self.updates_in_round(self.round), total_updates))
             metrics["distill/lr"] = self.distiller.optimizer.param_groups[0]["lr"]
             metrics["buffer/size"] = float(len(self.buffer))
             self.round += 1

@@ -17,7 +17,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
-           "agents_dir", "spawn_seeds"]
+           "agents_dir", "spawn_seeds", "split_evenly"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -76,6 +76,11 @@ def agents_dir() -> Path:
     import polydistill.agents
 
     return Path(polydistill.agents.__file__).parent
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one (earlier parts larger)."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
 
 
 def spawn_seeds(seed: int, n: int) -> list[int]:

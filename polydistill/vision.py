@@ -25,7 +25,7 @@ from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation import EvalResult, evaluate, make_env, make_vector_env
 from polydistill.student import StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import seed_everything, spawn_seeds
+from polydistill.utils import seed_everything, spawn_seeds, split_evenly
 from polydistill.vision_student import VisionConfig, VisionStudent, random_shift
 from polydistill.wrappers import ObsGroups, flatten_groups
 
@@ -200,24 +200,11 @@ class VisionTrainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        per_round = [cfg.total_steps // cfg.rounds + (r < cfg.total_steps % cfg.rounds)
-                     for r in range(cfg.rounds)]
+        per_round = split_evenly(cfg.total_steps, cfg.rounds)
         updates = [int(round(cfg.updates_per_step * s)) for s in per_round]
-        total_updates = max(1, sum(updates))
         for r in tqdm(range(cfg.rounds), desc="distill (vision)", disable=not self.progress_bar):
             m = self.collect(per_round[r], cfg.beta.value(r, cfg.rounds))
-            t0 = time.perf_counter()
-            agg: dict[str, list[float]] = {}
-            for _ in range(updates[r]):
-                progress = (self.distiller.updates + 1) / total_updates
-                self.distiller.set_progress_lr(progress)
-                for k, v in self.distiller.update(self.buffer.sample(cfg.distiller.batch_size),
-                                                  progress).items():
-                    agg.setdefault(k, []).append(v)
-            if updates[r]:
-                m["distill/samples_per_s"] = (updates[r] * cfg.distiller.batch_size
-                                              / (time.perf_counter() - t0))
-            m.update({k: float(np.mean(v)) for k, v in agg.items()})
+            m.update(self.distiller.train_round(self.buffer, updates[r], sum(updates)))
             self.history.append({"round": float(r + 1), "env_steps": float(self.total_steps), **m})
         return self.student
 
