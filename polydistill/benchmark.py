@@ -3,6 +3,10 @@
 ``generalist``: for each seed, distil the default suite with DAgger and, on the same budget,
 with pure teacher-rollout behaviour cloning; evaluate both against the specialists on the
 training and held-out tasks; report mean and std over seeds.
+
+``vision``: for each vision task and seed, the privileged teacher, the DAgger vision student,
+teacher-rollout cloning and the blind (no pixels) student; then render, collection and
+training speeds measured alone on the machine.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import numpy as np
 
 from polydistill.checkpoint import DeployedStudent
 from polydistill.config import override
+from polydistill.errors import ConfigError
 from polydistill.quickstart import SUITE, default_distill_config
 from polydistill.report import TaskRow, evaluate_student, suite_eval_tasks
 from polydistill.trainer import DistillTrainer, default_teachers_dir
-from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions
+from polydistill.utils import agents_dir, atomic_write_bytes, atomic_write_json, library_versions
 
-__all__ = ["run_generalist_benchmark"]
+__all__ = ["run_generalist_benchmark", "run_vision_benchmark", "vision_recipe"]
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +116,28 @@ def run_generalist_benchmark(seeds: int = 3, out: str | Path = "results.json",
 
 
 VISION_TASKS = {
-    "point_goal": ("polydistill/PointGoalVision-v0", "point-goal-vision"),
-    "reach": ("polydistill/ReachVision-v0", "reach-vision"),
+    "point_goal": ("vision_point_goal.yaml", "point-goal-vision"),
+    "reach": ("vision_reach.yaml", "reach-vision"),
 }
+"""Benchmark task name -> (shipped recipe in ``agents/``, shipped teacher folder)."""
+
+
+def vision_recipe(name: str, teachers_dir: str | Path | None = None) -> Any:
+    """The shipped :class:`~polydistill.vision.VisionDistillConfig` of vision task ``name``.
+
+    Raises:
+        ConfigError: for an unknown task name.
+    """
+    from polydistill.config import from_dict, load_yaml
+    from polydistill.vision import VisionDistillConfig
+
+    if name not in VISION_TASKS:
+        raise ConfigError(f"unknown vision task {name!r}; valid: {sorted(VISION_TASKS)}")
+    recipe, folder = VISION_TASKS[name]
+    data = {k: v for k, v in load_yaml(agents_dir() / recipe).items() if k != "setup"}
+    cfg = from_dict(VisionDistillConfig, data, "VisionDistillConfig")
+    teachers = Path(teachers_dir) if teachers_dir else default_teachers_dir()
+    return override(cfg, {"teacher": str(teachers / folder)}) if not cfg.teacher else cfg
 
 
 def measure_render_fps(env_id: str, size: int = 64, steps: int = 500) -> float:
@@ -133,62 +157,133 @@ def measure_render_fps(env_id: str, size: int = 64, steps: int = 500) -> float:
     return fps
 
 
+def measure_vision_speeds(config: Any, collect_steps: int = 4000, updates: int = 60) -> dict[str, float]:
+    """Labelled collection (teacher + student acting, pixels rendered) and training speed.
+
+    Measured on the run's own :class:`~polydistill.vision.VisionTrainer`: ``collect_steps``
+    DAgger steps with beta 0.5 (both policies run every step), then ``updates`` gradient
+    steps on the buffer they filled.
+    """
+    from polydistill.vision import VisionTrainer
+
+    trainer = VisionTrainer(config, progress_bar=False)
+    try:
+        trainer.collect(500, 0.5)  # warm-up: first renders, allocations
+        c = trainer.collect(collect_steps, 0.5)
+        trainer.distiller.train_round(trainer.buffer, 5, updates + 5)
+        t = trainer.distiller.train_round(trainer.buffer, updates, updates + 5)
+    finally:
+        trainer.close()
+    return {"collect_steps_per_s": c["collect/steps_per_s"],
+            "train_samples_per_s": t["distill/samples_per_s"] * trainer.steps_per_row}
+
+
+def _vision_job(config: Any, episodes: int, with_teacher: bool, progress_bar: bool) -> dict[str, Any]:
+    """One benchmark cell: train a student from ``config``, evaluate it (and the teacher)."""
+    import torch
+
+    from polydistill.vision import VisionTrainer
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    trainer = VisionTrainer(config, progress_bar=progress_bar)
+    try:
+        trainer.learn()
+        out: dict[str, Any] = {"return": trainer.evaluate(episodes).mean_return,
+                               "wall_s": time.perf_counter() - t0}
+        if with_teacher:
+            out["teacher_return"] = trainer.evaluate_teacher(episodes).mean_return
+    finally:
+        trainer.close()
+    return out
+
+
 def run_vision_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: float | None = None,
                          episodes: int = 10, teachers_dir: str | Path | None = None,
-                         tasks: tuple[str, ...] = tuple(VISION_TASKS), progress_bar: bool = True
-                         ) -> dict[str, Any]:
-    """Privileged teacher vs DAgger vision student vs teacher-rollout cloning vs blind student."""
-    from polydistill.vision import VisionDistillConfig, VisionTrainer
+                         tasks: tuple[str, ...] = tuple(VISION_TASKS), progress_bar: bool = True,
+                         workers: int = 0) -> dict[str, Any]:
+    """Privileged teacher vs DAgger vision student vs teacher-rollout cloning vs blind student.
 
-    teachers = Path(teachers_dir) if teachers_dir else default_teachers_dir()
-    rows, sps = [], []
+    Every cell trains the shipped recipe of the task (``agents/vision_*.yaml``) with one seed;
+    ``bc`` is the same run with the teacher always acting, ``blind`` the same student without
+    pixels. Cells run in ``workers`` processes (0: one per CPU core); the speed figures are
+    measured afterwards, alone on the machine, so parallel cells do not distort them.
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    jobs: list[tuple[str, int, str, Any]] = []
     for name in tasks:
-        env_id, folder = VISION_TASKS[name]
-        per: dict[str, list[float]] = {"student": [], "bc": [], "blind": []}
-        teacher_ret: list[float] = []
+        base = vision_recipe(name, teachers_dir)
+        if steps is not None:
+            base = override(base, {"total_steps": int(steps)})
         for seed in range(seeds):
-            base = VisionDistillConfig(env_id=env_id, teacher=str(teachers / folder), seed=seed)
-            if steps is not None:
-                base = override(base, {"total_steps": int(steps)})
-            variants = {
-                "student": base,
-                "bc": override(base, {"beta": {"kind": "constant", "start": 1.0}}),
-                "blind": override(base, {"student_groups": ["proprio"]}),
-            }
-            for method, cfg in variants.items():
-                trainer = VisionTrainer(cfg, progress_bar=progress_bar)
-                try:
-                    trainer.learn()
-                    per[method].append(trainer.evaluate(episodes).mean_return)
-                    if method == "student":
-                        sps += [h["distill/samples_per_s"] for h in trainer.history
-                                if "distill/samples_per_s" in h]
-                        if seed == 0:
-                            teacher_ret.append(trainer.evaluate_teacher(episodes).mean_return)
-                finally:
-                    trainer.close()
-                log.info("%s seed %d %s: %.1f", name, seed, method, per[method][-1])
-        t = float(np.mean(teacher_ret))
+            cfg = override(base, {"seed": seed})
+            jobs += [(name, seed, "student", cfg),
+                     (name, seed, "bc", override(cfg, {"beta": {"kind": "constant", "start": 1.0}})),
+                     (name, seed, "blind", override(cfg, {"student_groups": ["proprio"]}))]
+    jobs.sort(key=lambda j: j[2] == "blind")  # the slow image students first
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    results: dict[tuple[str, int, str], dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc="vision benchmark", disable=not progress_bar)
+    if workers == 1:
+        for name, seed, method, cfg in jobs:
+            results[(name, seed, method)] = _vision_job(cfg, episodes, method == "student" and seed == 0,
+                                                        False)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futs = {pool.submit(_vision_job, cfg, episodes, method == "student" and seed == 0, False):
+                    (name, seed, method) for name, seed, method, cfg in jobs}
+            for fut in as_completed(futs):
+                results[futs[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    wall = time.perf_counter() - t0
+    for (name, seed, method), r in sorted(results.items()):
+        log.info("%s seed %d %s: %.1f (%.0f s)", name, seed, method, r["return"], r["wall_s"])
+    rows = []
+    for name in tasks:
+        per = {m: [results[(name, s, m)]["return"] for s in range(seeds)]
+               for m in ("student", "bc", "blind")}
+        t = float(results[(name, 0, "student")]["teacher_return"])
         s = float(np.mean(per["student"]))
-        rows.append({"name": name, "env_id": env_id, "teacher_return": t, "student_return": s,
+        rows.append({"name": name, "env_id": vision_recipe(name, teachers_dir).env_id,
+                     "teacher_return": t, "student_return": s,
                      "student_return_std": float(np.std(per["student"])),
-                     "ratio": s / t if t > 0 else None,
-                     "blind_return": float(np.mean(per["blind"])),
-                     "bc_return": float(np.mean(per["bc"]))})
+                     "student_returns": per["student"], "ratio": s / t if t > 0 else None,
+                     "min_seed_ratio": min(per["student"]) / t if t > 0 else None,
+                     "blind_return": float(np.mean(per["blind"])), "blind_returns": per["blind"],
+                     "bc_return": float(np.mean(per["bc"])), "bc_returns": per["bc"]})
+    speeds = [measure_vision_speeds(vision_recipe(n, teachers_dir)) for n in tasks]
     report = {
         "setup": "vision", "seeds": seeds, "tasks": rows,
-        "render_fps": float(np.mean([measure_render_fps(VISION_TASKS[n][0]) for n in tasks])),
-        "train_samples_per_s": float(np.mean(sps)) if sps else None,
+        "render_fps": float(np.mean([measure_render_fps(r["env_id"]) for r in rows])),
+        "train_samples_per_s": float(np.mean([s["train_samples_per_s"] for s in speeds])),
+        "collect_steps_per_s": float(np.mean([s["collect_steps_per_s"] for s in speeds])),
+        "speeds_per_task": dict(zip(tasks, speeds, strict=True)),
+        "workers": workers, "wall_s": wall, "episodes": episodes,
         "command": " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else "",
         "versions": library_versions(),
     }
     atomic_write_json(out, report)
-    lines = ["| task | teacher | vision student (DAgger) | ratio | teacher-rollout cloning | blind |",
+    lines = ["| task | privileged teacher | vision student (DAgger) | ratio (worst seed) | "
+             "teacher-rollout cloning | blind student |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ratio_txt = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        ratio_txt = "-" if r["ratio"] is None else f"{r['ratio']:.3f} ({r['min_seed_ratio']:.3f})"
         lines.append(f"| {r['name']} | {r['teacher_return']:.1f} | {r['student_return']:.1f} "
                      f"± {r['student_return_std']:.1f} | {ratio_txt} | {r['bc_return']:.1f} | "
                      f"{r['blind_return']:.1f} |")
+    lines.append(f"\nrender {report['render_fps']:.0f} env steps/s (64x64, random actions); labelled "
+                 f"DAgger collection {report['collect_steps_per_s']:.0f} env steps/s; student training "
+                 f"{report['train_samples_per_s']:.0f} samples/s (one thread each)")
     report["markdown"] = "\n".join(lines)
+    atomic_write_bytes(Path(out).with_suffix(".md"), (report["markdown"] + "\n").encode())
     return report

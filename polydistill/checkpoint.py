@@ -171,12 +171,37 @@ def load_student(path: str | Path) -> DeployedStudent:
 
 
 class DeployedStudent:
-    """A loaded student: ``predict(obs, embodiment=...)`` with input validation."""
+    """A loaded student: ``predict(obs, embodiment=...)`` with input validation.
+
+    A recurrent (vision) student keeps its state between ``predict`` calls, one row per
+    observation of the batch; call :meth:`reset` at the start of an episode (or with the mask
+    of batch rows whose episode just ended).
+    """
 
     def __init__(self, student: GeneralistStudent, metadata: dict[str, Any]) -> None:
         self.student = student
         self.metadata = metadata
         self.table = student.table
+        self.recurrent = bool(getattr(student, "recurrent", False))
+        self._state: torch.Tensor | None = None
+        self._first: np.ndarray | None = None
+
+    def reset(self, done: Any = None) -> None:
+        """Start new episodes: all of them (``done=None``) or the rows where ``done`` is true.
+
+        Raises:
+            ObservationError: if ``done`` is not a boolean mask over the current batch.
+        """
+        if done is None or self._first is None:
+            self._state = self._first = None
+            return
+        mask = np.asarray(done)
+        if mask.dtype != bool or mask.shape != self._first.shape:
+            raise ObservationError(
+                f"reset(done): expected a bool mask of shape {self._first.shape}, got "
+                f"{mask.dtype} {mask.shape}"
+            )
+        self._first |= mask
 
     @property
     def embodiments(self) -> list[str]:
@@ -234,7 +259,7 @@ class DeployedStudent:
         Raises:
             ObservationError: missing or extra group, wrong shape, dtype or non-finite values.
         """
-        keys = tuple(self.student.obs_keys)
+        keys = tuple(k for k in self.student.obs_keys if k != "first")  # "first": see reset()
         if not isinstance(obs, dict):
             raise ObservationError(
                 f"this student takes a dict with groups {list(keys)}, got {type(obs).__name__}"
@@ -256,6 +281,21 @@ class DeployedStudent:
             out["pixels"] = torch.from_numpy(np.ascontiguousarray(batch))
         return out, torch.zeros(proprio.shape[0], dtype=torch.long), single
 
+    def _step(self, x: Any, emb: torch.Tensor, deterministic: bool) -> np.ndarray:
+        n = emb.shape[0]
+        if self._state is None or self._first is None:
+            self._state = self.student.initial_state(n)  # type: ignore[operator]
+            self._first = np.ones(n, dtype=bool)
+        elif self._state.shape[0] != n:
+            raise ObservationError(
+                f"this recurrent student holds the state of {self._state.shape[0]} episodes but got "
+                f"a batch of {n}; call reset() to start a new batch"
+            )
+        a, self._state = self.student.step(x, emb, self._state,  # type: ignore[operator]
+                                           torch.from_numpy(self._first), deterministic)
+        self._first = np.zeros(n, dtype=bool)
+        return a.numpy()
+
     @torch.inference_mode()
     def predict(self, obs: Any, embodiment: str | None = None,
                 deterministic: bool = True) -> np.ndarray:
@@ -269,6 +309,9 @@ class DeployedStudent:
             x, emb, single = self.prepare_dict(obs)
         else:
             x, emb, single = self.prepare(obs, embodiment)
-        a = self.student.act(x, emb, deterministic=deterministic).numpy()
+        if self.recurrent:
+            a = self._step(x, emb, deterministic)
+        else:
+            a = self.student.act(x, emb, deterministic=deterministic).numpy()
         a = self.table.unpad_action(a, int(emb[0]))
         return a[0] if single else a

@@ -287,8 +287,10 @@ def _evaluate_vision(student: object, args: argparse.Namespace) -> int:
     meta = student.metadata  # type: ignore[attr-defined]
     env_id, kwargs = meta["env_id"], meta.get("env_kwargs", {})
     keys = meta.get("student_groups", ["proprio", "pixels"])
+    student.reset()  # type: ignore[attr-defined]
     s = evaluate(env_id, lambda o: student.predict({k: o[k] for k in keys}),  # type: ignore[attr-defined]
-                 n_episodes=args.episodes, seed=args.seed, env_kwargs=kwargs)
+                 n_episodes=args.episodes, seed=args.seed, env_kwargs=kwargs,
+                 on_episode_end=student.reset)  # type: ignore[attr-defined]
     t_mean = None
     teacher_path = args.teacher or meta.get("teacher")
     if teacher_path:
@@ -350,15 +352,21 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--teachers-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=int, default=0,
+                   help="vision: benchmark cells run in this many processes (0: one per CPU core); "
+                        "speeds are measured afterwards with the machine to themselves")
     p.set_defaults(func=_cmd_benchmark)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from polydistill.benchmark import run_generalist_benchmark, run_vision_benchmark
 
-    run = run_vision_benchmark if args.setup == "vision" else run_generalist_benchmark
-    report = run(seeds=args.seeds, out=args.out, steps=args.steps, episodes=args.episodes,
-                 teachers_dir=args.teachers_dir, progress_bar=not args.no_progress)
+    common = {"seeds": args.seeds, "out": args.out, "steps": args.steps, "episodes": args.episodes,
+              "teachers_dir": args.teachers_dir, "progress_bar": not args.no_progress}
+    if args.setup == "vision":
+        report = run_vision_benchmark(**common, workers=args.workers)
+    else:
+        report = run_generalist_benchmark(**common)
     print(report["markdown"])
     print(f"results: {args.out}")
     return 0

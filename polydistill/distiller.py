@@ -104,6 +104,9 @@ class Distiller:
         if self.config.balance_tasks and not self.student.discrete:
             # per action dimension, so a 6-dof body does not weigh 6x a 1-dof one
             per_sample = per_sample / lb.mask.sum(-1).clamp_min(1)
+        if per_sample.ndim == 2:  # sequences (B, T): mean over the steps that carry a loss
+            trained = lb.mask.any(-1) if not self.student.discrete else torch.ones_like(per_sample)
+            per_sample = (per_sample * trained).sum(-1) / trained.sum(-1).clamp_min(1)
         if self.config.balance_tasks and "task" in batch:
             task = torch.from_numpy(np.asarray(batch["task"]))
             uniq, inv = torch.unique(task, return_inverse=True)

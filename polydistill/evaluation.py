@@ -75,6 +75,7 @@ def evaluate(
     n_envs: int = 5,
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
+    on_episode_end: Callable[[np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Run ``n_episodes`` full episodes of the policy ``act`` and collect their returns.
 
@@ -88,6 +89,9 @@ def evaluate(
         n_envs: Parallel env copies.
         seed: Seed of the first env copy (copy ``i`` gets ``seed + i``).
         env_kwargs: Extra ``gymnasium.make`` arguments.
+        on_episode_end: Called after every step with the ``(n_envs,)`` mask of copies whose
+            episode just ended (their next observation starts a new one): recurrent policies
+            reset their state there.
     """
     if n_episodes < 1:
         raise ConfigError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -110,6 +114,8 @@ def evaluate(
             obs, rew, term, trunc, _ = venv.step(action)
             ep_ret += rew
             ep_len += 1
+            if on_episode_end is not None:
+                on_episode_end(term | trunc)
             for i in np.flatnonzero(term | trunc):
                 if counts[i] < targets[i]:
                     result.returns.append(float(ep_ret[i]))

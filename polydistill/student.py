@@ -150,7 +150,11 @@ class GeneralistStudent(nn.Module):
 
     def forward(self, obs: torch.Tensor, emb: torch.Tensor) -> StudentOutput:  # type: ignore[override]
         """Action distribution of padded raw observations ``(B, D)`` with token ids ``(B,)``."""
-        out = self.head(self.features(obs, emb))
+        return self.output(self.features(obs, emb), emb)
+
+    def output(self, features: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
+        """Action distribution from trunk (or core) features ``(..., H)`` and token ids ``(...)``."""
+        out = self.head(features)
         mask = self.action_mask[emb]
         if self.discrete:
             return StudentOutput(logits=out.masked_fill(~mask, float("-inf")))
@@ -161,7 +165,11 @@ class GeneralistStudent(nn.Module):
     def act(self, obs: torch.Tensor, emb: torch.Tensor, deterministic: bool = True,
             generator: torch.Generator | None = None) -> torch.Tensor:
         """Actions ``(B, A)`` (continuous: clipped to bounds, padded dims 0) or ``(B,)`` ids."""
-        out = self.forward(obs, emb)
+        return self.action_from(self.forward(obs, emb), emb, deterministic, generator)
+
+    def action_from(self, out: StudentOutput, emb: torch.Tensor, deterministic: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions of a computed :class:`StudentOutput` (see :meth:`act`)."""
         if self.discrete:
             assert out.logits is not None
             if deterministic:

@@ -66,6 +66,7 @@ def record_vision_gif(student: DeployedStudent, path: str | Path, seed: int = 0,
     env = make_env(meta["env_id"], meta.get("env_kwargs", {}), render_mode="rgb_array",
                    width=192, height=192)
     obs, _ = env.reset(seed=seed)
+    student.reset()  # a recurrent student starts the episode from a fresh state
     keys = meta.get("student_groups", ["proprio", "pixels"])
     frames = []
     for _ in range(max_frames):

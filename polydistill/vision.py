@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
 from polydistill.collector import BetaSchedule
+from polydistill.config import override
 from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation import EvalResult, evaluate, make_env, make_vector_env
@@ -68,10 +70,23 @@ class VisionDistillConfig:
     """Loss and optimisation."""
     buffer: BufferConfig = field(default_factory=lambda: BufferConfig(capacity=40_000))
     """Bounded buffer; ``storage: disk`` memory-maps the uint8 images."""
+    seq_len: int = 16
+    """Recurrent students only (``vision.recurrent_size > 0``): steps per training sequence."""
+    burn_in: int = 4
+    """Recurrent students only: leading steps of a sequence that only warm the state up (no
+    loss) unless an episode starts there. Sequences overlap by this much, so every labelled
+    step is trained on once."""
     seed: int = 0
     """Seed of everything."""
     torch_threads: int = 1
     """torch intra-op threads (0: torch's default)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.burn_in < self.seq_len:
+            raise ConfigError(
+                f"VisionDistillConfig: need 0 <= burn_in < seq_len, got burn_in={self.burn_in}, "
+                f"seq_len={self.seq_len}"
+            )
 
 
 class VisionTrainer:
@@ -106,7 +121,16 @@ class VisionTrainer:
         torch.manual_seed(config.seed)
         self.student = VisionStudent(space["proprio"].shape[0], act_space.low, act_space.high,
                                      pixel_shape, config.student, config.vision)  # type: ignore[arg-type]
-        self.distiller = Distiller(self.student, config.distiller)
+        self.recurrent = self.student.recurrent
+        # A buffer row is one step, or (recurrent) one sequence of seq_len steps of which
+        # seq_len - burn_in are new; capacity and batch size stay counted in labelled steps.
+        self.steps_per_row = config.seq_len - config.burn_in if self.recurrent else 1
+        """Labelled env steps one buffer row adds (one training sample per step)."""
+        dcfg, bcfg = config.distiller, config.buffer
+        if self.recurrent:
+            dcfg = override(dcfg, {"batch_size": max(1, round(dcfg.batch_size / self.steps_per_row))})
+            bcfg = override(bcfg, {"capacity": -(-bcfg.capacity // self.steps_per_row)})
+        self.distiller = Distiller(self.student, dcfg)
         a = len(act_space.low)
         self.with_dist = self.distiller.loss.needs_distribution
         if self.with_dist:
@@ -126,13 +150,22 @@ class VisionTrainer:
             fields["log_std"] = FieldSpec((a,), "float32")
         if pixel_shape is not None:
             fields["pixels"] = FieldSpec(pixel_shape, "uint8")  # type: ignore[arg-type]
-        self.buffer = DistillationBuffer(fields, 1, config.buffer, seed=config.seed)
+        if self.recurrent:
+            fields["first"] = FieldSpec((), "bool")
+            fields = {k: FieldSpec((config.seq_len, *f.shape), f.dtype) for k, f in fields.items()}
+        self.buffer = DistillationBuffer(fields, 1, bcfg, seed=config.seed)
         mix_seed, env_seed = spawn_seeds(config.seed, 2)
         self.rng = np.random.default_rng(mix_seed)
         self.venv = make_vector_env(config.env_id, config.n_envs, config.env_kwargs)
         self.obs, _ = self.venv.reset(seed=env_seed)
         self.total_steps = 0
         self.history: list[dict[str, float]] = []
+        # recurrent collection: the student's state per env copy, episode-start flags, the
+        # last seq_len steps of every copy, and steps since the last sequence was written
+        self._state = self.student.initial_state(config.n_envs)
+        self._first = np.ones(config.n_envs, dtype=bool)
+        self._window: deque[dict[str, np.ndarray]] = deque(maxlen=config.seq_len)
+        self._since = 0
 
     def student_input(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """The student's view of a batch of Dict observations (never a privileged group)."""
@@ -140,40 +173,97 @@ class VisionTrainer:
         return {"proprio": torch.as_tensor(view["proprio"], dtype=torch.float32),
                 **({"pixels": torch.as_tensor(view["pixels"])} if "pixels" in view else {})}
 
+    def _labels(self, obs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Buffer rows and teacher actions of one vector step (all ``n`` copies)."""
+        tgt = self.teacher.action_dist(self.groups.teacher_obs(obs))
+        labels = [tgt.action] + ([tgt.mean, tgt.log_std] if self.with_dist else [])
+        if any(x is None or not np.all(np.isfinite(x)) for x in labels):
+            raise TeacherError("the privileged teacher produced missing or non-finite labels")
+        n = tgt.action.shape[0]
+        rows: dict[str, np.ndarray] = {
+            "proprio": obs["proprio"].astype(np.float32), "emb": np.zeros(n, dtype=np.int64),
+            "mask": np.ones(tgt.action.shape, bool), "action": tgt.action.astype(np.float32),
+        }
+        if self.with_dist:
+            rows["mean"] = tgt.mean.astype(np.float32)  # type: ignore[union-attr]
+            rows["log_std"] = tgt.log_std.astype(np.float32)  # type: ignore[union-attr]
+        if "pixels" in self.buffer.fields:
+            rows["pixels"] = obs["pixels"]
+        return rows, tgt.action
+
+    @torch.inference_mode()
+    def _collect_sequences(self, steps: int, beta: float) -> tuple[int, float, list[float]]:
+        """Recurrent collection: overlapping sequences; the student's state runs every step."""
+        cfg, n = self.config, self.config.n_envs
+        stride = self.steps_per_row
+        emb = torch.zeros(n, dtype=torch.long)
+        written, teacher_steps, returns, seen = 0, 0, [], []
+        ep_ret = getattr(self, "_ep_ret", np.zeros(n))
+        while written < steps:
+            rows, teacher_action = self._labels(self.obs)
+            rows["first"] = self._first.copy()
+            self._window.append(rows)
+            seen.append(rows["proprio"])
+            mine, self._state = self.student.step(self.student_input(self.obs), emb, self._state,
+                                                  torch.from_numpy(self._first))
+            use_t = self.rng.random(n) < beta
+            action = np.where(use_t[:, None], teacher_action, mine.numpy().astype(np.float64))
+            teacher_steps += int(use_t.sum())
+            if not np.all(np.isfinite(action)):
+                raise TrainingError("non-finite action; refusing to step")
+            self.obs, rew, term, trunc, _ = self.venv.step(action)
+            self._first = term | trunc
+            ep_ret += rew
+            for i in np.flatnonzero(self._first):
+                returns.append(float(ep_ret[i]))
+                ep_ret[i] = 0.0
+            self._since += 1
+            if len(self._window) == cfg.seq_len and self._since >= stride:
+                k = min(n, -(-(steps - written) // stride))
+                seq = {key: np.stack([w[key][:k] for w in self._window], axis=1) for key in rows}
+                # burn-in steps carry no loss unless the state is exact there (episode began)
+                started = np.logical_or.accumulate(seq["first"], axis=1)
+                trained = started | (np.arange(cfg.seq_len) >= cfg.burn_in)[None, :]
+                seq["mask"] &= trained[:, :, None]
+                self.buffer.add(0, seq)
+                written += k * stride
+                self._since = 0
+        self._ep_ret = ep_ret
+        self.student.update_normalizer(np.concatenate(seen), 0)
+        return written, teacher_steps / (len(seen) * n), returns
+
     @torch.inference_mode()
     def collect(self, steps: int, beta: float) -> dict[str, float]:
-        """Collect exactly ``steps`` labelled steps with teacher probability ``beta``."""
+        """Collect ``steps`` labelled steps with teacher probability ``beta``.
+
+        Feed-forward students get exactly ``steps``; recurrent ones whole sequences, so up to
+        ``n_envs * (seq_len - burn_in)`` more.
+        """
+        t0 = time.perf_counter()
+        self.student.eval()
+        if self.recurrent:
+            written, teacher_frac, returns = self._collect_sequences(steps, beta)
+            self.total_steps += written
+            out = {"collect/steps_per_s": written / (time.perf_counter() - t0),
+                   "collect/teacher_frac": teacher_frac, "collect/beta": beta}
+            if returns:
+                out["rollout/ep_return"] = float(np.mean(returns))
+            return out
         n = self.config.n_envs
         emb = torch.zeros(n, dtype=torch.long)
         written, teacher_steps, returns = 0, 0, []
         seen: list[np.ndarray] = []
         ep_ret = getattr(self, "_ep_ret", np.zeros(n))
-        t0 = time.perf_counter()
-        self.student.eval()
         while written < steps:
             k = min(n, steps - written)
             obs = self.obs
-            tgt = self.teacher.action_dist(self.groups.teacher_obs(obs))
-            labels = [tgt.action] + ([tgt.mean, tgt.log_std] if self.with_dist else [])
-            if any(x is None or not np.all(np.isfinite(x)) for x in labels):
-                raise TeacherError("the privileged teacher produced missing or non-finite labels")
-            rows: dict[str, np.ndarray] = {
-                "proprio": obs["proprio"][:k].astype(np.float32),
-                "emb": np.zeros(k, dtype=np.int64), "mask": np.ones((k, tgt.action.shape[1]), bool),
-                "action": tgt.action[:k].astype(np.float32),
-            }
-            if self.with_dist:
-                rows["mean"] = tgt.mean[:k].astype(np.float32)  # type: ignore[index]
-                rows["log_std"] = tgt.log_std[:k].astype(np.float32)  # type: ignore[index]
-            if "pixels" in self.buffer.fields:
-                rows["pixels"] = obs["pixels"][:k]
-            self.buffer.add(0, rows)
+            rows, action = self._labels(obs)
+            self.buffer.add(0, {key: v[:k] for key, v in rows.items()})
             seen.append(obs["proprio"][:k])
-            action = tgt.action
             if beta < 1.0:
                 mine = self.student.act(self.student_input(obs), emb).numpy().astype(np.float64)
                 use_t = self.rng.random(n) < beta
-                action = np.where(use_t[:, None], tgt.action, mine)
+                action = np.where(use_t[:, None], action, mine)
                 teacher_steps += int(use_t[:k].sum())
             else:
                 teacher_steps += k
@@ -205,6 +295,8 @@ class VisionTrainer:
         for r in tqdm(range(cfg.rounds), desc="distill (vision)", disable=not self.progress_bar):
             m = self.collect(per_round[r], cfg.beta.value(r, cfg.rounds))
             m.update(self.distiller.train_round(self.buffer, updates[r], sum(updates)))
+            if "distill/samples_per_s" in m:  # labelled steps, not sequences
+                m["distill/samples_per_s"] *= self.steps_per_row
             self.history.append({"round": float(r + 1), "env_steps": float(self.total_steps), **m})
         return self.student
 
@@ -212,14 +304,24 @@ class VisionTrainer:
         """Return of the student acting alone (deterministic mean action)."""
         self.student.eval()
         emb0 = torch.zeros(1, dtype=torch.long)
+        state: dict[str, Any] = {"h": None, "first": None}
 
         @torch.inference_mode()
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
             x = self.student_input(obs)
-            return self.student.act(x, emb0.expand(x["proprio"].shape[0])).numpy()
+            n = x["proprio"].shape[0]
+            if state["h"] is None:
+                state["h"], state["first"] = self.student.initial_state(n), np.ones(n, bool)
+            a, state["h"] = self.student.step(x, emb0.expand(n), state["h"],
+                                              torch.from_numpy(state["first"]))
+            state["first"] = np.zeros(n, bool)
+            return a.numpy()
+
+        def episode_end(done: np.ndarray) -> None:
+            state["first"] = state["first"] | done
 
         return evaluate(self.config.env_id, act, n_episodes=episodes, seed=seed,
-                        env_kwargs=self.config.env_kwargs)
+                        env_kwargs=self.config.env_kwargs, on_episode_end=episode_end)
 
     def evaluate_teacher(self, episodes: int = 10, seed: int = 100_000) -> EvalResult:
         """Return of the privileged teacher on the same seeds."""

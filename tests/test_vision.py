@@ -158,3 +158,81 @@ def test_distill_cli_selects_the_vision_setup_from_the_recipe(tmp_path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     gif = tmp_path / "video" / "PointGoalVision-v0.gif"
     assert gif.read_bytes()[:6] == b"GIF89a"
+
+
+def test_recurrent_sequence_forward_matches_stepping_with_resets() -> None:
+    """The GRU core unrolled over a stored sequence acts exactly as step-by-step deployment."""
+    torch.manual_seed(0)
+    student = VisionStudent(4, -np.ones(2), np.ones(2), (3, 32, 32), StudentConfig(hidden=(32,)),
+                            VisionConfig(channels=(8, 8, 8), feature_dim=16, recurrent_size=16))
+    student.eval()
+    b, t = 3, 6
+    obs = {"proprio": torch.randn(b, t, 4),
+           "pixels": torch.randint(0, 256, (b, t, 3, 32, 32), dtype=torch.uint8),
+           "first": torch.zeros(b, t, dtype=torch.bool)}
+    obs["first"][:, 0] = True
+    obs["first"][1, 3] = True  # an episode boundary inside the sequence
+    emb = torch.zeros(b, t, dtype=torch.long)
+    with torch.no_grad():
+        seq = student.clip_action(student(obs, emb).mean, emb)
+        state, steps = student.initial_state(b), []
+        for i in range(t):
+            one = {k: v[:, i] for k, v in obs.items()}
+            a, state = student.step(one, emb[:, i], state, obs["first"][:, i])
+            steps.append(a)
+    torch.testing.assert_close(torch.stack(steps, 1), seq, atol=1e-6, rtol=0)
+    # the reset really cuts the memory: row 1 after step 3 ignores what came before
+    other = {k: v.clone() for k, v in obs.items()}
+    other["pixels"][1, :3] = 0
+    with torch.no_grad():
+        seq2 = student.clip_action(student(other, emb).mean, emb)
+    torch.testing.assert_close(seq2[1, 3:], seq[1, 3:], atol=1e-6, rtol=0)
+    assert not torch.allclose(seq2[1, :3], seq[1, :3])
+    with pytest.raises(ConfigError, match="step"):
+        student.act({k: v[:, 0] for k, v in obs.items()}, emb[:, 0])
+
+
+def test_recurrent_vision_trainer_stores_sequences_and_deploys_with_state(tmp_path) -> None:
+    from polydistill.checkpoint import load_student, save_student
+    from polydistill.errors import ObservationError
+
+    cfg = VisionDistillConfig(total_steps=480, rounds=2, seq_len=8, burn_in=2, **{
+        **SMALL, "vision": VisionConfig(channels=(8, 8, 8), feature_dim=16, recurrent_size=16)})
+    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    stride = cfg.seq_len - cfg.burn_in
+    assert trainer.steps_per_row == stride
+    assert trainer.total_steps >= 480 and trainer.total_steps % stride == 0
+    rows = trainer.buffer.sample(4)
+    assert rows["pixels"].shape == (4, 8, 3, 32, 32) and rows["first"].shape == (4, 8)
+    # burn-in steps carry no loss unless an episode started at or before them
+    started = np.logical_or.accumulate(rows["first"], axis=1)
+    trained = rows["mask"].all(-1)
+    assert np.array_equal(trained, started | (np.arange(8) >= 2)[None])
+    assert np.isfinite(trainer.history[-1]["distill/loss"])
+    assert trainer.evaluate(episodes=2).returns  # runs with state and resets
+
+    policy = load_student(save_student(tmp_path / "rec", trainer.student))
+    assert policy.recurrent
+    rng = np.random.default_rng(0)
+    obs = [{"proprio": rng.normal(size=(2, 4)),
+            "pixels": rng.integers(0, 255, (2, 3, 32, 32), dtype=np.uint8)} for _ in range(3)]
+    first = np.array([p := policy.predict(o) for o in obs])
+    assert p.shape == (2, 2)
+    policy.reset()
+    np.testing.assert_array_equal(np.array([policy.predict(o) for o in obs]), first)  # same after reset
+    policy.reset(np.array([True, False]))
+    again = policy.predict(obs[0])
+    np.testing.assert_array_equal(again[0], first[0][0])  # row 0 restarted, row 1 kept its memory
+    with pytest.raises(ObservationError, match="reset"):
+        policy.predict({k: v[:1] for k, v in obs[0].items()})
+    with pytest.raises(ObservationError, match="bool mask"):
+        policy.reset(np.array([1, 0]))
+
+
+def test_recurrent_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="burn_in"):
+        VisionDistillConfig(seq_len=4, burn_in=4)
+    with pytest.raises(ConfigError, match="recurrent_size"):
+        VisionConfig(recurrent_size=-1)
