@@ -48,7 +48,8 @@ import gymnasium as gym
 
 from polydistill.errors import ConfigError
 
-__all__ = ["TaskSpec", "SUITES", "get_suite", "list_suites", "register_envs"]
+__all__ = ["TaskSpec", "SUITES", "get_suite", "list_parallel_envs", "list_suites", "make_parallel",
+           "register_envs"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,33 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             entry_point, steps = _BASE[base]
             gym.register(env_id, entry_point=entry_point, max_episode_steps=steps, kwargs=kwargs)
+
+
+_PARALLEL: dict[str, str] = {
+    "intersection_v0": "polydistill.envs.intersection:IntersectionEnv",
+}
+"""Multi-agent PettingZoo ``ParallelEnv`` worlds: name -> ``module:class``."""
+
+
+def list_parallel_envs() -> list[str]:
+    """Names of the multi-agent (PettingZoo ``ParallelEnv``) envs polydistill ships."""
+    return sorted(_PARALLEL)
+
+
+def make_parallel(name: str, **kwargs: Any) -> Any:
+    """Build the shipped multi-agent env ``name`` (see :func:`list_parallel_envs`).
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the valid ones).
+    """
+    import importlib
+
+    if name not in _PARALLEL:
+        raise ConfigError(
+            f"unknown multi-agent env {name!r}; valid: {', '.join(list_parallel_envs())}"
+        )
+    module, cls = _PARALLEL[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
 
 
 def list_suites() -> list[str]:
