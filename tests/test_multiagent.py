@@ -41,6 +41,8 @@ ENVS: dict[str, Callable[[], object]] = {
     "intersection+dropout": lambda: ModalityDropout(make_parallel("intersection_v0"), 0.3,
                                                     ["camera", "lidar"]),
     "intersection-3-agents": lambda: SharedView(make_parallel("intersection_v0", n_agents=3)),
+    "rendezvous-5-agents+shared": lambda: SharedView(make_parallel("rendezvous_v0", n_agents=5)),
+    "rendezvous+select": lambda: SelectModalities(make_parallel("rendezvous_v0"), ["proprio", "beacon_ring"]),
     "mpe-spread+groups+shared": lambda: SharedView(ModalityGroups(
         simple_spread_v3.parallel_env(N=3, continuous_actions=True), SPREAD)),
     "mpe-speaker-listener+pad": lambda: PadAgents(
@@ -77,7 +79,8 @@ def _rollout(env, seed: int, steps: int) -> list:  # noqa: ANN001
     return trace
 
 
-@pytest.mark.parametrize("name", ["intersection_v0", "intersection+shared", "mpe-adversary+pad+shared"])
+@pytest.mark.parametrize("name", ["intersection_v0", "intersection+shared", "rendezvous_v0",
+                                  "mpe-adversary+pad+shared"])
 def test_same_seed_same_long_rollout(name: str) -> None:
     """Many steps (with resets and agents leaving) repeat exactly for a seed and differ across seeds."""
     a, b, c = _rollout(ENVS[name](), 3, 600), _rollout(ENVS[name](), 3, 600), _rollout(ENVS[name](), 4, 600)
@@ -232,3 +235,31 @@ def test_sharing_what_others_see_makes_the_expert_safer() -> None:
         rates[knowledge] = crashes / agents
     assert rates["full"] <= 0.02, rates
     assert rates["shared"] <= 0.05 and rates["own"] >= rates["shared"] + 0.15, rates
+
+
+def test_rendezvous_sensors_and_expert() -> None:
+    env = make_parallel("rendezvous_v0", n_agents=3)
+    obs, _ = env.reset(seed=5)
+    pos, beacon = env.positions(), env.beacon
+    for i, a in enumerate(env.agents):
+        rel = beacon - pos[i]
+        np.testing.assert_allclose(obs[a]["gps"], rel, atol=1e-6)
+        ring = obs[a]["beacon_ring"]
+        b = int(np.floor((np.arctan2(rel[1], rel[0]) % (2 * np.pi)) / (2 * np.pi) * 16)) % 16
+        assert np.count_nonzero(ring) == 1
+        assert ring[b] == pytest.approx(np.exp(-np.linalg.norm(rel)), rel=1e-5)
+    spaces_ = {n: make_parallel("rendezvous_v0", n_agents=n).observation_space("robot_0") for n in (2, 4)}
+    assert spaces_[2] == spaces_[4]  # a student trained with 2 robots runs with 4
+    collisions = 0
+    while env.agents:
+        _, _, _, _, infos = env.step(env.expert_actions())
+        collisions += sum(i["collision"] for i in infos.values())
+    assert all(0.2 < i["distance"] < 0.4 for i in infos.values()) and collisions <= 3
+
+
+def test_rendezvous_renders_offscreen() -> None:
+    env = make_parallel("rendezvous_v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    env.close()
+    assert frame.shape == (160, 160, 3) and frame.dtype == np.uint8 and frame.std() > 5
