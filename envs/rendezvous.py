@@ -15,8 +15,9 @@ Observation (every agent): ``Dict`` of modalities, all independent of ``n_agents
       ``exp(-distance)``, the others 0: cheap, deployable, enough to find the beacon.
     - ``neighbor_ring`` ``Box(0, 1, (16,), float32)``: the same ring for other robots,
       ``exp(-distance / 0.3)`` (the closest per bin): short-range collision sensing.
-    - ``gps`` ``Box((2,), float32)``: the exact beacon position relative to the robot: the
-      auxiliary (training-only) modality in the CAML recipe.
+    - ``gps`` ``Box((3,), float32)``: the exact beacon position relative to the robot and 1,
+      when the beacon is within 1.5 m; zeros otherwise: the auxiliary (training-only)
+      modality in the CAML recipe.
 
 Reward (per agent and step):
     ``-0.1 * distance to the beacon - 1`` while touching another robot (centres closer than
@@ -24,9 +25,12 @@ Reward (per agent and step):
     agent terminates early. ``infos[agent]`` has ``collision`` and ``distance``.
 
 Expert:
-    :meth:`RendezvousEnv.expert_actions` drives each robot (PD on privileged positions) to the
-    point of a 0.3 m ring around the beacon nearest to it, pushed away from robots closer
-    than 0.35 m.
+    :meth:`RendezvousEnv.expert_actions` drives each robot (PD) to the point of a 0.3 m ring
+    around the beacon nearest to it, pushed away from robots closer than 0.35 m. Its
+    ``knowledge`` sets where the beacon is known: ``"full"`` always; ``"shared"`` once any
+    robot's ``gps`` has it (robots share their readings); ``"own"`` only from the robot's own
+    ``gps``. A robot that does not know the beacon heads for the arena centre, from where
+    ``gps`` covers most of the arena.
 
 Version history:
     v0: first version.
@@ -52,6 +56,7 @@ TOUCH = 0.22
 RING = 16
 FORCE = 2.0
 FRAME_SKIP = 5
+GPS_RANGE = 1.5
 
 
 def _xml(n: int) -> str:
@@ -120,7 +125,7 @@ class RendezvousEnv(ParallelEnv):
             "proprio": spaces.Box(-np.inf, np.inf, (4,), np.float32),
             "beacon_ring": spaces.Box(0.0, 1.0, (RING,), np.float32),
             "neighbor_ring": spaces.Box(0.0, 1.0, (RING,), np.float32),
-            "gps": spaces.Box(-np.inf, np.inf, (2,), np.float32),
+            "gps": spaces.Box(-np.inf, np.inf, (3,), np.float32),
         })
         self._act_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self._rng = np.random.default_rng()
@@ -219,9 +224,15 @@ class RendezvousEnv(ParallelEnv):
                 "proprio": np.concatenate([pos[i], vel[i]]).astype(np.float32),
                 "beacon_ring": _ring((beacon - pos[i])[None], 1.0),
                 "neighbor_ring": _ring(others, 0.3),
-                "gps": (beacon - pos[i]).astype(np.float32),
+                "gps": self._gps(beacon - pos[i]),
             }
         return out
+
+    @staticmethod
+    def _gps(rel: np.ndarray) -> np.ndarray:
+        if np.linalg.norm(rel) > GPS_RANGE:
+            return np.zeros(3, dtype=np.float32)
+        return np.array([rel[0], rel[1], 1.0], dtype=np.float32)
 
     def agent_pose(self, agent: str) -> np.ndarray:
         """``(x, y)`` of ``agent`` (used by ``SharedView``)."""
@@ -232,15 +243,25 @@ class RendezvousEnv(ParallelEnv):
         """Global state: every robot's position and velocity, then the beacon."""
         return np.concatenate([self.data.qpos, self.data.qvel, self.beacon]).astype(np.float32)
 
-    def expert_actions(self) -> dict[str, np.ndarray]:
-        """The scripted privileged expert's force for every live agent (module docstring)."""
+    def expert_actions(self, knowledge: Literal["shared", "own", "full"] = "full") -> dict[str, np.ndarray]:
+        """The scripted privileged expert's force for every live agent (module docstring).
+
+        Raises:
+            ConfigError: for an unknown ``knowledge``.
+        """
+        if knowledge not in ("shared", "own", "full"):
+            raise ConfigError(f"expert knowledge must be 'shared', 'own' or 'full', got {knowledge!r}")
         pos, vel, beacon = self.positions(), self.velocities(), self.beacon
+        sensed = np.linalg.norm(pos - beacon, axis=1) <= GPS_RANGE
         out = {}
         for a in self.agents:
             i = self._index[a]
+            known = {"full": True, "shared": bool(sensed.any()), "own": bool(sensed[i])}[knowledge]
             rel = pos[i] - beacon
             norm = np.linalg.norm(rel)
             goal = beacon + 0.3 * (rel / norm if norm > 1e-6 else np.array([1.0, 0.0]))
+            if not known:
+                goal = np.zeros(2)
             force = 4.0 * (goal - pos[i]) - 1.5 * vel[i]
             for j in range(self.n_agents):
                 gap = pos[i] - pos[j]

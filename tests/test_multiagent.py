@@ -243,7 +243,8 @@ def test_rendezvous_sensors_and_expert() -> None:
     pos, beacon = env.positions(), env.beacon
     for i, a in enumerate(env.agents):
         rel = beacon - pos[i]
-        np.testing.assert_allclose(obs[a]["gps"], rel, atol=1e-6)
+        gps = np.r_[rel, 1.0] if np.linalg.norm(rel) <= 1.5 else np.zeros(3)
+        np.testing.assert_allclose(obs[a]["gps"], gps, atol=1e-6)
         ring = obs[a]["beacon_ring"]
         b = int(np.floor((np.arctan2(rel[1], rel[0]) % (2 * np.pi)) / (2 * np.pi) * 16)) % 16
         assert np.count_nonzero(ring) == 1
