@@ -1,0 +1,119 @@
+"""CAML: per-agent students distilled from the shared-knowledge teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from polydistill.caml import CamlConfig, CamlTrainer, flatten_modalities
+from polydistill.collector import BetaSchedule
+from polydistill.errors import ConfigError, ObservationError
+from polydistill.student import StudentConfig
+from polydistill.team_student import TeamConfig, TeamStudent
+
+RV = dict(env="rendezvous_v0", n_envs=4, student=StudentConfig(hidden=(128, 128)), updates_per_step=0.2)
+
+
+def _team_student(message_dim: int) -> TeamStudent:
+    torch.manual_seed(0)
+    return TeamStudent(5, -np.ones(2), np.ones(2), StudentConfig(hidden=(32,)),
+                       TeamConfig(("a",), message_dim))
+
+
+@pytest.mark.parametrize("message_dim", [0, 8])
+def test_alone_mode_uses_no_data_from_other_agents(message_dim: int) -> None:
+    student = _team_student(message_dim)
+    student.eval()
+    x = torch.randn(1, 3, 5)
+    present = torch.ones(1, 3, dtype=torch.bool)
+    emb = torch.zeros(1, 3, dtype=torch.long)
+    other = x.clone()
+    other[0, 1:] = torch.randn(2, 5)  # change everyone but agent 0
+    with torch.no_grad():
+        a = student.act({"obs": x, "present": present}, emb)[0, 0]
+        b = student.act({"obs": other, "present": present}, emb)[0, 0]
+        alone = student.act({"obs": x[:, :1], "present": present[:, :1]}, emb[:, :1])[0, 0]
+    if message_dim == 0:
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, alone)
+    else:  # messages carry the others' (deployable) observations
+        assert not torch.allclose(a, b)
+
+
+def test_absent_agents_send_no_messages() -> None:
+    student = _team_student(8)
+    student.eval()
+    x = torch.randn(1, 3, 5)
+    emb = torch.zeros(1, 3, dtype=torch.long)
+    two = torch.tensor([[True, True, False]])
+    junk = x.clone()
+    junk[0, 2] = 100.0
+    with torch.no_grad():
+        a = student.act({"obs": x, "present": two}, emb)[0, :2]
+        b = student.act({"obs": junk, "present": two}, emb)[0, :2]
+        pair = student.act({"obs": x[:, :2], "present": two[:, :2]}, emb[:, :2])[0]
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, pair)
+
+
+def test_flatten_refuses_training_only_or_missing_modalities() -> None:
+    mods = ("proprio", "beacon_ring")
+    ok = {"proprio": np.zeros(4), "beacon_ring": np.ones(16)}
+    assert flatten_modalities(ok, mods, (4, 16)).shape == (20,)
+    with pytest.raises(ObservationError, match="not deployable \\['gps'\\]"):
+        flatten_modalities({**ok, "gps": np.zeros(3)}, mods)
+    with pytest.raises(ObservationError, match="missing \\['beacon_ring'\\]"):
+        flatten_modalities({"proprio": np.zeros(4)}, mods)
+    with pytest.raises(ObservationError, match="expected 16 values"):
+        flatten_modalities({**ok, "beacon_ring": np.ones(8)}, mods, (4, 16))
+
+
+def test_unknown_modality_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no modality \\['radar'\\]"):
+        CamlTrainer(CamlConfig(**RV, team=TeamConfig(("proprio", "radar"))), progress_bar=False)
+
+
+def test_students_never_read_training_only_modalities(monkeypatch: pytest.MonkeyPatch) -> None:
+    import polydistill.caml as caml
+
+    seen: set[str] = set()
+    original = caml.flatten_modalities
+
+    def spy(obs, modalities, sizes=None):  # noqa: ANN001, ANN202
+        seen.update(obs)
+        return original(obs, modalities, sizes)
+
+    monkeypatch.setattr(caml, "flatten_modalities", spy)
+    cfg = CamlConfig(**RV, team=TeamConfig(("proprio", "beacon_ring")), total_steps=300, rounds=1)
+    trainer = CamlTrainer(cfg, progress_bar=False)
+    trainer.learn()
+    trainer.evaluate(episodes=1)
+    trainer.close()
+    assert seen == {"proprio", "beacon_ring"}
+
+
+def test_collection_survives_agents_leaving_mid_episode() -> None:
+    cfg = CamlConfig(env="intersection_v0", n_envs=2, total_steps=3000, rounds=1,
+                     student=StudentConfig(hidden=(32,)), beta=BetaSchedule("constant", 0.0))
+    trainer = CamlTrainer(cfg, progress_bar=False)
+    trainer.collect(3000, 0.0)  # untrained students crash and leave; envs reset underneath
+    present = trainer.buffer.data["present"][: trainer.buffer.sizes[0]]
+    trainer.close()
+    assert trainer.total_steps >= 3000
+    assert (present.sum(1) < 4).any() and (present.sum(1) == 4).any()
+
+
+@pytest.mark.slow
+def test_short_caml_run_beats_untrained_students_and_runs_with_other_team_sizes() -> None:
+    cfg = CamlConfig(**RV, team=TeamConfig(("proprio", "beacon_ring", "neighbor_ring")), total_steps=12_000,
+                     rounds=4, seed=0)
+    trainer = CamlTrainer(cfg, progress_bar=False)
+    before = trainer.evaluate(episodes=6).mean_return
+    teacher = trainer.evaluate_teacher(episodes=6).mean_return
+    trainer.learn()
+    after = trainer.evaluate(episodes=6).mean_return
+    assert after > before + 0.5 * (teacher - before), (before, after, teacher)
+    for n in (2, 4):  # trained with 3 robots
+        assert np.isfinite(trainer.evaluate(episodes=2, n_agents=n).mean_return)
+    trainer.close()
