@@ -20,7 +20,8 @@ Observation (every agent): ``Dict`` of modalities, all independent of ``n_agents
       modality in the CAML recipe.
 
 Reward (per agent and step):
-    ``-0.1 * distance to the beacon - 1`` while touching another robot (centres closer than
+    ``0.1 * max(0, 1 - d / 2)`` for distance ``d`` (m) to the beacon (so returns are positive
+    and comparable as ratios), ``-1`` while touching another robot (centres closer than
     0.22 m: a collision). Episodes are truncated after ``max_steps`` steps of 0.05 s; no
     agent terminates early. ``infos[agent]`` has ``collision`` and ``distance``.
 
@@ -206,7 +207,7 @@ class RendezvousEnv(ParallelEnv):
         for a in self.agents:
             i = self._index[a]
             hit = bool(d[i].min() < TOUCH)
-            rewards[a] = float(-0.1 * dist[i] - 1.0 * hit)
+            rewards[a] = float(0.1 * max(0.0, 1.0 - dist[i] / 2.0) - 1.0 * hit)
             terms[a], truncs[a] = False, done
             infos[a] = {"collision": hit, "distance": float(dist[i])}
         obs = self._observations()
