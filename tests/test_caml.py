@@ -117,3 +117,27 @@ def test_short_caml_run_beats_untrained_students_and_runs_with_other_team_sizes(
     for n in (2, 4):  # trained with 3 robots
         assert np.isfinite(trainer.evaluate(episodes=2, n_agents=n).mean_return)
     trainer.close()
+
+
+def test_parallel_vec_env_shares_one_sb3_policy_across_agents_that_leave() -> None:
+    from stable_baselines3 import PPO
+
+    from polydistill.envs import make_parallel
+    from polydistill.ma_vec import ParallelVecEnv
+
+    venv = ParallelVecEnv(lambda: make_parallel("intersection_v0"), 2, ("state", "camera"), seed=0)
+    assert venv.num_envs == 8 and venv.observation_space.shape == (6 + 256,)
+    obs = venv.reset()
+    assert obs.shape == (8, 262)
+    ended = np.zeros(8, int)
+    for _ in range(400):
+        obs, rew, dones, infos = venv.step(np.ones((8, 1), np.float32))  # full throttle: crashes
+        ended += dones
+        for i in np.flatnonzero(dones):
+            assert infos[i]["terminal_observation"].shape == (262,)
+    assert (ended >= 1).all()
+    with pytest.raises(ConfigError, match="no modality"):
+        ParallelVecEnv(lambda: make_parallel("intersection_v0"), 1, ("radar",))
+    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0)
+    model.learn(256)  # SB3 trains through agents leaving and copies resetting
+    venv.close()
