@@ -26,9 +26,9 @@ import torch
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
 from polydistill.collector import BetaSchedule
 from polydistill.distiller import Distiller, DistillerConfig
-from polydistill.errors import ConfigError, ObservationError, TeacherError, TrainingError
+from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.student import StudentConfig
-from polydistill.team_student import TeamConfig, TeamStudent
+from polydistill.team_student import TeamConfig, TeamStudent, flatten_modalities
 from polydistill.utils import seed_everything, spawn_seeds, split_evenly
 
 __all__ = ["CamlConfig", "CamlTrainer", "TeamResult", "evaluate_team", "flatten_modalities"]
@@ -69,33 +69,6 @@ class CamlConfig:
     """Seed of everything."""
     torch_threads: int = 1
     """torch intra-op threads (0: torch's default)."""
-
-
-def flatten_modalities(obs: dict[str, Any], modalities: tuple[str, ...],
-                       sizes: tuple[int, ...] | None = None) -> np.ndarray:
-    """One agent's deployable modalities as a flat float32 vector, in ``modalities`` order.
-
-    Raises:
-        ObservationError: if a modality is missing, one that is not deployable is present, or a
-            size differs from ``sizes``.
-    """
-    if not isinstance(obs, dict):
-        raise ObservationError(
-            f"an agent's observation must be a dict of modalities, got {type(obs).__name__}"
-        )
-    missing = [m for m in modalities if m not in obs]
-    extra = sorted(set(obs) - set(modalities))
-    if missing or extra:
-        raise ObservationError(
-            f"expected exactly the deployable modalities {list(modalities)}; missing {missing}, "
-            f"not deployable {extra}"
-        )
-    parts = [np.asarray(obs[m], dtype=np.float32).reshape(-1) for m in modalities]
-    if sizes is not None:
-        for m, p, n in zip(modalities, parts, sizes, strict=True):
-            if p.size != n:
-                raise ObservationError(f"modality {m!r}: expected {n} values, got {p.size}")
-    return np.concatenate(parts)
 
 
 @dataclass

@@ -73,10 +73,14 @@ def save_student(path: str | Path, student: GeneralistStudent,
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save a student with non-finite weights in {bad}")
+    from polydistill.team_student import TeamStudent
     from polydistill.vision_student import VisionStudent
 
     kind: dict[str, Any] = {"student": "generalist"}
-    if isinstance(student, VisionStudent):
+    if isinstance(student, TeamStudent):
+        kind = {"student": "team", "team_config": to_dict(student.team),
+                "modality_sizes": list(student.modality_sizes)}
+    elif isinstance(student, VisionStudent):
         kind = {"student": "vision", "vision_config": to_dict(student.vision),
                 "pixel_shape": list(student.pixel_shape) if student.pixel_shape else None}
     meta = {
@@ -159,6 +163,13 @@ def load_student(path: str | Path) -> DeployedStudent:
             student = VisionStudent(e.obs_dim, np.array(e.action_low), np.array(e.action_high),
                                     tuple(shape) if shape else None, config,
                                     from_dict(VisionConfig, meta["vision_config"]))
+        elif meta.get("student") == "team":
+            from polydistill.team_student import TeamConfig, TeamStudent
+
+            e = table.embodiments[0]
+            student = TeamStudent(e.obs_dim, np.array(e.action_low), np.array(e.action_high), config,
+                                  from_dict(TeamConfig, meta["team_config"]),
+                                  tuple(meta["modality_sizes"]))
         elif meta.get("student") == "generalist":
             student = GeneralistStudent(table, config)
         else:
@@ -281,6 +292,32 @@ class DeployedStudent:
             out["pixels"] = torch.from_numpy(np.ascontiguousarray(batch))
         return out, torch.zeros(proprio.shape[0], dtype=torch.long), single
 
+    def _predict_team(self, obs: Any, deterministic: bool) -> dict[str, np.ndarray]:
+        """Actions of the agents present: ``{agent: {modality: array}} -> {agent: action}``."""
+        from polydistill.team_student import flatten_modalities
+
+        mods = tuple(self.student.team.modalities)  # type: ignore[attr-defined]
+        sizes = tuple(self.student.modality_sizes)  # type: ignore[attr-defined]
+        if not isinstance(obs, dict) or not obs:
+            raise ObservationError(
+                "a team student takes {agent_id: {modality: array}} for the agents present, got "
+                f"{type(obs).__name__ if not isinstance(obs, dict) else 'an empty dict'}"
+            )
+        rows = []
+        for agent, o in obs.items():
+            try:
+                row = flatten_modalities(o, mods, sizes)
+            except ObservationError as exc:
+                raise ObservationError(f"agent {agent!r}: {exc}") from None
+            if not np.all(np.isfinite(row)):
+                raise ObservationError(f"agent {agent!r}: observation has a non-finite value")
+            rows.append(row)
+        x = torch.from_numpy(np.stack(rows))[None]
+        n = x.shape[1]
+        a = self.student.act({"obs": x, "present": torch.ones(1, n, dtype=torch.bool)},  # type: ignore[arg-type]
+                             torch.zeros(1, n, dtype=torch.long), deterministic=deterministic)[0].numpy()
+        return {agent: a[k] for k, agent in enumerate(obs)}
+
     def _step(self, x: Any, emb: torch.Tensor, deterministic: bool) -> np.ndarray:
         n = emb.shape[0]
         if self._state is None or self._first is None:
@@ -305,6 +342,8 @@ class DeployedStudent:
         Continuous actions are clipped to the embodiment's bounds and cut to its action
         length; discrete actions are integer ids.
         """
+        if self.metadata.get("student") == "team":
+            return self._predict_team(obs, deterministic)
         if self.metadata.get("student") == "vision":
             x, emb, single = self.prepare_dict(obs)
         else:

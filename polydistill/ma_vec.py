@@ -18,8 +18,8 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
-from polydistill.caml import flatten_modalities
 from polydistill.errors import ConfigError
+from polydistill.team_student import flatten_modalities
 
 __all__ = ["ParallelVecEnv"]
 

@@ -13,16 +13,17 @@ left, or slots beyond the team size, are absent).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from polydistill.embodiment import Embodiment, EmbodimentTable
-from polydistill.errors import ConfigError
+from polydistill.errors import ConfigError, ObservationError
 from polydistill.student import ACTIVATIONS, GeneralistStudent, StudentConfig, StudentOutput
 
-__all__ = ["TeamConfig", "TeamStudent"]
+__all__ = ["TeamConfig", "TeamStudent", "flatten_modalities"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,33 @@ class TeamConfig:
             raise ConfigError("TeamConfig.modalities: name at least one deployable modality")
         if self.message_dim < 0:
             raise ConfigError(f"TeamConfig.message_dim must be >= 0, got {self.message_dim}")
+
+
+def flatten_modalities(obs: dict[str, Any], modalities: tuple[str, ...],
+                       sizes: tuple[int, ...] | None = None) -> np.ndarray:
+    """One agent's deployable modalities as a flat float32 vector, in ``modalities`` order.
+
+    Raises:
+        ObservationError: if a modality is missing, one that is not deployable is present, or a
+            size differs from ``sizes``.
+    """
+    if not isinstance(obs, dict):
+        raise ObservationError(
+            f"an agent's observation must be a dict of modalities, got {type(obs).__name__}"
+        )
+    missing = [m for m in modalities if m not in obs]
+    extra = sorted(set(obs) - set(modalities))
+    if missing or extra:
+        raise ObservationError(
+            f"expected exactly the deployable modalities {list(modalities)}; missing {missing}, "
+            f"not deployable {extra}"
+        )
+    parts = [np.asarray(obs[m], dtype=np.float32).reshape(-1) for m in modalities]
+    if sizes is not None:
+        for m, p, n in zip(modalities, parts, sizes, strict=True):
+            if p.size != n:
+                raise ObservationError(f"modality {m!r}: expected {n} values, got {p.size}")
+    return np.concatenate(parts)
 
 
 class TeamStudent(GeneralistStudent):

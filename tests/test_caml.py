@@ -141,3 +141,32 @@ def test_parallel_vec_env_shares_one_sb3_policy_across_agents_that_leave() -> No
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0)
     model.learn(256)  # SB3 trains through agents leaving and copies resetting
     venv.close()
+
+
+def test_team_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None:
+    from polydistill.checkpoint import load_student, save_student
+
+    cfg = CamlConfig(**{**RV, "team": TeamConfig(("proprio", "beacon_ring"), message_dim=4)},
+                     total_steps=300, rounds=1)
+    trainer = CamlTrainer(cfg, progress_bar=False)
+    trainer.learn()
+    policy = load_student(save_student(tmp_path / "team", trainer.student))
+    env = trainer.envs[0]
+    obs, _ = env.reset(seed=3)
+    deployable = {a: {m: o[m] for m in ("proprio", "beacon_ring")} for a, o in obs.items()}
+    got = policy.predict(deployable)
+    want = trainer.policy()(env, obs)
+    trainer.close()
+    assert set(got) == set(obs)
+    for a in got:
+        np.testing.assert_allclose(got[a], want[a], atol=1e-6)
+    one = next(iter(deployable))
+    for bad, needle in [
+        ({one: {**deployable[one], "gps": np.zeros(3)}}, "not deployable \\['gps'\\]"),
+        ({one: {"proprio": np.zeros(4)}}, "missing \\['beacon_ring'\\]"),
+        ({one: {**deployable[one], "proprio": np.full(4, np.nan)}}, "non-finite"),
+        ({}, "empty dict"),
+        (np.zeros(20), "team student takes"),
+    ]:
+        with pytest.raises(ObservationError, match=needle):
+            policy.predict(bad)
