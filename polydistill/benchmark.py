@@ -27,7 +27,8 @@ from polydistill.report import TaskRow, evaluate_student, suite_eval_tasks
 from polydistill.trainer import DistillTrainer, default_teachers_dir
 from polydistill.utils import agents_dir, atomic_write_bytes, atomic_write_json, library_versions
 
-__all__ = ["run_generalist_benchmark", "run_vision_benchmark", "vision_recipe"]
+__all__ = ["run_generalist_benchmark", "run_vision_benchmark", "run_caml_benchmark", "vision_recipe",
+           "caml_recipe"]
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,165 @@ def run_vision_benchmark(seeds: int = 3, out: str | Path = "results.json", steps
     lines.append(f"\nrender {report['render_fps']:.0f} env steps/s (64x64, random actions); labelled "
                  f"DAgger collection {report['collect_steps_per_s']:.0f} env steps/s; student training "
                  f"{report['train_samples_per_s']:.0f} samples/s (one thread each)")
+    report["markdown"] = "\n".join(lines)
+    atomic_write_bytes(Path(out).with_suffix(".md"), (report["markdown"] + "\n").encode())
+    return report
+
+
+CAML_ENVS = {"intersection": "caml_intersection.yaml", "rendezvous": "caml_rendezvous.yaml"}
+"""Benchmark env name -> shipped CAML recipe in ``agents/``."""
+
+
+def caml_recipe(name: str) -> tuple[Any, int]:
+    """The shipped :class:`~polydistill.caml.CamlConfig` of ``name`` and its PPO baseline budget.
+
+    Raises:
+        ConfigError: for an unknown name.
+    """
+    from polydistill.caml import CamlConfig
+    from polydistill.config import from_dict, load_yaml
+
+    if name not in CAML_ENVS:
+        raise ConfigError(f"unknown CAML benchmark env {name!r}; valid: {sorted(CAML_ENVS)}")
+    data = load_yaml(agents_dir() / CAML_ENVS[name])
+    rl_steps = int(data.pop("rl_steps", 300_000))
+    data.pop("setup", None)
+    return from_dict(CamlConfig, data, "CamlConfig"), rl_steps
+
+
+def _team_figures(result: Any) -> dict[str, float]:
+    return {"return": result.mean_return, "accident_rate": result.accident_rate}
+
+
+def _caml_job(config: Any, method: str, episodes: int, rl_steps: int) -> dict[str, Any]:
+    """One CAML benchmark cell: train ``method`` with ``config`` and evaluate it."""
+    import torch
+
+    from polydistill.caml import CamlTrainer, evaluate_team
+    from polydistill.envs import make_parallel
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    n = int(config.env_kwargs.get("n_agents", 0)) or len(make_parallel(config.env).possible_agents)
+    sizes = {}
+    if method == "reduced_rl":
+        from stable_baselines3 import PPO
+
+        from polydistill.ma_vec import ParallelVecEnv
+        from polydistill.team_student import flatten_modalities
+
+        mods = tuple(config.team.modalities)
+        venv = ParallelVecEnv(lambda: make_parallel(config.env, **config.env_kwargs), 8, mods,
+                              seed=config.seed)
+        model = PPO("MlpPolicy", venv, n_steps=256, batch_size=256, seed=config.seed, verbose=0,
+                    policy_kwargs={"net_arch": list(config.student.hidden)})
+        model.learn(rl_steps)
+        venv.close()
+
+        def act(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+            x = np.stack([flatten_modalities({m: obs[a][m] for m in mods}, mods) for a in obs])
+            a, _ = model.predict(x, deterministic=True)
+            return {agent: a[k] for k, agent in enumerate(obs)}
+
+        for k in (n - 1, n, n + 1):
+            if k >= 1:
+                kwargs = {**config.env_kwargs, "n_agents": k}
+                sizes[k] = _team_figures(evaluate_team(lambda kw=kwargs: make_parallel(config.env, **kw),
+                                                       act, episodes))
+    else:
+        trainer = CamlTrainer(config, progress_bar=False)
+        try:
+            trainer.learn()
+            for k in (n - 1, n, n + 1):
+                if k >= 1:
+                    sizes[k] = _team_figures(trainer.evaluate(episodes, n_agents=k))
+        finally:
+            trainer.close()
+    return {"figures": sizes[n], "by_team_size": {str(k): v for k, v in sizes.items()},
+            "wall_s": time.perf_counter() - t0}
+
+
+def run_caml_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: float | None = None,
+                       episodes: int = 20, envs: tuple[str, ...] = tuple(CAML_ENVS),
+                       progress_bar: bool = True, workers: int = 0) -> dict[str, Any]:
+    """Teacher vs CAML students vs reduced-modality RL vs single-agent auxiliary-modality students.
+
+    For each env and seed: the CAML student (DAgger from the shared-knowledge teacher), the
+    single-agent auxiliary-modality student (the same run with a teacher that knows only what
+    its own agent senses) and PPO with parameter sharing on the deployable modalities alone;
+    every method is also evaluated with one agent fewer and one more than it trained with.
+    ``steps`` scales the distillation budget (agent-steps) and the PPO budget alike.
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    from polydistill.caml import evaluate_team
+    from polydistill.envs import make_parallel
+
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    jobs, rl_budget = [], {}
+    for name in envs:
+        base, rl_steps = caml_recipe(name)
+        if steps is not None:
+            rl_steps = int(rl_steps * steps / base.total_steps)
+            base = override(base, {"total_steps": int(steps)})
+        rl_budget[name] = rl_steps
+        for seed in range(seeds):
+            cfg = override(base, {"seed": seed})
+            jobs += [(name, seed, "caml_student", cfg), (name, seed, "reduced_rl", cfg),
+                     (name, seed, "single_agent_aux", override(cfg, {"teacher": "own"}))]
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    results: dict[tuple[str, int, str], dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc="caml benchmark", disable=not progress_bar)
+    if workers == 1:
+        for name, seed, method, cfg in jobs:
+            results[(name, seed, method)] = _caml_job(cfg, method, episodes, rl_budget[name])
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futs = {pool.submit(_caml_job, cfg, method, episodes, rl_budget[name]): (name, seed, method)
+                    for name, seed, method, cfg in jobs}
+            for fut in as_completed(futs):
+                results[futs[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    rows = []
+    for name in envs:
+        cfg, _ = caml_recipe(name)
+        teacher = evaluate_team(lambda c=cfg: make_parallel(c.env, **c.env_kwargs),
+                                lambda env, obs: env.unwrapped.expert_actions("shared"), episodes)
+        methods: dict[str, Any] = {"teacher": _team_figures(teacher)}
+        for method in ("caml_student", "reduced_rl", "single_agent_aux"):
+            cells = [results[(name, s, method)] for s in range(seeds)]
+            figs = {k: float(np.mean([c["figures"][k] for c in cells])) for k in ("return", "accident_rate")}
+            figs["return_std"] = float(np.std([c["figures"]["return"] for c in cells]))
+            figs["by_team_size"] = {
+                size: {k: float(np.mean([c["by_team_size"][size][k] for c in cells]))
+                       for k in ("return", "accident_rate")}
+                for size in cells[0]["by_team_size"]}
+            methods[method] = figs
+        ratio = methods["caml_student"]["return"] / methods["teacher"]["return"]
+        rows.append({"name": cfg.env, "methods": methods, "caml_ratio": ratio})
+    report = {"setup": "caml", "seeds": seeds, "envs": rows, "episodes": episodes, "workers": workers,
+              "wall_s": time.perf_counter() - t0,
+              "command": " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else "",
+              "versions": library_versions()}
+    atomic_write_json(out, report)
+    lines = ["| env | method | return | accident rate | return, one agent fewer | one more |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        for method, f in r["methods"].items():
+            sizes = f.get("by_team_size", {})
+            keys = sorted(sizes, key=int)
+            fewer = f"{sizes[keys[0]]['return']:.2f}" if len(keys) == 3 else "-"
+            more = f"{sizes[keys[-1]]['return']:.2f}" if keys else "-"
+            acc = "-" if f["accident_rate"] is None else f"{f['accident_rate']:.3f}"
+            lines.append(f"| {r['name']} | {method} | {f['return']:.2f} | {acc} | {fewer} | {more} |")
     report["markdown"] = "\n".join(lines)
     atomic_write_bytes(Path(out).with_suffix(".md"), (report["markdown"] + "\n").encode())
     return report

@@ -195,6 +195,40 @@ def _cmd_distill_vision(args: argparse.Namespace, data: dict) -> int:
     return 0
 
 
+def _cmd_distill_caml(args: argparse.Namespace, data: dict) -> int:
+    """``distill`` for a recipe with ``setup: caml`` (shared-knowledge teacher -> per-agent students)."""
+    from polydistill.caml import CamlConfig, CamlTrainer
+    from polydistill.checkpoint import save_student
+    from polydistill.config import from_dict, override
+    from polydistill.utils import atomic_write_json
+
+    if args.env_id or args.suite or args.teachers_dir or args.teacher:
+        raise PolydistillError("--env-id/--suite/--teachers-dir/--teacher do not apply to a caml recipe; "
+                               "use --set (e.g. --set teacher=own, --set env=rendezvous_v0)")
+    fields = {k: v for k, v in data.items() if k not in ("setup", "rl_steps")}
+    cfg = override(override(from_dict(CamlConfig, fields, "CamlConfig"), _run_sets(args)), args.set)
+    run_dir = _run_dir(args.out)
+    trainer = CamlTrainer(cfg, progress_bar=not args.no_progress)
+    try:
+        trainer.learn()
+        path = save_student(args.out, trainer.student, {
+            "setup": "caml", "env": cfg.env, "env_kwargs": dict(cfg.env_kwargs), "teacher": cfg.teacher,
+            "agent_steps": trainer.total_steps, "updates": trainer.distiller.updates,
+        })
+        atomic_write_json(run_dir / "history.json", trainer.history)
+        if args.eval_episodes > 0:
+            s = trainer.evaluate(args.eval_episodes)
+            t = trainer.evaluate_teacher(args.eval_episodes)
+            print(f"| env | teacher return | student return | teacher accidents | student accidents |\n"
+                  f"|---|---:|---:|---:|---:|\n| {cfg.env} | {t.mean_return:.2f} | {s.mean_return:.2f} | "
+                  f"{t.accident_rate:.3f} | {s.accident_rate:.3f} |")
+    finally:
+        trainer.close()
+    print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})"
+          ".predict({agent: {modality: array}})")
+    return 0
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.checkpoint import load_student
     from polydistill.config import load_yaml
@@ -206,6 +240,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         data = load_yaml(args.recipe)
         if data.get("setup") == "vision":
             return _cmd_distill_vision(args, data)
+        if data.get("setup") == "caml":
+            return _cmd_distill_caml(args, data)
     cfg = _distill_config(args)
     run_dir = _run_dir(args.out)
     trainer = DistillTrainer(cfg, log_dir=run_dir / "tb", progress_bar=not args.no_progress)
@@ -345,7 +381,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measured benchmarks (see scripts/benchmark.py)")
-    p.add_argument("setup", choices=["generalist", "vision"])
+    p.add_argument("setup", choices=["generalist", "vision", "caml"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="results.json")
     p.add_argument("--steps", type=float, default=None, help="env steps of distillation per run")
@@ -359,12 +395,15 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from polydistill.benchmark import run_generalist_benchmark, run_vision_benchmark
+    from polydistill.benchmark import run_caml_benchmark, run_generalist_benchmark, run_vision_benchmark
 
     common = {"seeds": args.seeds, "out": args.out, "steps": args.steps, "episodes": args.episodes,
               "teachers_dir": args.teachers_dir, "progress_bar": not args.no_progress}
     if args.setup == "vision":
         report = run_vision_benchmark(**common, workers=args.workers)
+    elif args.setup == "caml":
+        common.pop("teachers_dir")
+        report = run_caml_benchmark(**common, workers=args.workers)
     else:
         report = run_generalist_benchmark(**common)
     print(report["markdown"])

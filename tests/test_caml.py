@@ -170,3 +170,25 @@ def test_team_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None:
     ]:
         with pytest.raises(ObservationError, match=needle):
             policy.predict(bad)
+
+
+def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import polydistill
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "distill.py"),
+         "--recipe", str(root / "agents" / "caml_rendezvous.yaml"),
+         "--steps", "600", "--set", "rounds=1", "--set", "n_envs=2", "--out", str(tmp_path / "s"),
+         "--no-progress", "--eval-episodes", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| rendezvous_v0 |" in r.stdout
+    policy = polydistill.load_student(tmp_path / "s")
+    assert policy.metadata["setup"] == "caml" and policy.metadata["env"] == "rendezvous_v0"
+    obs = {"robot_0": {"proprio": np.zeros(4), "beacon_ring": np.zeros(16), "neighbor_ring": np.zeros(16)}}
+    assert policy.predict(obs)["robot_0"].shape == (2,)
