@@ -49,13 +49,12 @@ Version history:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
+from polydistill.envs._base import HomogeneousParallelEnv
 from polydistill.errors import ConfigError
 
 __all__ = ["IntersectionEnv"]
@@ -99,7 +98,7 @@ def _blocked(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return blocked
 
 
-class IntersectionEnv(ParallelEnv):
+class IntersectionEnv(HomogeneousParallelEnv):
     """Connected vehicles at an occluded crossing; see the module docstring."""
 
     metadata = {"name": "intersection_v0", "render_modes": ["rgb_array"], "render_fps": 10}
@@ -140,23 +139,6 @@ class IntersectionEnv(ParallelEnv):
         self.alive = np.zeros(n, dtype=bool)
         self.spawn_step = np.zeros(n, dtype=np.int64)
         self.steps = 0
-
-    # ------------------------------------------------------------------ spaces
-    @functools.cache  # noqa: B019 (PettingZoo's idiom: one space object per agent)
-    def observation_space(self, agent: str) -> spaces.Dict:
-        """The same ``Dict`` of modalities for every agent."""
-        self._check_agent(agent)
-        return self._obs_space
-
-    @functools.cache  # noqa: B019
-    def action_space(self, agent: str) -> spaces.Box:
-        """Acceleration in [-1, 1] (x 4 m/s^2)."""
-        self._check_agent(agent)
-        return self._act_space
-
-    def _check_agent(self, agent: str) -> None:
-        if agent not in self._index:
-            raise ConfigError(f"unknown agent {agent!r}; this env has {self.possible_agents}")
 
     # ------------------------------------------------------------------ dynamics
     def positions(self) -> np.ndarray:

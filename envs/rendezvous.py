@@ -39,14 +39,13 @@ Version history:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
 import mujoco
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
+from polydistill.envs._base import HomogeneousParallelEnv
 from polydistill.errors import ConfigError
 
 __all__ = ["RendezvousEnv"]
@@ -103,7 +102,7 @@ def _ring(rel: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-class RendezvousEnv(ParallelEnv):
+class RendezvousEnv(HomogeneousParallelEnv):
     """Point-mass robots gathering around a beacon in MuJoCo; see the module docstring."""
 
     metadata = {"name": "rendezvous_v0", "render_modes": ["rgb_array"], "render_fps": 20}
@@ -132,22 +131,6 @@ class RendezvousEnv(ParallelEnv):
         self._rng = np.random.default_rng()
         self._renderer: mujoco.Renderer | None = None
         self.steps = 0
-
-    @functools.cache  # noqa: B019 (PettingZoo's idiom: one space object per agent)
-    def observation_space(self, agent: str) -> spaces.Dict:
-        """The same ``Dict`` of modalities for every agent."""
-        self._check_agent(agent)
-        return self._obs_space
-
-    @functools.cache  # noqa: B019
-    def action_space(self, agent: str) -> spaces.Box:
-        """Planar force in [-1, 1]^2."""
-        self._check_agent(agent)
-        return self._act_space
-
-    def _check_agent(self, agent: str) -> None:
-        if agent not in self._index:
-            raise ConfigError(f"unknown agent {agent!r}; this env has {self.possible_agents}")
 
     @property
     def beacon(self) -> np.ndarray:

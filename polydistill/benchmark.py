@@ -116,6 +116,41 @@ def run_generalist_benchmark(seeds: int = 3, out: str | Path = "results.json",
     return report
 
 
+def _effective_workers(n_jobs: int, workers: int) -> int:
+    """Processes used for ``n_jobs`` cells when ``workers`` are asked for (0: one per core)."""
+    import os
+
+    return max(1, min(n_jobs, workers or os.cpu_count() or 1))
+
+
+def _run_cells(jobs: list[tuple[Any, ...]], run: Any, workers: int, desc: str,
+               progress_bar: bool) -> dict[tuple[Any, ...], Any]:
+    """``run(*job[3:])`` for every job ``(name, seed, method, *args)``, in ``workers`` processes.
+
+    Returns ``{(name, seed, method): result}``; ``workers`` 0 means one per CPU core.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    workers = _effective_workers(len(jobs), workers)
+    results: dict[tuple[Any, ...], Any] = {}
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress_bar)
+    if workers == 1:
+        for job in jobs:
+            results[job[:3]] = run(*job[3:])
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futs = {pool.submit(run, *job[3:]): job[:3] for job in jobs}
+            for fut in as_completed(futs):
+                results[futs[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    return results
+
+
 VISION_TASKS = {
     "point_goal": ("vision_point_goal.yaml", "point-goal-vision"),
     "reach": ("vision_reach.yaml", "reach-vision"),
@@ -210,12 +245,6 @@ def run_vision_benchmark(seeds: int = 3, out: str | Path = "results.json", steps
     pixels. Cells run in ``workers`` processes (0: one per CPU core); the speed figures are
     measured afterwards, alone on the machine, so parallel cells do not distort them.
     """
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    from tqdm.auto import tqdm
-
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
     jobs: list[tuple[str, int, str, Any]] = []
@@ -229,23 +258,9 @@ def run_vision_benchmark(seeds: int = 3, out: str | Path = "results.json", steps
                      (name, seed, "bc", override(cfg, {"beta": {"kind": "constant", "start": 1.0}})),
                      (name, seed, "blind", override(cfg, {"student_groups": ["proprio"]}))]
     jobs.sort(key=lambda j: j[2] == "blind")  # the slow image students first
-    workers = min(len(jobs), workers or os.cpu_count() or 1)
-    results: dict[tuple[str, int, str], dict[str, Any]] = {}
+    cells = [(n, s, m, cfg, episodes, m == "student" and s == 0, False) for n, s, m, cfg in jobs]
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc="vision benchmark", disable=not progress_bar)
-    if workers == 1:
-        for name, seed, method, cfg in jobs:
-            results[(name, seed, method)] = _vision_job(cfg, episodes, method == "student" and seed == 0,
-                                                        False)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futs = {pool.submit(_vision_job, cfg, episodes, method == "student" and seed == 0, False):
-                    (name, seed, method) for name, seed, method, cfg in jobs}
-            for fut in as_completed(futs):
-                results[futs[fut]] = fut.result()
-                bar.update()
-    bar.close()
+    results = _run_cells(cells, _vision_job, workers, "vision benchmark", progress_bar)
     wall = time.perf_counter() - t0
     for (name, seed, method), r in sorted(results.items()):
         log.info("%s seed %d %s: %.1f (%.0f s)", name, seed, method, r["return"], r["wall_s"])
@@ -269,7 +284,7 @@ def run_vision_benchmark(seeds: int = 3, out: str | Path = "results.json", steps
         "train_samples_per_s": float(np.mean([s["train_samples_per_s"] for s in speeds])),
         "collect_steps_per_s": float(np.mean([s["collect_steps_per_s"] for s in speeds])),
         "speeds_per_task": dict(zip(tasks, speeds, strict=True)),
-        "workers": workers, "wall_s": wall, "episodes": episodes,
+        "workers": _effective_workers(len(jobs), workers), "wall_s": wall, "episodes": episodes,
         "command": " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else "",
         "versions": library_versions(),
     }
@@ -374,12 +389,6 @@ def run_caml_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: 
     every method is also evaluated with one agent fewer and one more than it trained with.
     ``steps`` scales the distillation budget (agent-steps) and the PPO budget alike.
     """
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    from tqdm.auto import tqdm
-
     from polydistill.caml import evaluate_team
     from polydistill.envs import make_parallel
 
@@ -396,22 +405,9 @@ def run_caml_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: 
             cfg = override(base, {"seed": seed})
             jobs += [(name, seed, "caml_student", cfg), (name, seed, "reduced_rl", cfg),
                      (name, seed, "single_agent_aux", override(cfg, {"teacher": "own"}))]
-    workers = min(len(jobs), workers or os.cpu_count() or 1)
-    results: dict[tuple[str, int, str], dict[str, Any]] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc="caml benchmark", disable=not progress_bar)
-    if workers == 1:
-        for name, seed, method, cfg in jobs:
-            results[(name, seed, method)] = _caml_job(cfg, method, episodes, rl_budget[name])
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futs = {pool.submit(_caml_job, cfg, method, episodes, rl_budget[name]): (name, seed, method)
-                    for name, seed, method, cfg in jobs}
-            for fut in as_completed(futs):
-                results[futs[fut]] = fut.result()
-                bar.update()
-    bar.close()
+    cells = [(n, s, m, cfg, m, episodes, rl_budget[n]) for n, s, m, cfg in jobs]
+    results = _run_cells(cells, _caml_job, workers, "caml benchmark", progress_bar)
     rows = []
     for name in envs:
         cfg, _ = caml_recipe(name)
@@ -429,7 +425,8 @@ def run_caml_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: 
             methods[method] = figs
         ratio = methods["caml_student"]["return"] / methods["teacher"]["return"]
         rows.append({"name": cfg.env, "methods": methods, "caml_ratio": ratio})
-    report = {"setup": "caml", "seeds": seeds, "envs": rows, "episodes": episodes, "workers": workers,
+    report = {"setup": "caml", "seeds": seeds, "envs": rows, "episodes": episodes,
+              "workers": _effective_workers(len(jobs), workers),
               "wall_s": time.perf_counter() - t0,
               "command": " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else "",
               "versions": library_versions()}

@@ -89,6 +89,15 @@ def _check_agent(env: ParallelEnv, agent: str) -> None:
         raise ConfigError(f"unknown agent {agent!r}; this env has {list(env.possible_agents)}")
 
 
+def _require_modalities(env: ParallelEnv, names: Sequence[str], wrapper: str) -> None:
+    """Every agent of ``env`` has a ``Dict`` observation holding all of ``names``."""
+    for agent in env.possible_agents:
+        have = _dict_space(env, agent, wrapper).spaces
+        missing = [k for k in names if k not in have]
+        if missing:
+            raise ConfigError(f"{wrapper}: agent {agent!r} has no modality {missing}; it has {sorted(have)}")
+
+
 def _dict_space(env: ParallelEnv, agent: str, wrapper: str) -> spaces.Dict:
     space = env.observation_space(agent)
     if not isinstance(space, spaces.Dict):
@@ -254,14 +263,7 @@ class SelectModalities(ParallelObservationWrapper):
         if not keep:
             raise ConfigError("SelectModalities: keep at least one modality")
         self.keep = tuple(keep)
-        for agent in env.possible_agents:
-            have = _dict_space(env, agent, "SelectModalities").spaces
-            missing = [k for k in self.keep if k not in have]
-            if missing:
-                raise ConfigError(
-                    f"SelectModalities: agent {agent!r} has no modality {missing}; "
-                    f"it has {sorted(have)}"
-                )
+        _require_modalities(env, self.keep, "SelectModalities")
 
     def space(self, agent: str, inner: spaces.Space) -> spaces.Dict:
         """The kept sub-``Dict``."""
@@ -288,13 +290,7 @@ class ModalityDropout(ParallelObservationWrapper):
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"ModalityDropout: p must be in [0, 1], got {p}")
         self.p, self.modalities = float(p), tuple(modalities)
-        for agent in env.possible_agents:
-            have = _dict_space(env, agent, "ModalityDropout").spaces
-            missing = [k for k in self.modalities if k not in have]
-            if missing:
-                raise ConfigError(
-                    f"ModalityDropout: agent {agent!r} has no modality {missing}; it has {sorted(have)}"
-                )
+        _require_modalities(env, self.modalities, "ModalityDropout")
         self._rng = np.random.default_rng(seed)
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
