@@ -383,9 +383,11 @@ def run_caml_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: 
                        progress_bar: bool = True, workers: int = 0) -> dict[str, Any]:
     """Teacher vs CAML students vs reduced-modality RL vs single-agent auxiliary-modality students.
 
-    For each env and seed: the CAML student (DAgger from the shared-knowledge teacher), the
-    single-agent auxiliary-modality student (the same run with a teacher that knows only what
-    its own agent senses) and PPO with parameter sharing on the deployable modalities alone;
+    For each env and seed: the CAML student (DAgger from the shared-knowledge teacher, with
+    messages built from deployable modalities as the recipe sets), the same student acting
+    alone (``message_dim`` 0), the single-agent auxiliary-modality student (alone, with a
+    teacher that knows only what its own agent senses) and PPO with parameter sharing on the
+    deployable modalities alone;
     every method is also evaluated with one agent fewer and one more than it trained with.
     ``steps`` scales the distillation budget (agent-steps) and the PPO budget alike.
     """
@@ -403,18 +405,26 @@ def run_caml_benchmark(seeds: int = 3, out: str | Path = "results.json", steps: 
         rl_budget[name] = rl_steps
         for seed in range(seeds):
             cfg = override(base, {"seed": seed})
-            jobs += [(name, seed, "caml_student", cfg), (name, seed, "reduced_rl", cfg),
-                     (name, seed, "single_agent_aux", override(cfg, {"teacher": "own"}))]
+            alone = override(cfg, {"team.message_dim": 0})
+            jobs += [(name, seed, "caml_student", cfg), (name, seed, "caml_student_alone", alone),
+                     (name, seed, "reduced_rl", cfg),
+                     (name, seed, "single_agent_aux", override(alone, {"teacher": "own"}))]
     t0 = time.perf_counter()
     cells = [(n, s, m, cfg, m, episodes, rl_budget[n]) for n, s, m, cfg in jobs]
     results = _run_cells(cells, _caml_job, workers, "caml benchmark", progress_bar)
     rows = []
     for name in envs:
         cfg, _ = caml_recipe(name)
-        teacher = evaluate_team(lambda c=cfg: make_parallel(c.env, **c.env_kwargs),
-                                lambda env, obs: env.unwrapped.expert_actions("shared"), episodes)
-        methods: dict[str, Any] = {"teacher": _team_figures(teacher)}
-        for method in ("caml_student", "reduced_rl", "single_agent_aux"):
+        n = int(cfg.env_kwargs.get("n_agents", 0)) or len(make_parallel(cfg.env).possible_agents)
+        by_size = {}
+        for k in (n - 1, n, n + 1):
+            if k >= 1:
+                kw = {**cfg.env_kwargs, "n_agents": k}
+                by_size[str(k)] = _team_figures(evaluate_team(
+                    lambda c=cfg, kw=kw: make_parallel(c.env, **kw),
+                    lambda env, obs: env.unwrapped.expert_actions("shared"), episodes))
+        methods: dict[str, Any] = {"teacher": {**by_size[str(n)], "by_team_size": by_size}}
+        for method in ("caml_student", "caml_student_alone", "reduced_rl", "single_agent_aux"):
             cells = [results[(name, s, method)] for s in range(seeds)]
             figs = {k: float(np.mean([c["figures"][k] for c in cells])) for k in ("return", "accident_rate")}
             figs["return_std"] = float(np.std([c["figures"]["return"] for c in cells]))
