@@ -113,10 +113,31 @@ def evaluate_team(make: Callable[[], Any], act: Callable[[Any, dict[str, Any]], 
     return result
 
 
-class CamlTrainer:
-    """DAgger from the shared-knowledge teacher into per-agent students (module docstring)."""
+TeamPolicy = Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]
+"""``act(env, obs) -> {agent: action}`` for the live agents' observations ``obs``."""
 
-    def __init__(self, config: CamlConfig, progress_bar: bool = True) -> None:
+
+class CamlTrainer:
+    """DAgger from the shared-knowledge teacher into per-agent students (module docstring).
+
+    Args:
+        config: The run.
+        progress_bar: Show a progress bar over rounds.
+        make_env: Builds one env copy; default ``make_parallel(config.env, **config.env_kwargs)``.
+            Any PettingZoo ``ParallelEnv`` with ``Dict`` observations holding the deployable
+            modalities plugs in here (wrap flat ones in ``ModalityGroups``, add ``SharedView``
+            for a teacher that reads everyone's data).
+        teacher: ``act(env, obs)`` giving the teacher's actions for the live agents (it may read
+            every modality of ``obs`` and the env); default: the env's scripted expert with
+            ``config.teacher`` knowledge.
+
+    Raises:
+        TeacherError: if no ``teacher`` is given and the env has no scripted expert.
+        ConfigError: if the env lacks a deployable modality.
+    """
+
+    def __init__(self, config: CamlConfig, progress_bar: bool = True,
+                 make_env: Callable[[], Any] | None = None, teacher: TeamPolicy | None = None) -> None:
         from polydistill.envs import make_parallel
 
         self.config = config
@@ -124,11 +145,21 @@ class CamlTrainer:
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         seed_everything(config.seed)
-        self._make = lambda: make_parallel(config.env, **config.env_kwargs)
+        self._custom_env = make_env is not None
+        self._make = make_env or (lambda: make_parallel(config.env, **config.env_kwargs))
         self.envs = [self._make() for _ in range(config.n_envs)]
         probe = self.envs[0]
-        if not callable(getattr(probe.unwrapped, "expert_actions", None)):
-            raise TeacherError(f"env {config.env!r} has no scripted expert (expert_actions)")
+        if teacher is None:
+            if not callable(getattr(probe.unwrapped, "expert_actions", None)):
+                raise TeacherError(
+                    f"env {config.env!r} has no scripted expert (expert_actions): pass teacher=act(env, obs)"
+                )
+            knowledge = config.teacher
+
+            def teacher(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+                return env.unwrapped.expert_actions(knowledge)
+
+        self.teacher = teacher
         self.agents = list(probe.possible_agents)
         space = probe.observation_space(self.agents[0])
         have = getattr(space, "spaces", {})
@@ -168,7 +199,7 @@ class CamlTrainer:
     @torch.inference_mode()
     def collect(self, steps: int, beta: float) -> dict[str, float]:
         """Collect at least ``steps`` labelled agent-steps (whole team steps) with teacher prob. ``beta``."""
-        cfg, n = self.config, len(self.agents)
+        n = len(self.agents)
         written, teacher_steps, seen = 0, 0, []
         t0 = time.perf_counter()
         self.student.eval()
@@ -178,8 +209,8 @@ class CamlTrainer:
             x = np.stack([t[0] for t in teams])
             present = np.stack([t[1] for t in teams])
             labels = np.zeros((len(self.envs), n, self.student.table.max_action_dim), np.float32)
-            for i, e in enumerate(self.envs):
-                for agent, act in e.unwrapped.expert_actions(cfg.teacher).items():
+            for i, (e, o) in enumerate(zip(self.envs, self.obs, strict=True)):
+                for agent, act in self.teacher(e, {a: o[a] for a in e.agents}).items():
                     labels[i, self.agents.index(agent)] = act
             if not np.all(np.isfinite(labels)):
                 raise TeacherError("the teacher produced non-finite actions")
@@ -235,22 +266,36 @@ class CamlTrainer:
 
         return act
 
-    def evaluate(self, episodes: int = 20, seed: int = 100_000, **env_kwargs: Any) -> TeamResult:
-        """Students acting on their deployable modalities (``env_kwargs`` override, e.g. ``n_agents``)."""
+    def _builder(self, make_env: Callable[[], Any] | None, env_kwargs: dict[str, Any]) -> Callable[[], Any]:
         from polydistill.envs import make_parallel
 
+        if make_env is not None:
+            return make_env
+        if not env_kwargs:
+            return self._make
+        if self._custom_env:
+            raise ConfigError("this run uses a custom make_env: pass make_env=... instead of env kwargs")
         kwargs = {**self.config.env_kwargs, **env_kwargs}
-        return evaluate_team(lambda: make_parallel(self.config.env, **kwargs), self.policy(), episodes, seed)
+        return lambda: make_parallel(self.config.env, **kwargs)
+
+    def evaluate(self, episodes: int = 20, seed: int = 100_000, make_env: Callable[[], Any] | None = None,
+                 **env_kwargs: Any) -> TeamResult:
+        """Students acting on their deployable modalities.
+
+        ``env_kwargs`` override the shipped env's arguments (e.g. ``n_agents=5``); ``make_env``
+        evaluates on any other env (e.g. a team of another size of a plugged-in env).
+        """
+        return evaluate_team(self._builder(make_env, env_kwargs), self.policy(), episodes, seed)
 
     def evaluate_teacher(self, episodes: int = 20, seed: int = 100_000, knowledge: str | None = None,
-                         **env_kwargs: Any) -> TeamResult:
-        """The scripted teacher (``knowledge`` defaults to the run's) on the same seeds."""
-        from polydistill.envs import make_parallel
+                         make_env: Callable[[], Any] | None = None, **env_kwargs: Any) -> TeamResult:
+        """The teacher on the same seeds (``knowledge`` picks another scripted expert's view)."""
+        teacher = self.teacher
+        if knowledge is not None:
+            def teacher(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+                return env.unwrapped.expert_actions(knowledge)
 
-        kwargs = {**self.config.env_kwargs, **env_kwargs}
-        k = knowledge or self.config.teacher
-        return evaluate_team(lambda: make_parallel(self.config.env, **kwargs),
-                             lambda env, obs: env.unwrapped.expert_actions(k), episodes, seed)
+        return evaluate_team(self._builder(make_env, env_kwargs), teacher, episodes, seed)
 
     def close(self) -> None:
         """Close the envs."""

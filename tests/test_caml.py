@@ -12,6 +12,8 @@ from polydistill.errors import ConfigError, ObservationError
 from polydistill.student import StudentConfig
 from polydistill.team_student import TeamConfig, TeamStudent
 
+simple_spread_v3 = pytest.importorskip("mpe2.simple_spread_v3")
+
 RV = dict(env="rendezvous_v0", n_envs=4, student=StudentConfig(hidden=(128, 128)), updates_per_step=0.2)
 
 
@@ -192,3 +194,35 @@ def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
     assert policy.metadata["setup"] == "caml" and policy.metadata["env"] == "rendezvous_v0"
     obs = {"robot_0": {"proprio": np.zeros(4), "beacon_ring": np.zeros(16), "neighbor_ring": np.zeros(16)}}
     assert policy.predict(obs)["robot_0"].shape == (2,)
+
+
+def test_any_parallel_env_plugs_in_with_a_modality_spec_and_a_teacher() -> None:
+    """mpe2's simple_spread, grouped into modalities, with a hand-written teacher: no code changes."""
+    from polydistill.multiagent import ModalityGroups
+
+    spec = {"self": (0, 4), "landmarks": (4, 10), "others": (10, 14)}
+
+    def make():  # noqa: ANN202
+        env = simple_spread_v3.parallel_env(N=3, continuous_actions=True, max_cycles=25)
+        return ModalityGroups(env, spec)
+
+    def nearest_landmark(env, obs):  # noqa: ANN001, ANN202
+        out = {}
+        for a, o in obs.items():
+            rel = o["landmarks"].reshape(3, 2)
+            dx, dy = rel[np.argmin((rel ** 2).sum(1))]
+            out[a] = np.clip(np.array([0.0, -dx, dx, -dy, dy]) * 2.0, 0.0, 1.0).astype(np.float32)
+        return out
+
+    cfg = CamlConfig(env="mpe2-simple-spread", team=TeamConfig(("self", "landmarks")), total_steps=6000,
+                     rounds=3, n_envs=4, updates_per_step=0.2, student=StudentConfig(hidden=(64, 64)))
+    trainer = CamlTrainer(cfg, progress_bar=False, make_env=make, teacher=nearest_landmark)
+    before = trainer.evaluate(episodes=10).mean_return
+    teacher = trainer.evaluate_teacher(episodes=10).mean_return
+    trainer.learn()
+    after = trainer.evaluate(episodes=10).mean_return
+    with pytest.raises(ConfigError, match="custom make_env"):
+        trainer.evaluate(episodes=1, n_agents=4)
+    trainer.close()
+    assert teacher > before + 1.0, (before, teacher)
+    assert after > before + 0.5 * (teacher - before), (before, after, teacher)
