@@ -292,6 +292,16 @@ class DeployedStudent:
             out["pixels"] = torch.from_numpy(np.ascontiguousarray(batch))
         return out, torch.zeros(proprio.shape[0], dtype=torch.long), single
 
+    def export(self, path: str | Path, fmt: str = "onnx", embodiment: str | None = None) -> Path:
+        """Write this student as ONNX (``fmt="onnx"``) or TorchScript (``"torchscript"``).
+
+        The exported graph includes the observation normalizer and the action clipping; see
+        :mod:`polydistill.export` for its inputs and outputs. Returns the file written.
+        """
+        from polydistill.export import export_student
+
+        return export_student(self, path, fmt, embodiment)  # type: ignore[arg-type]
+
     def _predict_team(self, obs: Any, deterministic: bool) -> dict[str, np.ndarray]:
         """Actions of the agents present: ``{agent: {modality: array}} -> {agent: action}``."""
         from polydistill.team_student import flatten_modalities
