@@ -29,7 +29,7 @@ from safetensors.torch import save as st_save
 
 from polydistill.config import from_dict, to_dict
 from polydistill.embodiment import EmbodimentTable
-from polydistill.errors import CheckpointError, ObservationError, PolydistillError
+from polydistill.errors import CheckpointError, ObservationError, PolydistillError, SpaceMismatchError
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.utils import atomic_write_bytes, library_versions
 
@@ -126,15 +126,20 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, meta
 
 
-def load_student(path: str | Path) -> DeployedStudent:
+def load_student(path: str | Path, env: Any = None, embodiment: str | None = None) -> DeployedStudent:
     """Load a student for deployment (torch + NumPy + safetensors only).
 
     Args:
         path: The ``.safetensors`` file, or the folder holding ``student.safetensors``.
+        env: Optionally the env it will drive (Gymnasium env, or PettingZoo env for team
+            students): its spaces are checked against the checkpoint's (see
+            :meth:`DeployedStudent.check_env`).
+        embodiment: With ``env``, the embodiment it is (for multi-embodiment students).
 
     Raises:
         CheckpointError: missing, empty, truncated, corrupted, tampered (hash mismatch), or of an
             unsupported format version.
+        SpaceMismatchError: ``env``'s spaces are not the ones the student was trained for.
     """
     file = resolve_student_path(path)
     if Path(path).is_dir() and not file.exists():
@@ -178,7 +183,10 @@ def load_student(path: str | Path) -> DeployedStudent:
     except (KeyError, TypeError, ValueError, RuntimeError, PolydistillError) as exc:
         raise CheckpointError(f"{str(file)!r}: inconsistent student checkpoint: {exc}") from None
     student.eval()
-    return DeployedStudent(student, meta)
+    deployed = DeployedStudent(student, meta)
+    if env is not None:
+        deployed.check_env(env, embodiment)
+    return deployed
 
 
 class DeployedStudent:
@@ -291,6 +299,55 @@ class DeployedStudent:
                 )
             out["pixels"] = torch.from_numpy(np.ascontiguousarray(batch))
         return out, torch.zeros(proprio.shape[0], dtype=torch.long), single
+
+    def check_env(self, env: Any, embodiment: str | None = None) -> None:
+        """Refuse an env whose spaces differ from the ones this student was trained for.
+
+        Raises:
+            SpaceMismatchError: naming the space, what the checkpoint expects and what the env has.
+        """
+        kind = self.metadata.get("student")
+
+        def shape(space: Any) -> tuple[int, ...]:
+            return tuple(getattr(space, "shape", None) or ())
+
+        def need(what: str, expected: Any, got: Any) -> None:
+            if expected != got:
+                raise SpaceMismatchError(
+                    f"{what}: the student expects {expected}, the env {getattr(env, 'spec', None) or env!s} "
+                    f"has {got}"
+                )
+
+        if kind == "team":
+            agent = env.possible_agents[0]
+            space, act = env.observation_space(agent), env.action_space(agent)
+            mods = self.student.team.modalities  # type: ignore[attr-defined]
+            have = getattr(space, "spaces", {})
+            need("deployable modalities", list(mods), [m for m in mods if m in have])
+            need("modality sizes", list(self.student.modality_sizes),  # type: ignore[attr-defined]
+                 [int(np.prod(shape(have[m]))) for m in mods])
+            e = self.table.embodiments[0]
+        elif kind == "vision":
+            space, act = env.observation_space, env.action_space
+            have = getattr(space, "spaces", {})
+            e = self.table.embodiments[0]
+            need("observation groups", sorted(k for k in self.student.obs_keys if k != "first"),
+                 sorted(k for k in self.student.obs_keys if k in have and k != "first"))
+            need("proprio shape", (e.obs_dim,), shape(have["proprio"]))
+            if "pixels" in have and self.student.pixel_shape:  # type: ignore[attr-defined]
+                need("pixels shape", tuple(self.student.pixel_shape), shape(have["pixels"]))  # type: ignore[attr-defined]
+        else:
+            space, act = env.observation_space, env.action_space
+            e = self.table.embodiments[self._embodiment(embodiment)]
+            need(f"observation shape of {e.name!r}", (e.obs_dim,), shape(space))
+        if e.action_kind == "discrete":
+            need(f"number of actions of {e.name!r}", e.action_dim, int(getattr(act, "n", -1)))
+        else:
+            need(f"action shape of {e.name!r}", (e.action_dim,), shape(act))
+            bounds = (list(e.action_low or ()), list(e.action_high or ()))
+            got = (np.asarray(act.low, float).tolist(), np.asarray(act.high, float).tolist())
+            if not np.allclose(bounds, got, atol=1e-6):
+                need(f"action bounds of {e.name!r}", bounds, got)
 
     def export(self, path: str | Path, fmt: str = "onnx", embodiment: str | None = None) -> Path:
         """Write this student as ONNX (``fmt="onnx"``) or TorchScript (``"torchscript"``).
