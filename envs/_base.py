@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -18,6 +19,7 @@ class HomogeneousParallelEnv(ParallelEnv):
     """
 
     possible_agents: list[str]
+    agents: list[str]
     _index: dict[str, int]
     _obs_space: spaces.Space
     _act_space: spaces.Space
@@ -33,6 +35,16 @@ class HomogeneousParallelEnv(ParallelEnv):
         """The same action space for every agent."""
         self._check_agent(agent)
         return self._act_space
+
+    def _check_actions(self, actions: dict[str, Any]) -> None:
+        """Every live agent, and only they, must have an action."""
+        missing = [a for a in self.agents if a not in actions]
+        extra = [a for a in actions if a not in self.agents]
+        if missing or extra:
+            raise ConfigError(
+                f"step: expected actions for exactly the live agents {self.agents}; missing "
+                f"{missing}, not live {extra}"
+            )
 
     def _check_agent(self, agent: str) -> None:
         if agent not in self._index:

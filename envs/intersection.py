@@ -186,13 +186,7 @@ class IntersectionEnv(HomogeneousParallelEnv):
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Advance 0.1 s; every live agent must have an action."""
-        missing = [a for a in self.agents if a not in actions]
-        extra = [a for a in actions if a not in self.agents]
-        if missing or extra:
-            raise ConfigError(
-                f"step: expected actions for exactly the live agents {self.agents}; missing "
-                f"{missing}, not live {extra}"
-            )
+        self._check_actions(actions)
         live = np.array([self._index[a] for a in self.agents], dtype=np.int64)
         acc = np.array([np.asarray(actions[a], dtype=np.float64).reshape(-1)[0] for a in self.agents])
         if not np.all(np.isfinite(acc)):

@@ -165,13 +165,7 @@ class RendezvousEnv(HomogeneousParallelEnv):
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Apply every robot's force for 0.05 s."""
-        missing = [a for a in self.agents if a not in actions]
-        extra = [a for a in actions if a not in self.agents]
-        if missing or extra:
-            raise ConfigError(
-                f"step: expected actions for exactly the live agents {self.agents}; missing "
-                f"{missing}, not live {extra}"
-            )
+        self._check_actions(actions)
         ctrl = np.zeros((self.n_agents, 2))
         for a, x in actions.items():
             v = np.asarray(x, dtype=np.float64).reshape(-1)
