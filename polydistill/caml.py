@@ -161,6 +161,7 @@ class CamlTrainer:
 
         self.teacher = teacher
         self.agents = list(probe.possible_agents)
+        self._slot = {a: k for k, a in enumerate(self.agents)}
         space = probe.observation_space(self.agents[0])
         have = getattr(space, "spaces", {})
         missing = [m for m in config.team.modalities if m not in have]
@@ -211,7 +212,7 @@ class CamlTrainer:
             labels = np.zeros((len(self.envs), n, self.student.table.max_action_dim), np.float32)
             for i, (e, o) in enumerate(zip(self.envs, self.obs, strict=True)):
                 for agent, act in self.teacher(e, {a: o[a] for a in e.agents}).items():
-                    labels[i, self.agents.index(agent)] = act
+                    labels[i, self._slot[agent]] = act
             if not np.all(np.isfinite(labels)):
                 raise TeacherError("the teacher produced non-finite actions")
             emb = torch.zeros(x.shape[:2], dtype=torch.long)
@@ -228,7 +229,7 @@ class CamlTrainer:
             written += int(present.sum())
             teacher_steps += int((use_t & present).sum())
             for i, e in enumerate(self.envs):
-                acts = {a: action[i, self.agents.index(a)] for a in e.agents}
+                acts = {a: action[i, self._slot[a]] for a in e.agents}
                 self.obs[i], *_ = e.step(acts)
                 if not e.agents:
                     self.obs[i], _ = e.reset(seed=int(self._env_rng.integers(1 << 31)))
