@@ -388,6 +388,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--teachers-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--envs", nargs="+", default=None,
+                   help="caml: benchmark only these envs (intersection, rendezvous)")
     p.add_argument("--workers", type=int, default=0,
                    help="vision: benchmark cells run in this many processes (0: one per CPU core); "
                         "speeds are measured afterwards with the machine to themselves")
@@ -403,6 +405,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         report = run_vision_benchmark(**common, workers=args.workers)
     elif args.setup == "caml":
         common.pop("teachers_dir")
+        if args.envs:
+            common["envs"] = tuple(args.envs)
         report = run_caml_benchmark(**common, workers=args.workers)
     else:
         report = run_generalist_benchmark(**common)
