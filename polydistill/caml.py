@@ -29,7 +29,7 @@ from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.student import StudentConfig
 from polydistill.team_student import TeamConfig, TeamStudent, flatten_modalities
-from polydistill.utils import seed_everything, spawn_seeds, split_evenly
+from polydistill.utils import round_schedule, seed_everything, spawn_seeds
 
 __all__ = ["CamlConfig", "CamlTrainer", "TeamResult", "evaluate_team", "flatten_modalities"]
 
@@ -243,8 +243,7 @@ class CamlTrainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        per_round = split_evenly(cfg.total_steps, cfg.rounds)
-        updates = [int(round(cfg.updates_per_step * s)) for s in per_round]
+        per_round, updates = round_schedule(cfg.total_steps, cfg.rounds, cfg.updates_per_step)
         for r in tqdm(range(cfg.rounds), desc="distill (caml)", disable=not self.progress_bar):
             m = self.collect(per_round[r], cfg.beta.value(r, cfg.rounds))
             m.update(self.distiller.train_round(self.buffer, updates[r], sum(updates)))

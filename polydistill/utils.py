@@ -17,7 +17,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
-           "agents_dir", "spawn_seeds", "split_evenly"]
+           "agents_dir", "spawn_seeds", "split_evenly", "round_schedule"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -94,3 +94,9 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def round_schedule(total_steps: int, rounds: int, updates_per_step: float) -> tuple[list[int], list[int]]:
+    """Labelled steps and gradient updates of every DAgger round (steps sum to ``total_steps``)."""
+    steps = split_evenly(total_steps, rounds)
+    return steps, [int(round(updates_per_step * s)) for s in steps]

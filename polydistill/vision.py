@@ -27,7 +27,7 @@ from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation import EvalResult, evaluate, make_env, make_vector_env
 from polydistill.student import StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import seed_everything, spawn_seeds, split_evenly
+from polydistill.utils import round_schedule, seed_everything, spawn_seeds
 from polydistill.vision_student import VisionConfig, VisionStudent, random_shift
 from polydistill.wrappers import ObsGroups, flatten_groups
 
@@ -290,8 +290,7 @@ class VisionTrainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        per_round = split_evenly(cfg.total_steps, cfg.rounds)
-        updates = [int(round(cfg.updates_per_step * s)) for s in per_round]
+        per_round, updates = round_schedule(cfg.total_steps, cfg.rounds, cfg.updates_per_step)
         for r in tqdm(range(cfg.rounds), desc="distill (vision)", disable=not self.progress_bar):
             m = self.collect(per_round[r], cfg.beta.value(r, cfg.rounds))
             m.update(self.distiller.train_round(self.buffer, updates[r], sum(updates)))
