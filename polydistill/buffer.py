@@ -209,6 +209,27 @@ class DistillationBuffer:
             "seen": self.seen.tolist(), "rng": self.rng.bit_generator.state,
         }
 
+    def load_state(self, state: dict[str, Any], data: dict[str, np.ndarray]) -> None:
+        """Restore rows, cursors and RNG from :meth:`state` and :attr:`data` of a twin buffer.
+
+        Raises:
+            CheckpointError: if the saved layout (fields, tasks, capacity, strategy) differs.
+        """
+        mine = self.state()
+        for key in ("fields", "n_tasks", "part", "strategy"):
+            if json.loads(json.dumps(state.get(key))) != json.loads(json.dumps(mine[key])):
+                raise CheckpointError(f"saved buffer {key} {state.get(key)!r} != this buffer's {mine[key]!r}")
+        if set(data) != set(self.data):
+            raise CheckpointError(f"saved buffer fields {sorted(data)} != {sorted(self.data)}")
+        for k, arr in data.items():
+            if arr.shape != self.data[k].shape:
+                raise CheckpointError(f"buffer field {k!r}: shape {arr.shape} != {self.data[k].shape}")
+            self.data[k][...] = arr
+        self.sizes = np.asarray(state["sizes"], dtype=np.int64).copy()
+        self.cursors = np.asarray(state["cursors"], dtype=np.int64).copy()
+        self.seen = np.asarray(state["seen"], dtype=np.int64).copy()
+        self.rng.bit_generator.state = state["rng"]
+
     def save(self, path: str | Path) -> None:
         """Write the buffer to folder ``path`` (``.npy`` per field + ``buffer.json``); no pickle."""
         path = Path(path)

@@ -7,6 +7,7 @@ Every subcommand prints its own ``--help``; errors from bad input are printed as
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from polydistill.errors import PolydistillError
+from polydistill.errors import CheckpointError, PolydistillError
 
 __all__ = ["main", "build_parser"]
 
@@ -144,6 +145,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                    help="student path: a folder (student.safetensors inside) or a .safetensors file")
     p.add_argument("--eval-episodes", type=int, default=5,
                    help="evaluate student and teachers after training (0: skip)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its latest commit (after a crash or "
+                   "kill); it keeps its config, so no other run option may be given")
     p.set_defaults(func=_cmd_distill)
 
 
@@ -229,23 +233,64 @@ def _cmd_distill_caml(args: argparse.Namespace, data: dict) -> int:
     return 0
 
 
+RUN_FILE = "run.json"
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[object, str]:
+    """Config and student path of the run folder ``args.resume`` (written when it started)."""
+    from polydistill.config import from_dict
+    from polydistill.trainer import DistillConfig
+
+    given = [flag for flag, v in (("--recipe", args.recipe), ("--env-id", args.env_id),
+                                  ("--teacher", args.teacher), ("--suite", args.suite),
+                                  ("--teachers-dir", args.teachers_dir), ("--steps", args.steps),
+                                  ("--seed", args.seed), ("--loss", args.loss), ("--bc", args.bc),
+                                  ("--set", args.set)) if v]
+    if given:
+        raise PolydistillError(f"--resume keeps the run's config; do not also give {', '.join(given)}")
+    path = Path(args.resume) / RUN_FILE
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"--resume {args.resume!r}: not a distill run folder ({exc})") from None
+    if run.get("setup") != "generalist":
+        raise PolydistillError(f"--resume supports generalist runs; {str(path)!r} is a "
+                               f"{run.get('setup')!r} run")
+    try:
+        student = str(Path(args.resume) / run["student"])
+        return from_dict(DistillConfig, run["config"], f"DistillConfig({path})"), student
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is incomplete: {exc!r}") from None
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.checkpoint import load_student
-    from polydistill.config import load_yaml
+    from polydistill.config import load_yaml, to_dict
     from polydistill.report import EvalTask, evaluate_student, markdown_table, write_report
     from polydistill.trainer import DistillTrainer
     from polydistill.utils import atomic_write_json
 
-    if args.recipe:
-        data = load_yaml(args.recipe)
-        if data.get("setup") == "vision":
-            return _cmd_distill_vision(args, data)
-        if data.get("setup") == "caml":
-            return _cmd_distill_caml(args, data)
-    cfg = _distill_config(args)
-    run_dir = _run_dir(args.out)
-    trainer = DistillTrainer(cfg, log_dir=run_dir / "tb", progress_bar=not args.no_progress)
+    if args.resume:
+        cfg, args.out = _resume_config(args)
+        run_dir = Path(args.resume)
+    else:
+        if args.recipe:
+            data = load_yaml(args.recipe)
+            if data.get("setup") == "vision":
+                return _cmd_distill_vision(args, data)
+            if data.get("setup") == "caml":
+                return _cmd_distill_caml(args, data)
+        cfg = _distill_config(args)
+        run_dir = _run_dir(args.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        student_file = Path(args.out).name if Path(args.out).suffix == ".safetensors" else "."
+        atomic_write_json(run_dir / RUN_FILE, {"setup": "generalist", "student": student_file,
+                                               "config": to_dict(cfg)})
+    trainer = DistillTrainer(cfg, log_dir=run_dir / "tb", progress_bar=not args.no_progress,
+                             run_dir=run_dir)
     try:
+        if args.resume and not trainer.resume():
+            log.warning("no commit in %s yet: starting the run from round 0", run_dir)
         trainer.learn()
         path = trainer.save(args.out)
     finally:

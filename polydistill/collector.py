@@ -19,11 +19,12 @@ import torch
 
 from polydistill.buffer import DistillationBuffer, FieldSpec
 from polydistill.embodiment import EmbodimentTable
-from polydistill.errors import ConfigError, TeacherError, TrainingError
-from polydistill.evaluation import make_vector_env
+from polydistill.errors import CheckpointError, ConfigError, TeacherError, TrainingError
+from polydistill.evaluation import make_env
 from polydistill.student import GeneralistStudent
 from polydistill.teacher import ActionTarget, Teacher, clip_action
 from polydistill.utils import spawn_seeds
+from polydistill.vec_env import ReplayVectorEnv
 
 __all__ = ["BetaSchedule", "CollectTask", "Collector", "buffer_fields"]
 
@@ -102,11 +103,24 @@ def buffer_fields(table: EmbodimentTable, with_distribution: bool) -> dict[str, 
 class _Runtime:
     def __init__(self, task: CollectTask, n_envs: int, seed: int) -> None:
         self.task = task
-        self.venv = make_vector_env(task.env_id, n_envs, task.env_kwargs)
-        self.obs, _ = self.venv.reset(seed=seed)
+        make_env(task.env_id, task.env_kwargs).close()  # validates id and kwargs with a clear error
+        self.venv = ReplayVectorEnv(
+            [lambda: make_env(task.env_id, task.env_kwargs) for _ in range(n_envs)], seed=seed)
+        self.obs = self.venv.reset()
         self.ep_ret = np.zeros(n_envs)
         self.ep_len = np.zeros(n_envs, dtype=np.int64)
         self.returns: deque[float] = deque(maxlen=100)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"venv": self.venv.state_dict(), "ep_ret": self.ep_ret.copy(),
+                "ep_len": self.ep_len.copy(), "returns": list(self.returns)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.venv.load_state_dict(state["venv"])
+        self.obs = self.venv.obs
+        self.ep_ret = np.asarray(state["ep_ret"], dtype=np.float64).copy()
+        self.ep_len = np.asarray(state["ep_len"], dtype=np.int64).copy()
+        self.returns = deque(state["returns"], maxlen=100)
 
 
 class Collector:
@@ -138,6 +152,32 @@ class Collector:
         """Close every env."""
         for rt in self.runtimes:
             rt.venv.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to collect exactly what this one would.
+
+        That is: RNG states, the step count, and each env copy's replayable state (no
+        simulator pickling).
+        """
+        return {"rng": self.rng.bit_generator.state, "torch_gen": self.torch_gen.get_state(),
+                "total_steps": self.total_steps,
+                "tasks": {rt.task.name: rt.state_dict() for rt in self.runtimes}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (replays each env copy to its saved state).
+
+        Raises:
+            CheckpointError: if the saved tasks differ or an env does not replay identically.
+        """
+        saved = set(state["tasks"])
+        mine = {rt.task.name for rt in self.runtimes}
+        if saved != mine:
+            raise CheckpointError(f"run state holds tasks {sorted(saved)}, this run has {sorted(mine)}")
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_gen.set_state(state["torch_gen"])
+        self.total_steps = int(state["total_steps"])
+        for rt in self.runtimes:
+            rt.load_state_dict(state["tasks"][rt.task.name])
 
     def _write(self, buffer: DistillationBuffer, rt: _Runtime, padded: np.ndarray,
                tgt: ActionTarget, n: int) -> None:
@@ -238,7 +278,7 @@ class Collector:
                         action = np.where(use_t[:, None], t_act, mine)
                 if not np.all(np.isfinite(action)):
                     raise TrainingError(f"non-finite action in task {rt.task.name!r}; refusing to step")
-                rt.obs, rew, term, trunc, _ = rt.venv.step(action)
+                rt.obs, rew, term, trunc = rt.venv.step(action)
                 rt.ep_ret += rew
                 rt.ep_len += 1
                 done = term | trunc

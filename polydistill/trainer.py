@@ -27,11 +27,19 @@ from polydistill.collector import BetaSchedule, Collector, CollectTask, buffer_f
 from polydistill.config import to_dict
 from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.embodiment import Embodiment, EmbodimentTable
-from polydistill.errors import ConfigError, SpaceMismatchError
+from polydistill.errors import CheckpointError, ConfigError, SpaceMismatchError
 from polydistill.evaluation import evaluate, make_env
+from polydistill.run_state import clear_run_state, latest_round, load_run_state, save_run_state
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import agents_dir, seed_everything, split_evenly
+from polydistill.utils import (
+    agents_dir,
+    global_rng_state,
+    json_roundtrip,
+    seed_everything,
+    set_global_rng_state,
+    split_evenly,
+)
 
 __all__ = ["TaskConfig", "DistillConfig", "DistillTrainer", "student_act_fn", "default_teachers_dir"]
 
@@ -86,6 +94,9 @@ class DistillConfig:
     """Distillation buffer."""
     eval_every: int = 0
     """Evaluate the student every this many rounds (0: only when asked)."""
+    checkpoint_every: int = 1
+    """Commit a resumable run state every this many rounds when the trainer has a
+    ``run_dir`` (0: only at the end). ``distill --resume`` continues from the latest commit."""
     eval_episodes: int = 5
     """Episodes per task of the periodic evaluation."""
     seed: int = 0
@@ -101,6 +112,8 @@ class DistillConfig:
             raise ConfigError(f"updates_per_step must be >= 0, got {self.updates_per_step}")
         if self.student_action not in ("mean", "sample") or self.teacher_action not in ("mean", "sample"):
             raise ConfigError("student_action and teacher_action must be 'mean' or 'sample'")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ConfigError(
                 f"need eval_every >= 0 and eval_episodes >= 1, got {self.eval_every}, {self.eval_episodes}"
@@ -144,11 +157,24 @@ class DistillTrainer:
     """Builds every component from a :class:`DistillConfig` and runs :meth:`learn`."""
 
     def __init__(self, config: DistillConfig, log_dir: str | Path | None = None,
-                 teachers: dict[str, Teacher] | None = None, progress_bar: bool = True) -> None:
+                 teachers: dict[str, Teacher] | None = None, progress_bar: bool = True,
+                 run_dir: str | Path | None = None) -> None:
+        """Build the run.
+
+        Args:
+            config: The run's configuration.
+            log_dir: TensorBoard folder (none: no TensorBoard logging).
+            teachers: Teachers by task name, overriding the paths in the config.
+            progress_bar: Show a tqdm bar over rounds.
+            run_dir: Folder of resumable run states (``run_dir/checkpoints``), committed every
+                ``config.checkpoint_every`` rounds; see :meth:`resume`.
+        """
         import polydistill.envs  # noqa: F401  (registers ids)
 
         self.config = config
         self.progress_bar = progress_bar
+        self.checkpoint_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
+        self.log_dir = log_dir
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         seed_everything(config.seed)
@@ -203,6 +229,75 @@ class DistillTrainer:
             self.writer.add_text("config", f"```\n{to_dict(config)}\n```")
         self.round = 0
         self.history: list[dict[str, float]] = []
+        self.elapsed_s = 0.0
+        """Wall time of the completed rounds (carried over a resume)."""
+
+    # ------------------------------------------------------------------ resumable state
+    def state_dict(self) -> dict[str, Any]:
+        """The whole run at a round boundary.
+
+        That is: student, optimizer, buffer (rows, cursors, RNG), collector (RNGs, env action
+        logs), global RNGs, history and config.
+        """
+        return {
+            "config": to_dict(self.config), "round": self.round, "history": self.history,
+            "elapsed_s": self.elapsed_s,
+            "student": self.student.state_dict(), "distiller": self.distiller.state_dict(),
+            "buffer": {"state": self.buffer.state(), "data": dict(self.buffer.data)},
+            "collector": self.collector.state_dict(), "rng": global_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: if the state belongs to a run with another config, or is damaged.
+        """
+        saved, mine = json_roundtrip(state.get("config")), json_roundtrip(to_dict(self.config))
+        if saved != mine:
+            diff = sorted(k for k in set(saved or {}) | set(mine) if (saved or {}).get(k) != mine.get(k))
+            raise CheckpointError(f"run state was written by a run with another config (differs in {diff})")
+        try:
+            self.student.load_state_dict(state["student"])
+            self.distiller.load_state_dict(state["distiller"])
+            self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
+            self.collector.load_state_dict(state["collector"])
+            set_global_rng_state(state["rng"])
+            self.round = int(state["round"])
+            self.history = list(state["history"])
+            self.elapsed_s = float(state["elapsed_s"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"run state is incomplete or damaged: {exc!r}") from None
+
+    def commit(self) -> Path | None:
+        """Commit the run state under ``run_dir/checkpoints`` (no-op without a ``run_dir``)."""
+        if self.checkpoint_dir is None:
+            return None
+        return save_run_state(self.checkpoint_dir, self.round, self.state_dict())
+
+    def resume(self) -> bool:
+        """Continue from the latest commit under ``run_dir/checkpoints``, if there is one.
+
+        On CPU the resumed run ends with the same student, bit for bit, as an uninterrupted run.
+        TensorBoard events written after the commit are purged.
+
+        Returns:
+            Whether a commit was found (``False``: the run starts from scratch).
+        """
+        if self.checkpoint_dir is None:
+            raise ConfigError("resume() needs a trainer built with run_dir")
+        if latest_round(self.checkpoint_dir) is None:
+            return False
+        _, state = load_run_state(self.checkpoint_dir)
+        self.load_state_dict(state)
+        if self.writer is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer.close()
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=self.collector.total_steps + 1)
+        log.info("resumed at round %d/%d (%d env steps)", self.round, self.config.rounds,
+                 self.collector.total_steps)
+        return True
 
     def _check_teachers_have_distributions(self) -> None:
         for t in self.tasks:
@@ -247,8 +342,8 @@ class DistillTrainer:
             out[f"eval/return/{t.name}"] = res.mean_return
         return out
 
-    def learn(self) -> GeneralistStudent:
-        """Run every round; returns the trained student."""
+    def learn(self, max_rounds: int | None = None) -> GeneralistStudent:
+        """Run the remaining rounds (at most ``max_rounds`` of them); returns the student."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -258,9 +353,13 @@ class DistillTrainer:
                 f"({cfg.rounds} x {len(self.tasks)})"
             )
         total_updates = max(1, sum(self.updates_in_round(r) for r in range(cfg.rounds)))
-        bar = tqdm(total=cfg.rounds, desc="distill", unit="round", disable=not self.progress_bar)
-        t_start = time.perf_counter()
-        while self.round < cfg.rounds:
+        bar = tqdm(total=cfg.rounds, initial=self.round, desc="distill", unit="round",
+                   disable=not self.progress_bar)
+        t_start = time.perf_counter() - self.elapsed_s
+        if self.round == 0 and self.checkpoint_dir is not None:
+            clear_run_state(self.checkpoint_dir)  # a fresh run replaces an older one's commits
+        stop = cfg.rounds if max_rounds is None else min(cfg.rounds, self.round + max_rounds)
+        while self.round < stop:
             beta = cfg.beta.value(self.round, cfg.rounds)
             metrics = self.collector.collect(self.quota(self.round), beta, self.buffer)
             env_steps = self.collector.total_steps
@@ -271,13 +370,16 @@ class DistillTrainer:
             self.round += 1
             if cfg.eval_every and self.round % cfg.eval_every == 0:
                 metrics.update(self.evaluate())
-            metrics["time/elapsed_s"] = time.perf_counter() - t_start
+            self.elapsed_s = metrics["time/elapsed_s"] = time.perf_counter() - t_start
             self._log(metrics, env_steps)
             self.history.append({"round": float(self.round), "env_steps": float(env_steps), **metrics})
             bar.set_postfix(beta=f"{beta:.2f}", loss=f"{metrics.get('distill/loss', float('nan')):.4f}",
                             agree=f"{metrics.get('distill/teacher_agreement', float('nan')):.2f}")
             bar.update(1)
             log.debug("round %d: %s", self.round, metrics)
+            every = cfg.checkpoint_every
+            if self.round == cfg.rounds or (every and self.round % every == 0):
+                self.commit()
         bar.close()
         if self.writer is not None:
             self.writer.flush()

@@ -17,7 +17,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
-           "agents_dir", "spawn_seeds", "split_evenly", "round_schedule"]
+           "agents_dir", "spawn_seeds", "split_evenly", "round_schedule", "global_rng_state",
+           "set_global_rng_state", "json_roundtrip"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -94,6 +95,33 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def global_rng_state() -> dict[str, Any]:
+    """States of Python's, NumPy's and torch's global RNGs (JSON-safe except torch's tensor)."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {**np_state, "state": {"key": np_state["state"]["key"].tolist(),
+                                        "pos": int(np_state["state"]["pos"])}},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`global_rng_state` (accepts its JSON round trip: lists for tuples)."""
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {"key": np.asarray(np_state["state"]["key"], dtype=np.uint32),
+                         "pos": int(np_state["state"]["pos"])}
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+
+
+def json_roundtrip(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(obj))
 
 
 def round_schedule(total_steps: int, rounds: int, updates_per_step: float) -> tuple[list[int], list[int]]:

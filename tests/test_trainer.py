@@ -17,6 +17,7 @@ from polydistill.errors import ConfigError, SpaceMismatchError
 from polydistill.student import StudentConfig
 from polydistill.teacher import TorchTeacher
 from polydistill.trainer import DistillConfig, DistillTrainer, TaskConfig
+from polydistill.vec_env import ReplayVectorEnv
 
 HOPPER = "polydistill/Hopper-v0"
 PEND = "polydistill/DoublePendulum-v0"
@@ -122,13 +123,13 @@ def test_exponential_schedule_used_per_round() -> None:
 
 def test_padded_action_dims_never_reach_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, set[tuple[int, ...]]] = {}
-    original = gym.vector.SyncVectorEnv.step
+    original = ReplayVectorEnv.step
 
     def spy(self, actions):  # noqa: ANN001
-        seen.setdefault(self.spec.id if self.spec else str(id(self)), set()).add(np.shape(actions))
+        seen.setdefault(str(id(self)), set()).add(np.shape(actions))
         return original(self, actions)
 
-    monkeypatch.setattr(gym.vector.SyncVectorEnv, "step", spy)
+    monkeypatch.setattr(ReplayVectorEnv, "step", spy)
     cfg = _config(beta=BetaSchedule(kind="constant", start=0.0), rounds=1)
     trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
     trainer.learn()
