@@ -9,6 +9,7 @@ from polydistill.errors import (
     SpaceMismatchError,
     TeacherError,
     TrainingError,
+    WorkerError,
 )
 
 __version__ = "0.1.0"
@@ -25,4 +26,5 @@ __all__ = [
     "SpaceMismatchError",
     "TeacherError",
     "TrainingError",
+    "WorkerError",
 ]

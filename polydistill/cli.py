@@ -39,6 +39,11 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set n_envs=4")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="train the teachers concurrently as Ray tasks (one CPU each); ADDRESS of "
+                   "a cluster, else RAY_ADDRESS, else a local Ray instance")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="with --ray and no cluster: CPUs of the local Ray instance")
     p.set_defaults(func=_cmd_train_teacher)
 
 
@@ -63,17 +68,33 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
         if args.split != "all":
             tasks = tuple(t for t in tasks if t.split == args.split)
         jobs = [(t.env_id, Path(args.out) / t.name) for t in tasks]
-    for env_id, out in jobs:
+    specs = []
+    for i, (env_id, out) in enumerate(jobs):
+        seed = args.seed + i  # every specialist of a suite gets its own seed
         recipe = load_recipe(env_id, args.recipe, overrides)
-        cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {args.seed} "
+        cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
                f"--out {shlex.quote(str(out))}")
         if args.recipe:
             cmd += f" --recipe {shlex.quote(args.recipe)}"
         for k, v in overrides.items():
             cmd += f" --set {shlex.quote(f'{k}={v}')}"
+        specs.append((env_id, out, recipe, seed, cmd))
+    if args.ray is not None:
+        from polydistill.distributed import TeacherJob, summarize, train_teachers_ray
+
+        outcomes = train_teachers_ray(
+            [TeacherJob(e, str(o), r, s, c, name=o.name) for e, o, r, s, c in specs],
+            address=args.ray or None, num_cpus=args.num_cpus)
+        print(summarize(outcomes))
+        failed = [o.job.name for o in outcomes if not o.ok]
+        if failed:
+            log.error("%d of %d teachers failed: %s", len(failed), len(outcomes), failed)
+            return 1
+        return 0
+    for env_id, out, recipe, seed, cmd in specs:
         log.info("training teacher for %s -> %s (%s, %d steps)", env_id, out, recipe.algo,
                  recipe.n_timesteps)
-        m = train_teacher(env_id, out, recipe, seed=args.seed,
+        m = train_teacher(env_id, out, recipe, seed=seed,
                           progress_bar=not args.no_progress, command=cmd)
         log.info("%s: mean return %.1f +- %.1f", env_id, m["mean_return"], m["std_return"])
     return 0

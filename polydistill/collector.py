@@ -10,7 +10,6 @@ rsl_rl), and in between each env picks the teacher with probability ``beta`` at 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,31 +99,161 @@ def buffer_fields(table: EmbodimentTable, with_distribution: bool) -> dict[str, 
     return fields
 
 
-class _Runtime:
-    def __init__(self, task: CollectTask, n_envs: int, seed: int) -> None:
+@dataclass
+class TaskRollout:
+    """What one task collected in one round (preallocated, contiguous arrays)."""
+
+    rows: dict[str, np.ndarray]
+    """Buffer rows, one per labelled step, in collection order."""
+    raw_obs: np.ndarray
+    """The unpadded observations of those steps (for the student's normalizer)."""
+    teacher_steps: int
+    """Steps on which the teacher's action was executed."""
+    returns: list[float]
+    """Returns of the episodes that ended in this round."""
+
+
+class TaskRunner:
+    """One task's env copies, teacher and RNG streams; collects its share of every round.
+
+    Everything random in a task's collection (mixing, student noise, env resets) comes from
+    streams seeded by the task's own seed, so a task collects the same rows whether it runs
+    in this process or in a Ray rollout worker beside other tasks.
+    """
+
+    def __init__(self, task: CollectTask, table: EmbodimentTable, fields: dict[str, FieldSpec],
+                 n_envs: int, seed: int, student_action: str = "mean",
+                 teacher_action: str = "mean") -> None:
         self.task = task
+        self.table = table
+        self.fields = fields
+        self.n_envs = n_envs
+        self.student_action = student_action
+        self.teacher_action = teacher_action
+        mix_seed, noise_seed, env_seed = spawn_seeds(seed, 3)
+        self.rng = np.random.default_rng(mix_seed)
+        self.torch_gen = torch.Generator().manual_seed(noise_seed)
         make_env(task.env_id, task.env_kwargs).close()  # validates id and kwargs with a clear error
         self.venv = ReplayVectorEnv(
-            [lambda: make_env(task.env_id, task.env_kwargs) for _ in range(n_envs)], seed=seed)
+            [lambda: make_env(task.env_id, task.env_kwargs) for _ in range(n_envs)], seed=env_seed)
         self.obs = self.venv.reset()
         self.ep_ret = np.zeros(n_envs)
-        self.ep_len = np.zeros(n_envs, dtype=np.int64)
-        self.returns: deque[float] = deque(maxlen=100)
+        e = task.emb_id
+        self._emb = torch.full((n_envs,), e, dtype=torch.long)
+        self._act_dim = table.embodiments[e].action_dim
+        self._obs_dim = table.embodiments[e].obs_dim
+
+    def _alloc(self, steps: int) -> dict[str, np.ndarray]:
+        rows = {k: np.zeros((steps, *f.shape), dtype=np.dtype(f.dtype)) for k, f in self.fields.items()}
+        rows["emb"][:] = self.task.emb_id
+        rows["mask"][:] = self.table.action_mask[self.task.emb_id]
+        if "logits" in rows:
+            rows["logits"][:] = -1e9
+        return rows
+
+    def _check_target(self, tgt: ActionTarget) -> None:
+        for field_name in ("action", "mean", "log_std", "logits"):
+            v = getattr(tgt, field_name)
+            if v is not None and not np.isfinite(v).all():
+                raise TeacherError(f"teacher of task {self.task.name!r} produced non-finite {field_name}")
+
+    @torch.inference_mode()
+    def collect(self, student: GeneralistStudent, steps: int, beta: float) -> TaskRollout:
+        """Collect exactly ``steps`` labelled steps; the teacher acts with probability ``beta``.
+
+        Per vector step: one batched teacher forward (labels), one batched student forward
+        (when it may act), one step of every env copy; rows go straight into preallocated
+        arrays.
+        """
+        n, a, name = self.n_envs, self._act_dim, self.task.name
+        rows = self._alloc(steps)
+        raw = np.zeros((steps, self._obs_dim), dtype=np.float64)
+        discrete = self.table.action_kind == "discrete"
+        teacher = self.task.teacher
+        returns: list[float] = []
+        teacher_steps = written = 0
+        while written < steps:
+            k = min(n, steps - written)
+            obs = self.obs
+            if not np.isfinite(obs).all():
+                raise TrainingError(f"env of task {name!r} returned a non-finite observation")
+            tgt = teacher.action_dist(obs)
+            self._check_target(tgt)
+            sl = slice(written, written + k)
+            raw[sl] = obs[:k]
+            rows["obs"][sl, : self._obs_dim] = obs[:k]
+            if discrete:
+                rows["action"][sl] = tgt.action[:k]
+                if "logits" in rows:
+                    if tgt.logits is None:
+                        raise TeacherError("teacher gave no distribution but the buffer stores one")
+                    rows["logits"][sl, : tgt.logits.shape[1]] = tgt.logits[:k]
+            else:
+                rows["action"][sl, :a] = tgt.action[:k]
+                if "mean" in rows:
+                    if tgt.mean is None or tgt.log_std is None:
+                        raise TeacherError("teacher gave no distribution but the buffer stores one")
+                    rows["mean"][sl, :a] = tgt.mean[:k]
+                    rows["log_std"][sl, :a] = tgt.log_std[:k]
+            t_act = self._teacher_behaviour(tgt)
+            if beta >= 1.0:
+                action = t_act
+                teacher_steps += k
+            else:
+                padded = self.table.pad_obs(obs, self.task.emb_id)
+                s_act = student.act(torch.from_numpy(padded), self._emb,
+                                    deterministic=self.student_action == "mean",
+                                    generator=self.torch_gen).numpy()
+                mine = self.table.unpad_action(s_act, self.task.emb_id)
+                use_t = self.rng.random(n) < beta
+                teacher_steps += int(use_t[:k].sum())
+                action = np.where(use_t if mine.ndim == 1 else use_t[:, None], t_act, mine)
+            if not np.isfinite(action).all():
+                raise TrainingError(f"non-finite action in task {name!r}; refusing to step")
+            self.obs, rew, term, trunc = self.venv.step(action)
+            self.ep_ret += rew
+            done = term | trunc
+            if done.any():
+                returns.extend(self.ep_ret[done].tolist())
+                self.ep_ret[done] = 0.0
+            written += k
+        return TaskRollout(rows, raw, teacher_steps, returns)
+
+    def _teacher_behaviour(self, tgt: ActionTarget) -> np.ndarray:
+        if self.teacher_action == "sample" and tgt.kind == "gaussian":
+            assert tgt.mean is not None and tgt.log_std is not None
+            a = tgt.mean + np.exp(tgt.log_std) * self.rng.standard_normal(tgt.mean.shape)
+            return clip_action(self.task.teacher.action_space, a)
+        return tgt.action
 
     def state_dict(self) -> dict[str, Any]:
-        return {"venv": self.venv.state_dict(), "ep_ret": self.ep_ret.copy(),
-                "ep_len": self.ep_len.copy(), "returns": list(self.returns)}
+        """RNG states, the env copies' replayable state and the running episode returns."""
+        return {"rng": self.rng.bit_generator.state, "torch_gen": self.torch_gen.get_state(),
+                "venv": self.venv.state_dict(), "ep_ret": self.ep_ret.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (replays each env copy to its saved state)."""
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_gen.set_state(state["torch_gen"])
         self.venv.load_state_dict(state["venv"])
         self.obs = self.venv.obs
         self.ep_ret = np.asarray(state["ep_ret"], dtype=np.float64).copy()
-        self.ep_len = np.asarray(state["ep_len"], dtype=np.int64).copy()
-        self.returns = deque(state["returns"], maxlen=100)
+
+    def close(self) -> None:
+        """Close the env copies."""
+        self.venv.close()
 
 
 class Collector:
-    """Runs behaviour policies in vector envs and writes teacher-labelled rows to a buffer."""
+    """Runs behaviour policies in vector envs and writes teacher-labelled rows to a buffer.
+
+    With ``workers == 0`` every task's :class:`TaskRunner` lives in this process; with
+    ``workers > 0`` they are spread over that many Ray actors
+    (:class:`polydistill.distributed.RolloutWorker`), which receive the student's weights at
+    the start of every round and return their rows. Both paths run the same
+    :meth:`TaskRunner.collect` with the same per-task seeds, so for a fixed seed they fill the
+    buffer with the same rows.
+    """
 
     def __init__(
         self,
@@ -134,34 +263,61 @@ class Collector:
         seed: int = 0,
         student_action: Literal["mean", "sample"] = "mean",
         teacher_action: Literal["mean", "sample"] = "mean",
+        with_distribution: bool = False,
+        workers: int = 0,
+        ray_address: str | None = None,
     ) -> None:
+        """Build the runners (locally, or in ``workers`` Ray actors).
+
+        Args:
+            tasks: The tasks to collect.
+            student: The student that acts when beta < 1 (weights broadcast to Ray workers).
+            n_envs: Env copies per task.
+            seed: Seed of every task's streams.
+            student_action: ``mean`` or ``sample`` when the student acts.
+            teacher_action: ``mean`` or ``sample`` when the teacher acts.
+            with_distribution: Store the teacher's distribution (for KL-type losses).
+            workers: Ray rollout actors (0: collect in this process).
+            ray_address: Ray cluster to join (default: ``RAY_ADDRESS``, else a local one).
+        """
         if not tasks:
             raise ConfigError("a collector needs at least one task")
+        if workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {workers}")
         self.student = student
         self.table = student.table
-        self.student_action = student_action
-        self.teacher_action = teacher_action
-        mix_seed, noise_seed, env_seed = spawn_seeds(seed, 3)
-        self.rng = np.random.default_rng(mix_seed)
-        self.torch_gen = torch.Generator().manual_seed(noise_seed)
-        self.runtimes = [_Runtime(t, n_envs, env_seed + 1000 * i) for i, t in enumerate(tasks)]
+        self.fields = buffer_fields(self.table, with_distribution)
+        self.tasks = list(tasks)
         self.n_envs = n_envs
         self.total_steps = 0
+        seeds = spawn_seeds(seed, len(tasks))
+        args = dict(table=self.table, fields=self.fields, n_envs=n_envs,
+                    student_action=student_action, teacher_action=teacher_action)
+        self.pool = None
+        self.runners: dict[str, TaskRunner] = {}
+        if workers:
+            from polydistill.distributed import RolloutPool
+
+            self.pool = RolloutPool(self.tasks, seeds, student, workers, ray_address, **args)
+        else:
+            self.runners = {t.name: TaskRunner(t, seed=s, **args) for t, s in zip(tasks, seeds, strict=True)}
 
     def close(self) -> None:
-        """Close every env."""
-        for rt in self.runtimes:
-            rt.venv.close()
+        """Close every env (and the Ray workers)."""
+        for r in self.runners.values():
+            r.close()
+        if self.pool is not None:
+            self.pool.close()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to collect exactly what this one would.
 
-        That is: RNG states, the step count, and each env copy's replayable state (no
+        That is: the step count and each task's RNG states and replayable env state (no
         simulator pickling).
         """
-        return {"rng": self.rng.bit_generator.state, "torch_gen": self.torch_gen.get_state(),
-                "total_steps": self.total_steps,
-                "tasks": {rt.task.name: rt.state_dict() for rt in self.runtimes}}
+        tasks = (self.pool.state_dict() if self.pool is not None
+                 else {n: r.state_dict() for n, r in self.runners.items()})
+        return {"total_steps": self.total_steps, "tasks": tasks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict` (replays each env copy to its saved state).
@@ -170,56 +326,24 @@ class Collector:
             CheckpointError: if the saved tasks differ or an env does not replay identically.
         """
         saved = set(state["tasks"])
-        mine = {rt.task.name for rt in self.runtimes}
+        mine = {t.name for t in self.tasks}
         if saved != mine:
             raise CheckpointError(f"run state holds tasks {sorted(saved)}, this run has {sorted(mine)}")
-        self.rng.bit_generator.state = state["rng"]
-        self.torch_gen.set_state(state["torch_gen"])
         self.total_steps = int(state["total_steps"])
-        for rt in self.runtimes:
-            rt.load_state_dict(state["tasks"][rt.task.name])
-
-    def _write(self, buffer: DistillationBuffer, rt: _Runtime, padded: np.ndarray,
-               tgt: ActionTarget, n: int) -> None:
-        """Write the first ``n`` rows of a vector step."""
-        e = rt.task.emb_id
-        padded = padded[:n]
-        a = self.table.max_action_dim
-        rows: dict[str, np.ndarray] = {
-            "obs": padded,
-            "emb": np.full(n, e, dtype=np.int64),
-            "mask": np.broadcast_to(self.table.action_mask[e], (n, a)),
-        }
-        def first(x: np.ndarray | None) -> np.ndarray | None:
-            return None if x is None else x[:n]
-
-        if self.table.action_kind == "discrete":
-            rows["action"] = np.asarray(tgt.action, dtype=np.int64)[:n]
-            if "logits" in buffer.fields:
-                rows["logits"] = self._pad(first(tgt.logits), n, a, fill=-1e9)
+        if self.pool is not None:
+            self.pool.load_state_dict(state["tasks"])
         else:
-            rows["action"] = self._pad(first(tgt.action), n, a)
-            if "mean" in buffer.fields:
-                rows["mean"] = self._pad(first(tgt.mean), n, a)
-                rows["log_std"] = self._pad(first(tgt.log_std), n, a)
-        buffer.add(rt.task.task_id, rows)
+            for n, r in self.runners.items():
+                r.load_state_dict(state["tasks"][n])
 
-    @staticmethod
-    def _pad(x: np.ndarray | None, n: int, a: int, fill: float = 0.0) -> np.ndarray:
-        out = np.full((n, a), fill, dtype=np.float32)
-        if x is None:
-            raise TeacherError("teacher gave no distribution but the buffer stores one")
-        out[:, : x.shape[1]] = x
-        return out
-
-    @torch.inference_mode()
     def collect(self, steps_per_task: int | list[int], beta: float,
                 buffer: DistillationBuffer) -> dict[str, float]:
         """Collect exactly ``steps_per_task`` labelled steps per task; the teacher acts w.p. ``beta``.
 
-        ``steps_per_task`` is one count for every task or a list with one per task. The
-        student's observation statistics are updated with the round's observations after the
-        round (so acting within a round uses fixed statistics).
+        ``steps_per_task`` is one count for every task or a list with one per task. Rows are
+        written task by task, in task order; the student's observation statistics are updated
+        with the round's observations after the round (acting within a round uses fixed
+        statistics).
 
         Returns:
             Metrics: ``collect/steps_per_s``, ``collect/teacher_frac``, and
@@ -228,81 +352,28 @@ class Collector:
         """
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {beta}")
-        n = self.n_envs
         quota = (list(steps_per_task) if isinstance(steps_per_task, list | tuple)
-                 else [int(steps_per_task)] * len(self.runtimes))
-        if len(quota) != len(self.runtimes) or min(quota) < 0:
+                 else [int(steps_per_task)] * len(self.tasks))
+        if len(quota) != len(self.tasks) or min(quota) < 0:
             raise ConfigError(f"need one non-negative step count per task, got {quota}")
-        written = [0] * len(self.runtimes)
-        seen_obs: list[list[np.ndarray]] = [[] for _ in self.runtimes]
-        for rt in self.runtimes:
-            rt.returns.clear()
-        teacher_steps = 0
+        quotas = {t.name: q for t, q in zip(self.tasks, quota, strict=True)}
         t0 = time.perf_counter()
-        emb = torch.as_tensor(np.repeat([rt.task.emb_id for rt in self.runtimes], n))
-        vsteps = max(-(-q // n) for q in quota)  # ceil
-        for _ in range(vsteps):
-            padded = [self.table.pad_obs(rt.obs, rt.task.emb_id) for rt in self.runtimes]
-            if beta < 1.0:
-                s_act = self.student.act(
-                    torch.as_tensor(np.concatenate(padded)), emb,
-                    deterministic=self.student_action == "mean", generator=self.torch_gen,
-                ).numpy()
-            for i, rt in enumerate(self.runtimes):
-                k = min(n, quota[i] - written[i])
-                if k <= 0:
-                    continue
-                if not np.all(np.isfinite(rt.obs)):
-                    raise TrainingError(f"env of task {rt.task.name!r} returned a non-finite observation")
-                tgt = rt.task.teacher.action_dist(rt.obs)
-                for field_name in ("action", "mean", "log_std", "logits"):
-                    v = getattr(tgt, field_name)
-                    if v is not None and not np.all(np.isfinite(v)):
-                        raise TeacherError(
-                            f"teacher of task {rt.task.name!r} produced non-finite {field_name}"
-                        )
-                self._write(buffer, rt, padded[i], tgt, k)
-                written[i] += k
-                seen_obs[i].append(rt.obs[:k])
-                t_act = self._teacher_behaviour(rt, tgt)
-                if beta >= 1.0:
-                    action = t_act
-                    teacher_steps += k
-                else:
-                    mine = self.table.unpad_action(s_act[i * n:(i + 1) * n], rt.task.emb_id)
-                    use_t = self.rng.random(n) < beta
-                    teacher_steps += int(use_t[:k].sum())
-                    if mine.ndim == 1:
-                        action = np.where(use_t, t_act, mine)
-                    else:
-                        action = np.where(use_t[:, None], t_act, mine)
-                if not np.all(np.isfinite(action)):
-                    raise TrainingError(f"non-finite action in task {rt.task.name!r}; refusing to step")
-                rt.obs, rew, term, trunc = rt.venv.step(action)
-                rt.ep_ret += rew
-                rt.ep_len += 1
-                done = term | trunc
-                if done.any():
-                    rt.returns.extend(rt.ep_ret[done].tolist())
-                    rt.ep_ret[done] = 0.0
-                    rt.ep_len[done] = 0
-        for i, rt in enumerate(self.runtimes):
-            if seen_obs[i]:
-                self.student.update_normalizer(np.concatenate(seen_obs[i]), rt.task.emb_id)
-        steps = sum(written)
-        self.total_steps += steps
+        if self.pool is not None:
+            results = self.pool.collect(quotas, beta)
+        else:
+            results = {n: r.collect(self.student, quotas[n], beta) for n, r in self.runners.items()}
         dt = time.perf_counter() - t0
-        metrics = {"collect/steps_per_s": steps / dt,
-                   "collect/teacher_frac": teacher_steps / max(steps, 1),
-                   "collect/beta": beta, "collect/steps": float(steps)}
-        for rt in self.runtimes:
-            if rt.returns:
-                metrics[f"rollout/ep_return/{rt.task.name}"] = float(np.mean(rt.returns))
-        return metrics
-
-    def _teacher_behaviour(self, rt: _Runtime, tgt: ActionTarget) -> np.ndarray:
-        if self.teacher_action == "sample" and tgt.kind == "gaussian":
-            assert tgt.mean is not None and tgt.log_std is not None
-            a = tgt.mean + np.exp(tgt.log_std) * self.rng.standard_normal(tgt.mean.shape)
-            return clip_action(rt.task.teacher.action_space, a)
-        return tgt.action
+        teacher_steps = 0
+        metrics: dict[str, float] = {}
+        for t in self.tasks:
+            res = results[t.name]
+            buffer.add(t.task_id, res.rows)
+            if len(res.raw_obs):
+                self.student.update_normalizer(res.raw_obs, t.emb_id)
+            teacher_steps += res.teacher_steps
+            if res.returns:
+                metrics[f"rollout/ep_return/{t.name}"] = float(np.mean(res.returns))
+        steps = sum(quota)
+        self.total_steps += steps
+        return {"collect/steps_per_s": steps / dt, "collect/teacher_frac": teacher_steps / max(steps, 1),
+                "collect/beta": beta, "collect/steps": float(steps), **metrics}

@@ -14,6 +14,7 @@ __all__ = [
     "SpaceMismatchError",
     "TeacherError",
     "TrainingError",
+    "WorkerError",
 ]
 
 
@@ -43,3 +44,7 @@ class TeacherError(PolydistillError, ValueError):
 
 class TrainingError(PolydistillError, RuntimeError):
     """Training or collection produced non-finite values and stopped instead of going on."""
+
+
+class WorkerError(PolydistillError, RuntimeError):
+    """A rollout or training worker died, failed or stopped answering."""

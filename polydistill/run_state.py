@@ -51,7 +51,8 @@ def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "s")
         return {"__tensor__": key}
     if isinstance(obj, np.ndarray):
         key = f"{prefix}#{len(tensors)}"
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj))
+        ok = obj.flags.writeable and obj.flags.c_contiguous  # arrays from Ray are read-only
+        tensors[key] = torch.from_numpy(obj if ok else np.array(obj, order="C"))
         return {"__ndarray__": key}
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj):

@@ -118,7 +118,7 @@ class GeneralistStudent(nn.Module):
             return
         if not np.all(np.isfinite(obs)):
             raise ObservationError("normalizer update: observations contain NaN or inf")
-        x = torch.as_tensor(obs, dtype=torch.float64)
+        x = torch.tensor(obs, dtype=torch.float64)  # a copy: arrays from Ray are read-only
         n = float(x.shape[0])
         b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
         count = self.obs_count[emb_id]

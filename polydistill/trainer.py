@@ -78,6 +78,11 @@ class DistillConfig:
     """Collection rounds (DAgger iterations)."""
     n_envs: int = 8
     """Env copies per task."""
+    workers: int = 0
+    """Ray rollout actors that collect the tasks (spread round-robin); 0 collects in this
+    process. For a fixed seed both fill the buffer with the same rows."""
+    ray_address: str | None = None
+    """Ray cluster of the workers (default: ``RAY_ADDRESS``, else a new local instance)."""
     updates_per_step: float = 0.1
     """Gradient updates per collected env step."""
     beta: BetaSchedule = field(default_factory=BetaSchedule)
@@ -112,6 +117,8 @@ class DistillConfig:
             raise ConfigError(f"updates_per_step must be >= 0, got {self.updates_per_step}")
         if self.student_action not in ("mean", "sample") or self.teacher_action not in ("mean", "sample"):
             raise ConfigError("student_action and teacher_action must be 'mean' or 'sample'")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.eval_every < 0 or self.eval_episodes < 1:
@@ -220,6 +227,7 @@ class DistillTrainer:
              for i, t in enumerate(self.tasks)],
             self.student, n_envs=config.n_envs, seed=config.seed,
             student_action=config.student_action, teacher_action=config.teacher_action,
+            with_distribution=with_dist, workers=config.workers, ray_address=config.ray_address,
         )
         self.writer = None
         if log_dir is not None:
@@ -253,7 +261,11 @@ class DistillTrainer:
         Raises:
             CheckpointError: if the state belongs to a run with another config, or is damaged.
         """
-        saved, mine = json_roundtrip(state.get("config")), json_roundtrip(to_dict(self.config))
+        # where the rows are collected does not change them: workers may differ on resume
+        saved, mine = (
+            {k: v for k, v in json_roundtrip(c).items() if k not in ("workers", "ray_address")}
+            for c in (state.get("config") or {}, to_dict(self.config))
+        )
         if saved != mine:
             diff = sorted(k for k in set(saved or {}) | set(mine) if (saved or {}).get(k) != mine.get(k))
             raise CheckpointError(f"run state was written by a run with another config (differs in {diff})")

@@ -1,0 +1,267 @@
+"""Scale-out on Ray: teachers trained as Ray tasks, rollouts collected by Ray actors.
+
+Nothing here is a home-made scheduler: Ray places the work, moves the data and notices dead
+processes. Without an address a local Ray instance is started (``ray.init(num_cpus=...)``);
+with ``address`` or ``RAY_ADDRESS`` set the work joins an existing cluster, started with::
+
+    ray start --head --port=6379                 # on the head node
+    ray start --address=HEAD_IP:6379             # on every worker node
+    RAY_ADDRESS=HEAD_IP:6379 polydistill train-teacher --suite locomotion --ray
+
+Every node needs the same Python environment with polydistill installed; output folders must
+be on a file system every node sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polydistill.errors import ConfigError, WorkerError
+
+__all__ = ["init_ray", "RolloutWorker", "RolloutPool", "TeacherJob", "TeacherOutcome",
+           "train_teachers_ray"]
+
+log = logging.getLogger(__name__)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("Ray is not installed: pip install 'polydistill[ray]' (or ray>=2.9)") from None
+    return ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Connect to Ray once per process and return the ``ray`` module.
+
+    Args:
+        address: A cluster address (``HOST:PORT``), ``"auto"``, or ``None`` for ``RAY_ADDRESS``
+            if set, else a new local instance.
+        num_cpus: CPUs of a new local instance (default: all of this machine's).
+    """
+    ray = _ray()
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address is None:
+            kwargs["num_cpus"] = num_cpus
+            # workers start from this interpreter's environment (MUJOCO_GL, threads)
+            kwargs["runtime_env"] = {"env_vars": {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+                                                  "OMP_NUM_THREADS": "1"}}
+        ray.init(address=address, **kwargs)
+    return ray
+
+
+# ---------------------------------------------------------------------------- rollouts
+class RolloutWorker:
+    """Holds the env copies and teachers of some tasks and collects their rows each round.
+
+    Runs as a Ray actor (see :class:`RolloutPool`); the student is rebuilt here from the
+    embodiment table and its config, and receives the learner's weights every round.
+    """
+
+    def __init__(self, tasks: list[Any], seeds: list[int], student_config: Any, table: Any,
+                 fields: dict[str, Any], n_envs: int, student_action: str,
+                 teacher_action: str) -> None:
+        import torch
+
+        from polydistill.collector import TaskRunner
+        from polydistill.student import GeneralistStudent
+
+        torch.set_num_threads(1)
+        import polydistill.envs  # noqa: F401  (registers ids in this process)
+
+        self.student = GeneralistStudent(table, student_config)
+        self.runners = {
+            t.name: TaskRunner(t, table, fields, n_envs, s, student_action, teacher_action)
+            for t, s in zip(tasks, seeds, strict=True)
+        }
+
+    def collect(self, student_state: dict[str, Any], quotas: dict[str, int], beta: float) -> dict[str, Any]:
+        """Load the student's weights, then collect ``quotas[task]`` steps of each own task."""
+        self.student.load_state_dict(student_state)
+        return {n: r.collect(self.student, quotas[n], beta) for n, r in self.runners.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Replayable state of every own task (see :meth:`TaskRunner.state_dict`)."""
+        return {n: r.state_dict() for n, r in self.runners.items()}
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        """Restore every own task."""
+        for n, r in self.runners.items():
+            r.load_state_dict(states[n])
+
+    def pid(self) -> int:
+        """Process id of this worker (tests kill it to check that death is noticed)."""
+        return os.getpid()
+
+    def close(self) -> None:
+        """Close the env copies."""
+        for r in self.runners.values():
+            r.close()
+
+
+class RolloutPool:
+    """Tasks spread round-robin over ``workers`` Ray actors; one call per round.
+
+    A worker that dies (killed, out of memory, crashed env) raises :class:`WorkerError` as
+    soon as Ray reports it (seconds), never a hang; ``timeout_s`` also bounds a worker that
+    stops answering.
+    """
+
+    def __init__(self, tasks: list[Any], seeds: list[int], student: Any, workers: int,
+                 address: str | None = None, *, table: Any, fields: dict[str, Any], n_envs: int,
+                 student_action: str, teacher_action: str, timeout_s: float = 3600.0) -> None:
+        ray = init_ray(address, num_cpus=None)
+        self.student = student
+        self.timeout_s = timeout_s
+        self.task_names = [t.name for t in tasks]
+        n = min(workers, len(tasks))
+        if n < workers:
+            log.info("%d rollout workers asked for %d tasks: using %d", workers, len(tasks), n)
+        self.assignment = [list(range(len(tasks)))[w::n] for w in range(n)]
+        actor = ray.remote(num_cpus=1)(RolloutWorker)
+        self.actors = [
+            actor.remote([tasks[i] for i in idx], [seeds[i] for i in idx], student.config, table,
+                         fields, n_envs, student_action, teacher_action)
+            for idx in self.assignment
+        ]
+        self._get([a.pid.remote() for a in self.actors], "starting")
+
+    def _get(self, refs: list[Any], what: str) -> list[Any]:
+        ray = _ray()
+        try:
+            return ray.get(refs, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerError(f"a rollout worker did not answer within {self.timeout_s:.0f} s "
+                              f"while {what}") from None
+        except ray.exceptions.RayActorError as exc:
+            raise WorkerError(f"a rollout worker died while {what}: {exc}") from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            if isinstance(cause, Exception) and type(cause).__module__.startswith("polydistill"):
+                raise cause from None  # the worker's own typed error (bad teacher, NaN obs)
+            raise WorkerError(f"a rollout worker failed while {what}: {cause!r}") from None
+
+    def collect(self, quotas: dict[str, int], beta: float) -> dict[str, Any]:
+        """Broadcast the student's weights once, collect on every worker, merge by task."""
+        ray = _ray()
+        weights = ray.put({k: v.detach().clone() for k, v in self.student.state_dict().items()})
+        refs = [a.collect.remote(weights, {k: quotas[k] for k in self._names(w)}, beta)
+                for w, a in enumerate(self.actors)]
+        out: dict[str, Any] = {}
+        for part in self._get(refs, "collecting"):
+            out.update(part)
+        return out
+
+    def _names(self, w: int) -> list[str]:
+        return [self.task_names[i] for i in self.assignment[w]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Replayable state of every task, gathered from the workers."""
+        out: dict[str, Any] = {}
+        for part in self._get([a.state_dict.remote() for a in self.actors], "saving state"):
+            out.update(part)
+        return out
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        """Send each worker its tasks' saved state."""
+        refs = [a.load_state_dict.remote({k: states[k] for k in self._names(w)})
+                for w, a in enumerate(self.actors)]
+        self._get(refs, "restoring state")
+
+    def pids(self) -> list[int]:
+        """Process ids of the workers."""
+        return self._get([a.pid.remote() for a in self.actors], "reporting pids")
+
+    def close(self) -> None:
+        """Stop the workers."""
+        ray = _ray()
+        for a in self.actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 (already dead)
+                pass
+        self.actors = []
+
+
+# ---------------------------------------------------------------------------- teachers
+@dataclass(frozen=True)
+class TeacherJob:
+    """One specialist to train."""
+
+    env_id: str
+    out: str
+    recipe: Any
+    seed: int
+    command: str = ""
+    name: str = ""
+
+
+@dataclass
+class TeacherOutcome:
+    """What became of one :class:`TeacherJob`."""
+
+    job: TeacherJob
+    ok: bool
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def _train_one(job: TeacherJob) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    import polydistill.envs  # noqa: F401
+    from polydistill.train_teacher import train_teacher
+
+    return train_teacher(job.env_id, Path(job.out), job.recipe, seed=job.seed, progress_bar=False,
+                         command=job.command)
+
+
+def train_teachers_ray(jobs: list[TeacherJob], address: str | None = None,
+                       num_cpus: int | None = None) -> list[TeacherOutcome]:
+    """Train every job concurrently as a Ray task (one CPU each); one failure loses no other.
+
+    Returns:
+        One outcome per job, in job order, with its metrics or its error.
+    """
+    ray = init_ray(address, num_cpus)
+    task = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    t0 = time.perf_counter()
+    refs = {task.remote(j): i for i, j in enumerate(jobs)}
+    outcomes: list[TeacherOutcome | None] = [None] * len(jobs)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        i = refs[done[0]]
+        job = jobs[i]
+        try:
+            metrics = ray.get(done[0])
+            outcomes[i] = TeacherOutcome(job, True, time.perf_counter() - t0, metrics)
+            log.info("%s: mean return %.1f +- %.1f (%.0f s)", job.name or job.env_id,
+                     metrics["mean_return"], metrics["std_return"], time.perf_counter() - t0)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            outcomes[i] = TeacherOutcome(job, False, time.perf_counter() - t0, error=repr(cause))
+            log.error("%s failed: %r", job.name or job.env_id, cause)
+    return [o for o in outcomes if o is not None]
+
+
+def summarize(outcomes: list[TeacherOutcome]) -> str:
+    """A markdown table of teacher outcomes."""
+    lines = ["| teacher | status | mean return | finished after (s) |", "|---|---|---:|---:|"]
+    for o in outcomes:
+        ret = f"{o.metrics['mean_return']:.1f}" if o.ok else "-"
+        lines.append(f"| {o.job.name or o.job.env_id} | {'ok' if o.ok else 'FAILED: ' + o.error[:120]} "
+                     f"| {ret} | {o.seconds:.0f} |")
+    return "\n".join(lines)
+
