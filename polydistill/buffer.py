@@ -171,10 +171,15 @@ class DistillationBuffer:
         return slots
 
     # ------------------------------------------------------------------ read
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, reuse: bool = False) -> dict[str, np.ndarray]:
         """Draw ``batch_size`` rows, the same number from every non-empty task.
 
         The result also holds ``task`` (int64 task index per row).
+
+        Args:
+            batch_size: Rows to draw.
+            reuse: Gather into arrays kept by the buffer (no allocation per batch); they are
+                overwritten by the next ``reuse`` call, so use the batch before drawing again.
 
         Raises:
             ConfigError: if the buffer is empty or ``batch_size < 1``.
@@ -188,13 +193,21 @@ class DistillationBuffer:
         extra = batch_size - counts.sum()
         if extra:
             counts[self.rng.choice(live.size, size=extra, replace=False)] += 1
-        idx = np.concatenate([
-            t * self.part + self.rng.integers(0, self.sizes[t], size=c)
-            for t, c in zip(live, counts, strict=True)
-        ])
-        idx.sort()  # contiguous-ish reads (matters for memory-mapped storage)
-        out = {k: a[idx] for k, a in self.data.items()}
-        out["task"] = idx // self.part
+        task = np.repeat(live, counts)  # (B,) one vectorised draw for all tasks
+        idx = task * self.part + self.rng.integers(0, self.sizes[task])
+        idx.sort()  # contiguous-ish reads (memory-mapped files, caches); same order in RAM or disk
+        task = idx // self.part
+        if not reuse:
+            out = {k: a[idx] for k, a in self.data.items()}
+        else:
+            cache = self.__dict__.setdefault("_batch", {})
+            out = {}
+            for k, a in self.data.items():
+                dst = cache.get(k)
+                if dst is None or dst.shape[0] != batch_size:
+                    dst = cache[k] = np.empty((batch_size, *a.shape[1:]), dtype=a.dtype)
+                out[k] = np.take(a, idx, axis=0, out=dst)
+        out["task"] = task
         return out
 
     # ------------------------------------------------------------------ persistence

@@ -219,6 +219,18 @@ class SB3Teacher(Teacher):
         space = self.action_space
         from stable_baselines3.common.policies import ActorCriticPolicy
 
+        from stable_baselines3.common.distributions import DiagGaussianDistribution
+
+        if isinstance(policy, ActorCriticPolicy) and type(policy.action_dist) is DiagGaussianDistribution:
+            # fast path (profiled: a third of the labelling time was torch.distributions
+            # bookkeeping): the same layers as get_distribution, without building a Normal
+            features = policy.extract_features(obs_t, policy.pi_features_extractor)
+            mean_t = policy.action_net(policy.mlp_extractor.forward_actor(features))
+            if policy.squash_output:
+                raise TeacherError("squashed on-policy (gSDE squash) teachers are not supported")
+            mean = mean_t.numpy().astype(np.float64)
+            log_std = policy.log_std.expand_as(mean_t).numpy().astype(np.float64)
+            return ActionTarget("gaussian", clip_action(space, mean), mean, log_std)
         if isinstance(policy, ActorCriticPolicy):
             dist = policy.get_distribution(obs_t)
             d = dist.distribution
