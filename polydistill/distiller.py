@@ -109,8 +109,11 @@ class Distiller:
         return obs, emb, lb
 
     def _row_weights(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
-        """Per-row loss weights ``(B,)`` summing to 1: each task weighs the same, and (for
-        continuous students) each row is averaged over its real action dimensions."""
+        """Per-row loss weights ``(B,)``.
+
+        Each task weighs the same, and (for continuous students) each row is averaged over its
+        real action dimensions.
+        """
         n = len(batch["emb"])
         if self.config.balance_tasks and "task" in batch:
             task = np.asarray(batch["task"])

@@ -217,9 +217,8 @@ class SB3Teacher(Teacher):
         obs_t = torch.as_tensor(x, dtype=torch.float32)
         policy = self.policy
         space = self.action_space
-        from stable_baselines3.common.policies import ActorCriticPolicy
-
         from stable_baselines3.common.distributions import DiagGaussianDistribution
+        from stable_baselines3.common.policies import ActorCriticPolicy
 
         if isinstance(policy, ActorCriticPolicy) and type(policy.action_dist) is DiagGaussianDistribution:
             # fast path (profiled: a third of the labelling time was torch.distributions
