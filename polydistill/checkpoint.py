@@ -204,6 +204,7 @@ class DeployedStudent:
         self.recurrent = bool(getattr(student, "recurrent", False))
         self._state: torch.Tensor | None = None
         self._first: np.ndarray | None = None
+        self._frozen: dict[int, Any] = {}  # embodiment id -> folded deterministic policy
 
     def reset(self, done: Any = None) -> None:
         """Start new episodes: all of them (``done=None``) or the rows where ``done`` is true.
@@ -244,6 +245,12 @@ class DeployedStudent:
                 batch, or non-finite values.
         """
         e = self._embodiment(embodiment)
+        x, single = self._validate(obs, e)
+        padded = self.table.pad_obs(x.astype(np.float32), e)
+        return torch.from_numpy(padded), torch.full((x.shape[0],), e, dtype=torch.long), single
+
+    def _validate(self, obs: Any, e: int) -> tuple[np.ndarray, bool]:
+        """``obs`` as a finite real ``(N, obs_dim)`` array of embodiment ``e``, and whether it was one row."""
         emb = self.table.embodiments[e]
         try:
             x = np.asarray(obs)
@@ -269,8 +276,7 @@ class DeployedStudent:
             raise ObservationError(
                 f"observation for {emb.name!r} has a non-finite value at index {bad}"
             )
-        padded = self.table.pad_obs(x.astype(np.float32), e)
-        return torch.from_numpy(padded), torch.full((x.shape[0],), e, dtype=torch.long), single
+        return x, single
 
     def prepare_dict(self, obs: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """Validate a vision student's Dict observation (exactly its groups, no others).
@@ -409,9 +415,18 @@ class DeployedStudent:
         Continuous actions are clipped to the embodiment's bounds and cut to its action
         length; discrete actions are integer ids.
         """
-        if self.metadata.get("student") == "team":
+        kind = self.metadata.get("student")
+        if kind == "team":
             return self._predict_team(obs, deterministic)
-        if self.metadata.get("student") == "vision":
+        if deterministic and not self.recurrent and type(self.student) is GeneralistStudent:
+            e = self._embodiment(embodiment)
+            x, single = self._validate(obs, e)
+            policy = self._frozen.get(e)
+            if policy is None:
+                policy = self._frozen[e] = self.student.frozen_policy(e)
+            a = policy(torch.from_numpy(x.astype(np.float32, copy=False))).numpy()
+            return a[0] if single else a
+        if kind == "vision":
             x, emb, single = self.prepare_dict(obs)
         else:
             x, emb, single = self.prepare(obs, embodiment)

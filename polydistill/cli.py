@@ -447,7 +447,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measured benchmarks (see scripts/benchmark.py)")
-    p.add_argument("setup", choices=["generalist", "vision", "caml"])
+    p.add_argument("setup", choices=["generalist", "vision", "caml", "perf"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="results.json")
     p.add_argument("--steps", type=float, default=None, help="env steps of distillation per run")
@@ -456,6 +456,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--envs", nargs="+", default=None,
                    help="caml: benchmark only these envs (intersection, rendezvous)")
+    p.add_argument("--quick", action="store_true",
+                   help="perf: tiny budgets (checks every path runs; figures only indicative)")
     p.add_argument("--workers", type=int, default=0,
                    help="vision: benchmark cells run in this many processes (0: one per CPU core); "
                         "speeds are measured afterwards with the machine to themselves")
@@ -465,6 +467,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from polydistill.benchmark import run_caml_benchmark, run_generalist_benchmark, run_vision_benchmark
 
+    if args.setup == "perf":
+        from polydistill.perf import PerfBudget, run_perf_benchmark
+
+        report = run_perf_benchmark(args.out, PerfBudget.quick() if args.quick else None)
+        print(report["markdown"])
+        print(f"results: {args.out}")
+        return 0
     common = {"seeds": args.seeds, "out": args.out, "steps": args.steps, "episodes": args.episodes,
               "teachers_dir": args.teachers_dir, "progress_bar": not args.no_progress}
     if args.setup == "vision":

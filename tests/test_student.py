@@ -323,3 +323,24 @@ def test_discrete_argmax_valid_even_when_padding_would_win():
     assert torch.all(a[emb == 0] == 4)  # the embodiment that has action 4 does pick it
     # unpad_action leaves discrete ids alone
     np.testing.assert_array_equal(table.unpad_action(a.numpy(), 1), a.numpy())
+
+
+def test_frozen_policy_matches_the_generic_forward_for_every_embodiment() -> None:
+    """The deployment fast path (token folded into the bias, padding dropped) = act()."""
+    table = EmbodimentTable([
+        Embodiment.from_spaces("a", gym.spaces.Box(-np.inf, np.inf, (11,)), gym.spaces.Box(-1, 1, (3,))),
+        Embodiment.from_spaces("b", gym.spaces.Box(-np.inf, np.inf, (17,)), gym.spaces.Box(-0.5, 2, (6,))),
+    ])
+    torch.manual_seed(0)
+    s = GeneralistStudent(table, StudentConfig(hidden=(32, 16), activation="tanh"))
+    torch.nn.init.normal_(s.head.weight)  # actions far enough from 0 to hit the bounds
+    rng = np.random.default_rng(0)
+    s.update_normalizer(rng.normal(1.0, 3.0, (200, 11)), 0)
+    for e, dim in ((0, 11), (1, 17)):
+        obs = rng.normal(0, 20, (64, dim)).astype(np.float32)  # some clipped by obs_clip
+        fast = s.frozen_policy(e)(torch.from_numpy(obs)).numpy()
+        padded = torch.from_numpy(table.pad_obs(obs, e))
+        slow = table.unpad_action(s.act(padded, torch.full((64,), e)).detach().numpy(), e)
+        np.testing.assert_allclose(fast, slow, atol=1e-5)
+        low, high = table.action_low[e, : fast.shape[1]], table.action_high[e, : fast.shape[1]]
+        assert ((fast == low) | (fast == high)).any()
