@@ -190,6 +190,9 @@ class SharedView(ParallelObservationWrapper):
                     raise ConfigError(
                         f"SharedView: agent {agent!r} has no modality {m!r}; it has {sorted(space.spaces)}"
                     )
+                if not isinstance(space[m], spaces.Box):
+                    raise ConfigError(f"SharedView: modality {m!r} of agent {agent!r} must be a Box, "
+                                      f"got {space[m]}")
                 if space[m] != first[m]:
                     raise ConfigError(
                         f"SharedView: modality {m!r} differs between agents ({space[m]} vs {first[m]}); "
