@@ -456,7 +456,7 @@ def run_perf_benchmark(out: str | Path = "perf.json", budget: PerfBudget | None 
     report["seconds"] = time.perf_counter() - t_all
     report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     report["versions"] = library_versions()
-    report["command"] = f"scripts/benchmark.py perf --out {out}"
+    report["command"] = f"python scripts/benchmark.py perf --out {out}"
     if all(k in report for k in ("collection", "training", "inference", "scale_out", "growth")):
         report["markdown"] = _markdown(report)
         atomic_write_bytes(out.with_suffix(".md"), (report["markdown"] + "\n").encode())
