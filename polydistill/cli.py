@@ -14,6 +14,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from polydistill.errors import CheckpointError, PolydistillError
 
@@ -172,34 +173,34 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_distill)
 
 
-def _cmd_distill_vision(args: argparse.Namespace, data: dict) -> int:
+def _write_run_file(run_dir: Path, setup: str, out: str, config: object) -> None:
+    """``run.json``: what ``distill --resume`` needs to continue the run (setup, config, output)."""
+    from polydistill.config import to_dict
+    from polydistill.utils import atomic_write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    student_file = Path(out).name if Path(out).suffix == ".safetensors" else "."
+    atomic_write_json(run_dir / RUN_FILE, {"setup": setup, "student": student_file,
+                                           "config": to_dict(config)})
+
+
+def _cmd_distill_vision(args: argparse.Namespace, data: dict, resumed: Any = None) -> int:
     """``distill`` for a recipe with ``setup: vision`` (privileged teacher -> vision student)."""
     from polydistill.checkpoint import save_student
-    from polydistill.config import from_dict, override
     from polydistill.report import TaskRow, markdown_table, ratio, write_report
     from polydistill.utils import atomic_write_json
-    from polydistill.vision import VisionDistillConfig, VisionTrainer
+    from polydistill.vision import VisionTrainer
 
-    if args.env_id or args.suite or args.teachers_dir:
-        raise PolydistillError("--env-id/--suite/--teachers-dir do not apply to a vision recipe; "
-                               "set env_id and teacher in the recipe or with --set")
-    cfg = from_dict(VisionDistillConfig, {k: v for k, v in data.items() if k != "setup"},
-                    "VisionDistillConfig")
-    sets = _run_sets(args)
-    if args.teacher:
-        sets["teacher"] = args.teacher
-    cfg = override(override(cfg, sets), args.set)
-    if not cfg.teacher:
-        from polydistill.trainer import default_teachers_dir
-
-        shipped = {"polydistill/PointGoalVision-v0": "point-goal-vision",
-                   "polydistill/ReachVision-v0": "reach-vision"}
-        if cfg.env_id not in shipped:
-            raise PolydistillError(f"no shipped teacher for {cfg.env_id!r}: pass --teacher PATH")
-        cfg = override(cfg, {"teacher": str(default_teachers_dir() / shipped[cfg.env_id])})
-    run_dir = _run_dir(args.out)
-    trainer = VisionTrainer(cfg, progress_bar=not args.no_progress)
+    if resumed is not None:
+        cfg, run_dir = resumed, Path(args.resume)
+    else:
+        cfg = _vision_config(args, data)
+        run_dir = _run_dir(args.out)
+        _write_run_file(run_dir, "vision", args.out, cfg)
+    trainer = VisionTrainer(cfg, progress_bar=not args.no_progress, run_dir=run_dir)
     try:
+        if resumed is not None and not trainer.resume():
+            log.warning("no commit in %s yet: starting the run from round 0", run_dir)
         trainer.learn()
         path = save_student(args.out, trainer.student, {
             "setup": "vision", "env_id": cfg.env_id, "env_kwargs": dict(cfg.env_kwargs),
@@ -218,6 +219,31 @@ def _cmd_distill_vision(args: argparse.Namespace, data: dict) -> int:
         trainer.close()
     print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
     return 0
+
+
+def _vision_config(args: argparse.Namespace, data: dict) -> Any:
+    """The vision recipe ``data`` with the command line's overrides and the shipped teacher."""
+    from polydistill.config import from_dict, override
+    from polydistill.vision import VisionDistillConfig
+
+    if args.env_id or args.suite or args.teachers_dir:
+        raise PolydistillError("--env-id/--suite/--teachers-dir do not apply to a vision recipe; "
+                               "set env_id and teacher in the recipe or with --set")
+    cfg = from_dict(VisionDistillConfig, {k: v for k, v in data.items() if k != "setup"},
+                    "VisionDistillConfig")
+    sets = _run_sets(args)
+    if args.teacher:
+        sets["teacher"] = args.teacher
+    cfg = override(override(cfg, sets), args.set)
+    if not cfg.teacher:
+        from polydistill.trainer import default_teachers_dir
+
+        shipped = {"polydistill/PointGoalVision-v0": "point-goal-vision",
+                   "polydistill/ReachVision-v0": "reach-vision"}
+        if cfg.env_id not in shipped:
+            raise PolydistillError(f"no shipped teacher for {cfg.env_id!r}: pass --teacher PATH")
+        cfg = override(cfg, {"teacher": str(default_teachers_dir() / shipped[cfg.env_id])})
+    return cfg
 
 
 def _cmd_distill_caml(args: argparse.Namespace, data: dict) -> int:
@@ -257,10 +283,11 @@ def _cmd_distill_caml(args: argparse.Namespace, data: dict) -> int:
 RUN_FILE = "run.json"
 
 
-def _resume_config(args: argparse.Namespace) -> tuple[object, str]:
-    """Config and student path of the run folder ``args.resume`` (written when it started)."""
+def _resume_config(args: argparse.Namespace) -> tuple[str, object, str]:
+    """Setup, config and student path of the run folder ``args.resume`` (written at its start)."""
     from polydistill.config import from_dict
     from polydistill.trainer import DistillConfig
+    from polydistill.vision import VisionDistillConfig
 
     given = [flag for flag, v in (("--recipe", args.recipe), ("--env-id", args.env_id),
                                   ("--teacher", args.teacher), ("--suite", args.suite),
@@ -274,25 +301,29 @@ def _resume_config(args: argparse.Namespace) -> tuple[object, str]:
         run = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"--resume {args.resume!r}: not a distill run folder ({exc})") from None
-    if run.get("setup") != "generalist":
-        raise PolydistillError(f"--resume supports generalist runs; {str(path)!r} is a "
-                               f"{run.get('setup')!r} run")
+    classes = {"generalist": DistillConfig, "vision": VisionDistillConfig}
+    setup = run.get("setup")
+    if setup not in classes:
+        raise PolydistillError(f"--resume supports {sorted(classes)} runs; {str(path)!r} is a {setup!r} run")
     try:
         student = str(Path(args.resume) / run["student"])
-        return from_dict(DistillConfig, run["config"], f"DistillConfig({path})"), student
+        cls = classes[setup]
+        return setup, from_dict(cls, run["config"], f"{cls.__name__}({path})"), student
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{str(path)!r} is incomplete: {exc!r}") from None
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.checkpoint import load_student
-    from polydistill.config import load_yaml, to_dict
+    from polydistill.config import load_yaml
     from polydistill.report import EvalTask, evaluate_student, markdown_table, write_report
     from polydistill.trainer import DistillTrainer
     from polydistill.utils import atomic_write_json
 
     if args.resume:
-        cfg, args.out = _resume_config(args)
+        setup, cfg, args.out = _resume_config(args)
+        if setup == "vision":
+            return _cmd_distill_vision(args, {}, cfg)
         run_dir = Path(args.resume)
     else:
         if args.recipe:
@@ -304,9 +335,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         cfg = _distill_config(args)
         run_dir = _run_dir(args.out)
         run_dir.mkdir(parents=True, exist_ok=True)
-        student_file = Path(args.out).name if Path(args.out).suffix == ".safetensors" else "."
-        atomic_write_json(run_dir / RUN_FILE, {"setup": "generalist", "student": student_file,
-                                               "config": to_dict(cfg)})
+        _write_run_file(run_dir, "generalist", args.out, cfg)
     trainer = DistillTrainer(cfg, log_dir=run_dir / "tb", progress_bar=not args.no_progress,
                              run_dir=run_dir)
     try:
@@ -386,13 +415,13 @@ def _evaluate_vision(student: object, args: argparse.Namespace) -> int:
     from polydistill.teacher import load_teacher
     from polydistill.wrappers import flatten_groups
 
-    meta = student.metadata  # type: ignore[attr-defined]
+    meta = student.metadata
     env_id, kwargs = meta["env_id"], meta.get("env_kwargs", {})
     keys = meta.get("student_groups", ["proprio", "pixels"])
-    student.reset()  # type: ignore[attr-defined]
-    s = evaluate(env_id, lambda o: student.predict({k: o[k] for k in keys}),  # type: ignore[attr-defined]
+    student.reset()
+    s = evaluate(env_id, lambda o: student.predict({k: o[k] for k in keys}),
                  n_episodes=args.episodes, seed=args.seed, env_kwargs=kwargs,
-                 on_episode_end=student.reset)  # type: ignore[attr-defined]
+                 on_episode_end=student.reset)
     t_mean = None
     teacher_path = args.teacher or meta.get("teacher")
     if teacher_path:
@@ -408,7 +437,7 @@ def _evaluate_vision(student: object, args: argparse.Namespace) -> int:
     if args.video:
         from polydistill.video import record_vision_gif
 
-        gif = record_vision_gif(student, Path(args.video) / f"{env_id.split('/')[-1]}.gif",  # type: ignore[arg-type]
+        gif = record_vision_gif(student, Path(args.video) / f"{env_id.split('/')[-1]}.gif",
                                 seed=args.seed)
         print(f"video: {gif}")
     return 0

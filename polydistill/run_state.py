@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydistill.errors import CheckpointError
-from polydistill.utils import atomic_write_json, library_versions
+from polydistill.errors import CheckpointError, ConfigError
+from polydistill.utils import atomic_write_json, json_roundtrip, library_versions
 
 __all__ = ["save_run_state", "load_run_state", "latest_round", "clear_run_state", "flatten_state",
-           "unflatten_state"]
+           "unflatten_state", "ResumableRun", "check_same_config"]
 
 FORMAT = "polydistill.run_state"
 FORMAT_VERSION = 1
@@ -217,3 +217,70 @@ def load_run_state(root: str | Path) -> tuple[int, dict[str, Any]]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"run state version {meta.get('format_version')} != {FORMAT_VERSION}")
     return int(meta["round"]), unflatten_state(meta["state"], tensors)
+
+
+# ---------------------------------------------------------------------------- trainers
+def check_same_config(saved: Any, mine: Any, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a run state written under another config (top-level keys in ``ignore`` may differ).
+
+    Raises:
+        CheckpointError: naming the keys that differ.
+    """
+    a, b = ({k: v for k, v in json_roundtrip(c or {}).items() if k not in ignore} for c in (saved, mine))
+    if a != b:
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise CheckpointError(f"run state was written by a run with another config (differs in {diff})")
+
+
+class ResumableRun:
+    """Mixin of the trainers: commit points under ``checkpoint_dir`` and :meth:`resume`.
+
+    A trainer provides ``state_dict()`` / ``load_state_dict()`` (the whole run at a round
+    boundary), ``round`` (rounds done) and ``checkpoint_dir`` (``None``: no commits).
+    """
+
+    checkpoint_dir: Path | None
+    round: int
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole run at a round boundary."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        raise NotImplementedError
+
+    def commit(self) -> Path | None:
+        """Commit the run state under ``checkpoint_dir`` (no-op without one)."""
+        if self.checkpoint_dir is None:
+            return None
+        return save_run_state(self.checkpoint_dir, self.round, self.state_dict())
+
+    def _start_or_continue(self) -> None:
+        """At round 0, a fresh run replaces an older one's commits in the same folder."""
+        if self.round == 0 and self.checkpoint_dir is not None:
+            clear_run_state(self.checkpoint_dir)
+
+    def resume(self) -> bool:
+        """Continue from the latest commit, if there is one.
+
+        On CPU the resumed run ends with the same student, bit for bit, as an uninterrupted run.
+
+        Returns:
+            Whether a commit was found (``False``: the run starts from scratch).
+
+        Raises:
+            ConfigError: if the trainer was built without a run folder.
+            CheckpointError: if the commit is damaged or belongs to another config.
+        """
+        if self.checkpoint_dir is None:
+            raise ConfigError("resume() needs a trainer built with run_dir")
+        if latest_round(self.checkpoint_dir) is None:
+            return False
+        _, state = load_run_state(self.checkpoint_dir)
+        self.load_state_dict(state)
+        self._after_resume()
+        return True
+
+    def _after_resume(self) -> None:
+        """Hook: e.g. reopen loggers at the resumed step."""

@@ -29,13 +29,12 @@ from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.embodiment import Embodiment, EmbodimentTable
 from polydistill.errors import CheckpointError, ConfigError, SpaceMismatchError
 from polydistill.evaluation import evaluate, make_env
-from polydistill.run_state import clear_run_state, latest_round, load_run_state, save_run_state
+from polydistill.run_state import ResumableRun, check_same_config
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import (
     agents_dir,
     global_rng_state,
-    json_roundtrip,
     seed_everything,
     set_global_rng_state,
     split_evenly,
@@ -160,7 +159,7 @@ def student_act_fn(student: GeneralistStudent, emb_id: int) -> Any:
     return act
 
 
-class DistillTrainer:
+class DistillTrainer(ResumableRun):
     """Builds every component from a :class:`DistillConfig` and runs :meth:`learn`."""
 
     def __init__(self, config: DistillConfig, log_dir: str | Path | None = None,
@@ -262,13 +261,7 @@ class DistillTrainer:
             CheckpointError: if the state belongs to a run with another config, or is damaged.
         """
         # where the rows are collected does not change them: workers may differ on resume
-        saved, mine = (
-            {k: v for k, v in json_roundtrip(c).items() if k not in ("workers", "ray_address")}
-            for c in (state.get("config") or {}, to_dict(self.config))
-        )
-        if saved != mine:
-            diff = sorted(k for k in set(saved or {}) | set(mine) if (saved or {}).get(k) != mine.get(k))
-            raise CheckpointError(f"run state was written by a run with another config (differs in {diff})")
+        check_same_config(state.get("config"), to_dict(self.config), ignore=("workers", "ray_address"))
         try:
             self.student.load_state_dict(state["student"])
             self.distiller.load_state_dict(state["distiller"])
@@ -281,27 +274,8 @@ class DistillTrainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"run state is incomplete or damaged: {exc!r}") from None
 
-    def commit(self) -> Path | None:
-        """Commit the run state under ``run_dir/checkpoints`` (no-op without a ``run_dir``)."""
-        if self.checkpoint_dir is None:
-            return None
-        return save_run_state(self.checkpoint_dir, self.round, self.state_dict())
-
-    def resume(self) -> bool:
-        """Continue from the latest commit under ``run_dir/checkpoints``, if there is one.
-
-        On CPU the resumed run ends with the same student, bit for bit, as an uninterrupted run.
-        TensorBoard events written after the commit are purged.
-
-        Returns:
-            Whether a commit was found (``False``: the run starts from scratch).
-        """
-        if self.checkpoint_dir is None:
-            raise ConfigError("resume() needs a trainer built with run_dir")
-        if latest_round(self.checkpoint_dir) is None:
-            return False
-        _, state = load_run_state(self.checkpoint_dir)
-        self.load_state_dict(state)
+    def _after_resume(self) -> None:
+        """Reopen TensorBoard at the resumed step: events written after the commit are purged."""
         if self.writer is not None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -309,7 +283,6 @@ class DistillTrainer:
             self.writer = SummaryWriter(str(self.log_dir), purge_step=self.collector.total_steps + 1)
         log.info("resumed at round %d/%d (%d env steps)", self.round, self.config.rounds,
                  self.collector.total_steps)
-        return True
 
     def _check_teachers_have_distributions(self) -> None:
         for t in self.tasks:
@@ -368,8 +341,7 @@ class DistillTrainer:
         bar = tqdm(total=cfg.rounds, initial=self.round, desc="distill", unit="round",
                    disable=not self.progress_bar)
         t_start = time.perf_counter() - self.elapsed_s
-        if self.round == 0 and self.checkpoint_dir is not None:
-            clear_run_state(self.checkpoint_dir)  # a fresh run replaces an older one's commits
+        self._start_or_continue()
         stop = cfg.rounds if max_rounds is None else min(cfg.rounds, self.round + max_rounds)
         while self.round < stop:
             beta = cfg.beta.value(self.round, cfg.rounds)

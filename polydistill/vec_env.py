@@ -66,24 +66,31 @@ class ReplayVectorEnv:
         self.max_log = max_log
         self.episodes = np.zeros(self.num_envs, dtype=np.int64)
         self._log: list[list[np.ndarray]] = [[] for _ in self.envs]
-        self.obs: np.ndarray = np.empty(0)
+        self.obs: Any = np.empty(0)
 
     def action_space_sample(self) -> np.ndarray:
         """One random action per copy (from the action space's own RNG)."""
         return np.stack([np.asarray(self.single_action_space.sample()) for _ in self.envs])
 
-    def _reset_one(self, i: int) -> np.ndarray:
+    def _reset_one(self, i: int) -> Any:
         obs, _ = self.envs[i].reset(seed=episode_seed(self.seed, i, int(self.episodes[i])))
         self._log[i] = []
-        return np.asarray(obs)
+        return obs
 
-    def reset(self) -> np.ndarray:
+    @staticmethod
+    def _stack(obs: list[Any]) -> Any:
+        """Batch per-copy observations: one array, or a dict of arrays for Dict spaces."""
+        if isinstance(obs[0], dict):
+            return {k: np.stack([np.asarray(o[k]) for o in obs]) for k in obs[0]}
+        return np.stack([np.asarray(o) for o in obs])
+
+    def reset(self) -> Any:
         """Start episode 0 of every copy; returns the observations."""
         self.episodes[:] = 0
-        self.obs = np.stack([self._reset_one(i) for i in range(self.num_envs)])
+        self.obs = self._stack([self._reset_one(i) for i in range(self.num_envs)])
         return self.obs
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """Step every copy; a finished copy starts its next seeded episode at once.
 
         Returns:
@@ -110,17 +117,19 @@ class ReplayVectorEnv:
                         "env a TimeLimit (max_episode_steps) so its state stays replayable"
                     )
                 self._log[i].append(np.array(a, copy=True))
-            new_obs.append(np.asarray(o))
-        self.obs = np.stack(new_obs)  # a new array: callers may keep the previous one
+            new_obs.append(o)
+        self.obs = self._stack(new_obs)  # new arrays: callers may keep the previous ones
         return self.obs, rew, term, trunc
 
     def state_dict(self) -> dict[str, Any]:
         """Episode numbers, action logs and current observations (numpy arrays + ints)."""
+        obs = ({k: v.copy() for k, v in self.obs.items()} if isinstance(self.obs, dict)
+               else self.obs.copy())
         return {
             "episodes": self.episodes.copy(),
             "log_lengths": np.array([len(lg) for lg in self._log], dtype=np.int64),
             "actions": [np.stack(lg) if lg else np.zeros((0,), np.float32) for lg in self._log],
-            "obs": self.obs.copy(),
+            "obs": obs,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -147,10 +156,13 @@ class ReplayVectorEnv:
                     raise CheckpointError(f"replaying env copy {i}: the episode ended early; the "
                                           "env is not deterministic under seeded reset")
                 self._log[i].append(np.array(a, copy=True))
-            obs.append(np.asarray(o))
-        self.obs = np.stack(obs)
-        saved = np.asarray(state["obs"])
-        if saved.shape != self.obs.shape or not np.array_equal(saved, self.obs):
+            obs.append(o)
+        self.obs = self._stack(obs)
+        saved = state["obs"]
+        pairs = ([(np.asarray(saved.get(k)), v) for k, v in self.obs.items()] if isinstance(self.obs, dict)
+                 else [(np.asarray(saved), self.obs)])
+        if (isinstance(self.obs, dict) and set(saved) != set(self.obs)) or any(
+                a.shape != b.shape or not np.array_equal(a, b) for a, b in pairs):
             raise CheckpointError(
                 "replayed env observations differ from the saved ones: the env is not "
                 "deterministic under seeded reset + the same actions, so the run cannot resume "

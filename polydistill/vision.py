@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,21 @@ import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
 from polydistill.collector import BetaSchedule
-from polydistill.config import override
+from polydistill.config import override, to_dict
 from polydistill.distiller import Distiller, DistillerConfig
-from polydistill.errors import ConfigError, TeacherError, TrainingError
-from polydistill.evaluation import EvalResult, evaluate, make_env, make_vector_env
+from polydistill.errors import CheckpointError, ConfigError, TeacherError, TrainingError
+from polydistill.evaluation import EvalResult, evaluate, make_env
+from polydistill.run_state import ResumableRun, check_same_config
 from polydistill.student import StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import round_schedule, seed_everything, spawn_seeds
+from polydistill.utils import (
+    global_rng_state,
+    round_schedule,
+    seed_everything,
+    set_global_rng_state,
+    spawn_seeds,
+)
+from polydistill.vec_env import ReplayVectorEnv
 from polydistill.vision_student import VisionConfig, VisionStudent, random_shift
 from polydistill.wrappers import ObsGroups, flatten_groups
 
@@ -89,13 +98,24 @@ class VisionDistillConfig:
             )
 
 
-class VisionTrainer:
+class VisionTrainer(ResumableRun):
     """DAgger from a privileged teacher into a (vision or blind) student."""
 
     def __init__(self, config: VisionDistillConfig, teacher: Teacher | None = None,
-                 progress_bar: bool = True) -> None:
+                 progress_bar: bool = True, run_dir: str | Path | None = None) -> None:
+        """Build the run.
+
+        Args:
+            config: The run's configuration.
+            teacher: The privileged teacher (default: loaded from ``config.teacher``).
+            progress_bar: Show a tqdm bar over rounds.
+            run_dir: Folder of resumable run states (``run_dir/checkpoints``), committed after
+                every round; see :meth:`resume`.
+        """
         self.config = config
         self.progress_bar = progress_bar
+        self.checkpoint_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
+        self.round = 0
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         seed_everything(config.seed)
@@ -156,8 +176,11 @@ class VisionTrainer:
         self.buffer = DistillationBuffer(fields, 1, bcfg, seed=config.seed)
         mix_seed, env_seed = spawn_seeds(config.seed, 2)
         self.rng = np.random.default_rng(mix_seed)
-        self.venv = make_vector_env(config.env_id, config.n_envs, config.env_kwargs)
-        self.obs, _ = self.venv.reset(seed=env_seed)
+        self.venv = ReplayVectorEnv(
+            [lambda: make_env(config.env_id, config.env_kwargs) for _ in range(config.n_envs)],
+            seed=env_seed)
+        self.obs = self.venv.reset()
+        self._ep_ret = np.zeros(config.n_envs)
         self.total_steps = 0
         self.history: list[dict[str, float]] = []
         # recurrent collection: the student's state per env copy, episode-start flags, the
@@ -198,7 +221,7 @@ class VisionTrainer:
         stride = self.steps_per_row
         emb = torch.zeros(n, dtype=torch.long)
         written, teacher_steps, returns, seen = 0, 0, [], []
-        ep_ret = getattr(self, "_ep_ret", np.zeros(n))
+        ep_ret = self._ep_ret
         while written < steps:
             rows, teacher_action = self._labels(self.obs)
             rows["first"] = self._first.copy()
@@ -211,7 +234,7 @@ class VisionTrainer:
             teacher_steps += int(use_t.sum())
             if not np.all(np.isfinite(action)):
                 raise TrainingError("non-finite action; refusing to step")
-            self.obs, rew, term, trunc, _ = self.venv.step(action)
+            self.obs, rew, term, trunc = self.venv.step(action)
             self._first = term | trunc
             ep_ret += rew
             for i in np.flatnonzero(self._first):
@@ -253,7 +276,7 @@ class VisionTrainer:
         emb = torch.zeros(n, dtype=torch.long)
         written, teacher_steps, returns = 0, 0, []
         seen: list[np.ndarray] = []
-        ep_ret = getattr(self, "_ep_ret", np.zeros(n))
+        ep_ret = self._ep_ret
         while written < steps:
             k = min(n, steps - written)
             obs = self.obs
@@ -269,7 +292,7 @@ class VisionTrainer:
                 teacher_steps += k
             if not np.all(np.isfinite(action)):
                 raise TrainingError("non-finite action; refusing to step")
-            self.obs, rew, term, trunc, _ = self.venv.step(action)
+            self.obs, rew, term, trunc = self.venv.step(action)
             ep_ret += rew
             for i in np.flatnonzero(term | trunc):
                 returns.append(float(ep_ret[i]))
@@ -285,19 +308,67 @@ class VisionTrainer:
             out["rollout/ep_return"] = float(np.mean(returns))
         return out
 
-    def learn(self) -> VisionStudent:
-        """Run every round; returns the trained student."""
+    def learn(self, max_rounds: int | None = None) -> VisionStudent:
+        """Run the remaining rounds (at most ``max_rounds`` of them); returns the student."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         per_round, updates = round_schedule(cfg.total_steps, cfg.rounds, cfg.updates_per_step)
-        for r in tqdm(range(cfg.rounds), desc="distill (vision)", disable=not self.progress_bar):
+        self._start_or_continue()
+        stop = cfg.rounds if max_rounds is None else min(cfg.rounds, self.round + max_rounds)
+        for r in tqdm(range(self.round, stop), desc="distill (vision)", disable=not self.progress_bar,
+                      initial=self.round, total=cfg.rounds):
             m = self.collect(per_round[r], cfg.beta.value(r, cfg.rounds))
             m.update(self.distiller.train_round(self.buffer, updates[r], sum(updates)))
             if "distill/samples_per_s" in m:  # labelled steps, not sequences
                 m["distill/samples_per_s"] *= self.steps_per_row
             self.history.append({"round": float(r + 1), "env_steps": float(self.total_steps), **m})
+            self.round = r + 1
+            self.commit()
         return self.student
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole run at a round boundary.
+
+        That is: student, optimizer, buffer rows and cursors, the mixing RNG, the env copies'
+        replayable state, the recurrent collection state (hidden states, open sequences),
+        global RNGs, history and config.
+        """
+        return {
+            "config": to_dict(self.config), "round": self.round, "history": self.history,
+            "total_steps": self.total_steps, "student": self.student.state_dict(),
+            "distiller": self.distiller.state_dict(),
+            "buffer": {"state": self.buffer.state(), "data": dict(self.buffer.data)},
+            "rng": self.rng.bit_generator.state, "venv": self.venv.state_dict(),
+            "ep_ret": self._ep_ret.copy(), "hidden": self._state.clone(), "first": self._first.copy(),
+            "window": list(self._window), "since": self._since, "global_rng": global_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (replays each env copy to its saved state).
+
+        Raises:
+            CheckpointError: if the state belongs to another config or is damaged.
+        """
+        check_same_config(state.get("config"), to_dict(self.config))
+        try:
+            self.student.load_state_dict(state["student"])
+            self.distiller.load_state_dict(state["distiller"])
+            self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
+            self.rng.bit_generator.state = state["rng"]
+            self.venv.load_state_dict(state["venv"])
+            self.obs = self.venv.obs
+            self._ep_ret = np.asarray(state["ep_ret"], dtype=np.float64).copy()
+            self._state = state["hidden"].clone()
+            self._first = np.asarray(state["first"], dtype=bool).copy()
+            self._window = deque(state["window"], maxlen=self.config.seq_len)
+            self._since = int(state["since"])
+            self.total_steps = int(state["total_steps"])
+            self.history = list(state["history"])
+            self.round = int(state["round"])
+            set_global_rng_state(state["global_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"vision run state is incomplete or damaged: {exc!r}") from None
 
     def evaluate(self, episodes: int = 10, seed: int = 100_000) -> EvalResult:
         """Return of the student acting alone (deterministic mean action)."""

@@ -151,6 +151,17 @@ def test_distill_cli_selects_the_vision_setup_from_the_recipe(tmp_path) -> None:
     assert policy.metadata["setup"] == "vision" and policy.metadata["student_groups"] == ["proprio", "pixels"]
     action = policy.predict({"proprio": np.zeros(4), "pixels": np.zeros((3, 32, 32), np.uint8)})
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+    # --resume finds the vision run's config in run.json and its last commit (here: the end)
+    before = (tmp_path / "s" / "student.safetensors").read_bytes()
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "distill.py"), "--resume", str(tmp_path / "s"),
+         "--no-progress", "--eval-episodes", "0"],
+        env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from safetensors.torch import load as st_load
+
+    a, b = st_load(before), st_load((tmp_path / "s" / "student.safetensors").read_bytes())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     r = subprocess.run(
         [sys.executable, str(root / "scripts" / "evaluate.py"), "--student", str(tmp_path / "s"),
          "--episodes", "1", "--video", str(tmp_path / "video")],

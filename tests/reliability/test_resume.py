@@ -214,3 +214,29 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -
     hb = json.loads((run / "history.json").read_text())
     assert _strip_timing(ha) == _strip_timing(hb)
     assert [row["env_steps"] for row in hb][-1] == 14000
+
+
+# ------------------------------------------------------------------ vision runs
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_vision_run_resumes_round_by_round_bit_identical(tmp_path: Path, recurrent: bool) -> None:
+    """Pixels, DrQ shifts, DAgger mixing and (recurrent) open sequences all survive a resume."""
+    from test_vision import SMALL, _scripted_teacher
+
+    from polydistill.vision import VisionConfig, VisionDistillConfig, VisionTrainer
+
+    vision = VisionConfig(channels=(8, 8, 8), feature_dim=16, recurrent_size=16 if recurrent else 0)
+    cfg = VisionDistillConfig(total_steps=600, rounds=3, seq_len=8, burn_in=2, updates_per_step=0.05,
+                              **{**SMALL, "vision": vision})
+    ref = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    ref.learn()
+    ref.close()
+    for expected in range(3):
+        t = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False, run_dir=tmp_path)
+        assert t.resume() == (expected > 0) and t.round == expected
+        t.learn(max_rounds=1)
+        t.close()
+    assert _digest(t.student) == _digest(ref.student)
+    assert t.total_steps == ref.total_steps
+    assert _strip_timing(t.history) == _strip_timing(ref.history)
+    for k, arr in t.buffer.data.items():
+        assert np.array_equal(arr, ref.buffer.data[k]), k
