@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,11 +26,19 @@ import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
 from polydistill.collector import BetaSchedule
+from polydistill.config import to_dict
 from polydistill.distiller import Distiller, DistillerConfig
-from polydistill.errors import ConfigError, TeacherError, TrainingError
+from polydistill.errors import CheckpointError, ConfigError, TeacherError, TrainingError
+from polydistill.run_state import ResumableRun, check_same_config
 from polydistill.student import StudentConfig
 from polydistill.team_student import TeamConfig, TeamStudent, flatten_modalities
-from polydistill.utils import round_schedule, seed_everything, spawn_seeds
+from polydistill.utils import (
+    global_rng_state,
+    round_schedule,
+    seed_everything,
+    set_global_rng_state,
+    spawn_seeds,
+)
 
 __all__ = ["CamlConfig", "CamlTrainer", "TeamResult", "evaluate_team", "flatten_modalities"]
 
@@ -117,7 +126,15 @@ TeamPolicy = Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]
 """``act(env, obs) -> {agent: action}`` for the live agents' observations ``obs``."""
 
 
-class CamlTrainer:
+def _same_obs(a: Any, b: Any) -> bool:
+    """Exact equality of nested observation dicts of arrays."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(_same_obs(a[k], b[k]) for k in a)
+    x, y = np.asarray(a), np.asarray(b)
+    return x.shape == y.shape and bool(np.array_equal(x, y))
+
+
+class CamlTrainer(ResumableRun):
     """DAgger from the shared-knowledge teacher into per-agent students (module docstring).
 
     Args:
@@ -137,11 +154,14 @@ class CamlTrainer:
     """
 
     def __init__(self, config: CamlConfig, progress_bar: bool = True,
-                 make_env: Callable[[], Any] | None = None, teacher: TeamPolicy | None = None) -> None:
+                 make_env: Callable[[], Any] | None = None, teacher: TeamPolicy | None = None,
+                 run_dir: str | Path | None = None) -> None:
         from polydistill.envs import make_parallel
 
         self.config = config
         self.progress_bar = progress_bar
+        self.checkpoint_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
+        self.round = 0
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         seed_everything(config.seed)
@@ -183,7 +203,11 @@ class CamlTrainer:
         mix_seed, env_seed = spawn_seeds(config.seed, 2)
         self.rng = np.random.default_rng(mix_seed)
         self._env_rng = np.random.default_rng(env_seed)
-        self.obs = [e.reset(seed=int(self._env_rng.integers(1 << 31)))[0] for e in self.envs]
+        # each copy's episode seed and the joint actions since its reset: its whole state, so a
+        # resumed run rebuilds it by reset + replay instead of pickling the simulator
+        self._ep_seed = [0] * len(self.envs)
+        self._log: list[list[np.ndarray]] = [[] for _ in self.envs]
+        self.obs = [self._reset(i) for i in range(len(self.envs))]
         self.total_steps = 0
         self.history: list[dict[str, float]] = []
 
@@ -230,26 +254,90 @@ class CamlTrainer:
             teacher_steps += int((use_t & present).sum())
             for i, e in enumerate(self.envs):
                 acts = {a: action[i, self._slot[a]] for a in e.agents}
+                self._log[i].append(action[i].copy())
                 self.obs[i], *_ = e.step(acts)
                 if not e.agents:
-                    self.obs[i], _ = e.reset(seed=int(self._env_rng.integers(1 << 31)))
+                    self.obs[i] = self._reset(i)
         self.student.update_normalizer(np.concatenate(seen), 0)
         self.total_steps += written
         return {"collect/agent_steps_per_s": written / (time.perf_counter() - t0),
                 "collect/teacher_frac": teacher_steps / written, "collect/beta": beta}
 
-    def learn(self) -> TeamStudent:
-        """Run every round; returns the trained student."""
+    def _reset(self, i: int) -> Any:
+        """Start a new seeded episode in copy ``i``; returns its observations."""
+        self._ep_seed[i] = int(self._env_rng.integers(1 << 31))
+        self._log[i] = []
+        return self.envs[i].reset(seed=self._ep_seed[i])[0]
+
+    def learn(self, max_rounds: int | None = None) -> TeamStudent:
+        """Run the remaining rounds (at most ``max_rounds`` of them); returns the student."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         per_round, updates = round_schedule(cfg.total_steps, cfg.rounds, cfg.updates_per_step)
-        for r in tqdm(range(cfg.rounds), desc="distill (caml)", disable=not self.progress_bar):
+        self._start_or_continue()
+        stop = cfg.rounds if max_rounds is None else min(cfg.rounds, self.round + max_rounds)
+        for r in tqdm(range(self.round, stop), desc="distill (caml)", disable=not self.progress_bar,
+                      initial=self.round, total=cfg.rounds):
             m = self.collect(per_round[r], cfg.beta.value(r, cfg.rounds))
             m.update(self.distiller.train_round(self.buffer, updates[r], sum(updates)))
             self.history.append({"round": float(r + 1), "agent_steps": float(self.total_steps), **m})
             log.info("round %d: %s", r + 1, {k: round(v, 4) for k, v in m.items()})
+            self.round = r + 1
+            self.commit()
         return self.student
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole run at a round boundary (student, optimizer, buffer, RNGs, env replays)."""
+        n, a = len(self.agents), self.student.table.max_action_dim
+        return {
+            "config": to_dict(self.config), "round": self.round, "history": self.history,
+            "total_steps": self.total_steps, "student": self.student.state_dict(),
+            "distiller": self.distiller.state_dict(),
+            "buffer": {"state": self.buffer.state(), "data": dict(self.buffer.data)},
+            "rng": self.rng.bit_generator.state, "env_rng": self._env_rng.bit_generator.state,
+            "ep_seed": list(self._ep_seed),
+            "actions": [np.stack(lg) if lg else np.zeros((0, n, a), np.float32) for lg in self._log],
+            "obs": self.obs, "global_rng": global_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`.
+
+        Each env copy is reset with its episode seed and its joint actions are replayed; the
+        replayed observations must equal the saved ones.
+
+        Raises:
+            CheckpointError: for another config, a damaged state, or an env that does not
+                replay identically (not deterministic under seeded reset).
+        """
+        check_same_config(state.get("config"), to_dict(self.config))
+        try:
+            self.student.load_state_dict(state["student"])
+            self.distiller.load_state_dict(state["distiller"])
+            self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
+            self.rng.bit_generator.state = state["rng"]
+            self._env_rng.bit_generator.state = state["env_rng"]
+            seeds, actions = list(state["ep_seed"]), list(state["actions"])
+            if len(seeds) != len(self.envs) or len(actions) != len(self.envs):
+                raise ValueError(f"state holds {len(seeds)} env copies, this run has {len(self.envs)}")
+            for i, e in enumerate(self.envs):
+                self._ep_seed[i], self._log[i] = int(seeds[i]), []
+                obs = e.reset(seed=self._ep_seed[i])[0]
+                for row in actions[i]:
+                    obs, *_ = e.step({a: row[self._slot[a]] for a in e.agents})
+                    self._log[i].append(np.array(row, copy=True))
+                if not _same_obs(obs, state["obs"][i]):
+                    raise CheckpointError(
+                        f"replaying env copy {i} gave other observations than were saved: the env is "
+                        "not deterministic under seeded reset + the same actions")
+                self.obs[i] = obs
+            self.total_steps = int(state["total_steps"])
+            self.history = list(state["history"])
+            self.round = int(state["round"])
+            set_global_rng_state(state["global_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"caml run state is incomplete or damaged: {exc!r}") from None
 
     def policy(self) -> Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]:
         """``act(env, obs)`` of the students, for :func:`evaluate_team` (any number of agents)."""

@@ -246,21 +246,27 @@ def _vision_config(args: argparse.Namespace, data: dict) -> Any:
     return cfg
 
 
-def _cmd_distill_caml(args: argparse.Namespace, data: dict) -> int:
+def _cmd_distill_caml(args: argparse.Namespace, data: dict, resumed: Any = None) -> int:
     """``distill`` for a recipe with ``setup: caml`` (shared-knowledge teacher -> per-agent students)."""
     from polydistill.caml import CamlConfig, CamlTrainer
     from polydistill.checkpoint import save_student
     from polydistill.config import from_dict, override
     from polydistill.utils import atomic_write_json
 
-    if args.env_id or args.suite or args.teachers_dir or args.teacher:
-        raise PolydistillError("--env-id/--suite/--teachers-dir/--teacher do not apply to a caml recipe; "
-                               "use --set (e.g. --set teacher=own, --set env=rendezvous_v0)")
-    fields = {k: v for k, v in data.items() if k not in ("setup", "rl_steps")}
-    cfg = override(override(from_dict(CamlConfig, fields, "CamlConfig"), _run_sets(args)), args.set)
-    run_dir = _run_dir(args.out)
-    trainer = CamlTrainer(cfg, progress_bar=not args.no_progress)
+    if resumed is not None:
+        cfg, run_dir = resumed, Path(args.resume)
+    else:
+        if args.env_id or args.suite or args.teachers_dir or args.teacher:
+            raise PolydistillError("--env-id/--suite/--teachers-dir/--teacher do not apply to a caml "
+                                   "recipe; use --set (e.g. --set teacher=own, --set env=rendezvous_v0)")
+        fields = {k: v for k, v in data.items() if k not in ("setup", "rl_steps")}
+        cfg = override(override(from_dict(CamlConfig, fields, "CamlConfig"), _run_sets(args)), args.set)
+        run_dir = _run_dir(args.out)
+        _write_run_file(run_dir, "caml", args.out, cfg)
+    trainer = CamlTrainer(cfg, progress_bar=not args.no_progress, run_dir=run_dir)
     try:
+        if resumed is not None and not trainer.resume():
+            log.warning("no commit in %s yet: starting the run from round 0", run_dir)
         trainer.learn()
         path = save_student(args.out, trainer.student, {
             "setup": "caml", "env": cfg.env, "env_kwargs": dict(cfg.env_kwargs), "teacher": cfg.teacher,
@@ -285,6 +291,7 @@ RUN_FILE = "run.json"
 
 def _resume_config(args: argparse.Namespace) -> tuple[str, object, str]:
     """Setup, config and student path of the run folder ``args.resume`` (written at its start)."""
+    from polydistill.caml import CamlConfig
     from polydistill.config import from_dict
     from polydistill.trainer import DistillConfig
     from polydistill.vision import VisionDistillConfig
@@ -301,7 +308,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[str, object, str]:
         run = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"--resume {args.resume!r}: not a distill run folder ({exc})") from None
-    classes = {"generalist": DistillConfig, "vision": VisionDistillConfig}
+    classes = {"generalist": DistillConfig, "vision": VisionDistillConfig, "caml": CamlConfig}
     setup = run.get("setup")
     if setup not in classes:
         raise PolydistillError(f"--resume supports {sorted(classes)} runs; {str(path)!r} is a {setup!r} run")
@@ -324,6 +331,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         setup, cfg, args.out = _resume_config(args)
         if setup == "vision":
             return _cmd_distill_vision(args, {}, cfg)
+        if setup == "caml":
+            return _cmd_distill_caml(args, {}, cfg)
         run_dir = Path(args.resume)
     else:
         if args.recipe:

@@ -194,6 +194,16 @@ def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
     assert policy.metadata["setup"] == "caml" and policy.metadata["env"] == "rendezvous_v0"
     obs = {"robot_0": {"proprio": np.zeros(4), "beacon_ring": np.zeros(16), "neighbor_ring": np.zeros(16)}}
     assert policy.predict(obs)["robot_0"].shape == (2,)
+    # --resume finds the caml run's config in run.json and its last commit (here: the end)
+    before = (tmp_path / "s" / "student.safetensors").read_bytes()
+    r = subprocess.run([sys.executable, str(root / "scripts" / "distill.py"), "--resume", str(tmp_path / "s"),
+                        "--no-progress", "--eval-episodes", "0"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from safetensors.torch import load as st_load
+
+    a, b = st_load(before), st_load((tmp_path / "s" / "student.safetensors").read_bytes())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_any_parallel_env_plugs_in_with_a_modality_spec_and_a_teacher() -> None:

@@ -25,7 +25,7 @@ from polydistill.vec_env import ReplayVectorEnv
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_trainer import _config, _digest, _teachers  # noqa: E402
 
-TIMING = ("collect/steps_per_s", "distill/samples_per_s", "time/elapsed_s")
+TIMING = ("collect/steps_per_s", "collect/agent_steps_per_s", "distill/samples_per_s", "time/elapsed_s")
 
 
 def _strip_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -232,6 +232,31 @@ def test_vision_run_resumes_round_by_round_bit_identical(tmp_path: Path, recurre
     ref.close()
     for expected in range(3):
         t = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False, run_dir=tmp_path)
+        assert t.resume() == (expected > 0) and t.round == expected
+        t.learn(max_rounds=1)
+        t.close()
+    assert _digest(t.student) == _digest(ref.student)
+    assert t.total_steps == ref.total_steps
+    assert _strip_timing(t.history) == _strip_timing(ref.history)
+    for k, arr in t.buffer.data.items():
+        assert np.array_equal(arr, ref.buffer.data[k]), k
+
+
+# ------------------------------------------------------------------ CAML runs
+@pytest.mark.parametrize("env", ["rendezvous_v0", "intersection_v0"])
+def test_caml_run_resumes_round_by_round_bit_identical(tmp_path: Path, env: str) -> None:
+    """PettingZoo env copies are rebuilt by seeded reset + joint-action replay."""
+    from polydistill.caml import CamlConfig, CamlTrainer
+    from polydistill.team_student import TeamConfig
+
+    mods = ("proprio", "beacon_ring", "neighbor_ring") if env == "rendezvous_v0" else ("state", "camera")
+    cfg = CamlConfig(env=env, n_envs=2, total_steps=900, rounds=3, updates_per_step=0.05,
+                     team=TeamConfig(mods, message_dim=4))
+    ref = CamlTrainer(cfg, progress_bar=False)
+    ref.learn()
+    ref.close()
+    for expected in range(3):
+        t = CamlTrainer(cfg, progress_bar=False, run_dir=tmp_path)
         assert t.resume() == (expected > 0) and t.round == expected
         t.learn(max_rounds=1)
         t.close()
