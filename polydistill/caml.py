@@ -26,17 +26,14 @@ import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
 from polydistill.collector import BetaSchedule
-from polydistill.config import to_dict
 from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.errors import CheckpointError, ConfigError, TeacherError, TrainingError
-from polydistill.run_state import ResumableRun, check_same_config
+from polydistill.run_state import ResumableRun
 from polydistill.student import StudentConfig
 from polydistill.team_student import TeamConfig, TeamStudent, flatten_modalities
 from polydistill.utils import (
-    global_rng_state,
     round_schedule,
     seed_everything,
-    set_global_rng_state,
     spawn_seeds,
 )
 
@@ -291,14 +288,11 @@ class CamlTrainer(ResumableRun):
         """The whole run at a round boundary (student, optimizer, buffer, RNGs, env replays)."""
         n, a = len(self.agents), self.student.table.max_action_dim
         return {
-            "config": to_dict(self.config), "round": self.round, "history": self.history,
-            "total_steps": self.total_steps, "student": self.student.state_dict(),
-            "distiller": self.distiller.state_dict(),
-            "buffer": {"state": self.buffer.state(), "data": dict(self.buffer.data)},
+            **self._core_state(), "total_steps": self.total_steps,
             "rng": self.rng.bit_generator.state, "env_rng": self._env_rng.bit_generator.state,
             "ep_seed": list(self._ep_seed),
             "actions": [np.stack(lg) if lg else np.zeros((0, n, a), np.float32) for lg in self._log],
-            "obs": self.obs, "global_rng": global_rng_state(),
+            "obs": self.obs,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -308,36 +302,28 @@ class CamlTrainer(ResumableRun):
         replayed observations must equal the saved ones.
 
         Raises:
-            CheckpointError: for another config, a damaged state, or an env that does not
-                replay identically (not deterministic under seeded reset).
+            CheckpointError: for another config or an env that does not replay identically
+                (not deterministic under seeded reset); :meth:`resume` also reports a damaged
+                state as one.
         """
-        check_same_config(state.get("config"), to_dict(self.config))
-        try:
-            self.student.load_state_dict(state["student"])
-            self.distiller.load_state_dict(state["distiller"])
-            self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
-            self.rng.bit_generator.state = state["rng"]
-            self._env_rng.bit_generator.state = state["env_rng"]
-            seeds, actions = list(state["ep_seed"]), list(state["actions"])
-            if len(seeds) != len(self.envs) or len(actions) != len(self.envs):
-                raise ValueError(f"state holds {len(seeds)} env copies, this run has {len(self.envs)}")
-            for i, e in enumerate(self.envs):
-                self._ep_seed[i], self._log[i] = int(seeds[i]), []
-                obs = e.reset(seed=self._ep_seed[i])[0]
-                for row in actions[i]:
-                    obs, *_ = e.step({a: row[self._slot[a]] for a in e.agents})
-                    self._log[i].append(np.array(row, copy=True))
-                if not _same_obs(obs, state["obs"][i]):
-                    raise CheckpointError(
-                        f"replaying env copy {i} gave other observations than were saved: the env is "
-                        "not deterministic under seeded reset + the same actions")
-                self.obs[i] = obs
-            self.total_steps = int(state["total_steps"])
-            self.history = list(state["history"])
-            self.round = int(state["round"])
-            set_global_rng_state(state["global_rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"caml run state is incomplete or damaged: {exc!r}") from None
+        self._load_core_state(state)
+        self.rng.bit_generator.state = state["rng"]
+        self._env_rng.bit_generator.state = state["env_rng"]
+        seeds, actions = list(state["ep_seed"]), list(state["actions"])
+        if len(seeds) != len(self.envs) or len(actions) != len(self.envs):
+            raise CheckpointError(f"state holds {len(seeds)} env copies, this run has {len(self.envs)}")
+        for i, e in enumerate(self.envs):
+            self._ep_seed[i], self._log[i] = int(seeds[i]), []
+            obs = e.reset(seed=self._ep_seed[i])[0]
+            for row in actions[i]:
+                obs, *_ = e.step({a: row[self._slot[a]] for a in e.agents})
+                self._log[i].append(np.array(row, copy=True))
+            if not _same_obs(obs, state["obs"][i]):
+                raise CheckpointError(
+                    f"replaying env copy {i} gave other observations than were saved: the env is "
+                    "not deterministic under seeded reset + the same actions")
+            self.obs[i] = obs
+        self.total_steps = int(state["total_steps"])
 
     def policy(self) -> Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]:
         """``act(env, obs)`` of the students, for :func:`evaluate_team` (any number of agents)."""

@@ -241,6 +241,33 @@ class ResumableRun:
 
     checkpoint_dir: Path | None
     round: int
+    resume_may_differ: tuple[str, ...] = ()
+    """Config keys a resumed run may change (they do not change what is computed)."""
+
+    def _core_state(self) -> dict[str, Any]:
+        """What every trainer saves: config, progress, student, optimizer, buffer, global RNGs."""
+        from polydistill.config import to_dict
+        from polydistill.utils import global_rng_state
+
+        t: Any = self
+        return {"config": to_dict(t.config), "round": t.round, "history": t.history,
+                "student": t.student.state_dict(), "distiller": t.distiller.state_dict(),
+                "buffer": {"state": t.buffer.state(), "data": dict(t.buffer.data)},
+                "global_rng": global_rng_state()}
+
+    def _load_core_state(self, state: dict[str, Any]) -> None:
+        """Check the config, then restore what :meth:`_core_state` saved."""
+        from polydistill.config import to_dict
+        from polydistill.utils import set_global_rng_state
+
+        t: Any = self
+        check_same_config(state.get("config"), to_dict(t.config), ignore=self.resume_may_differ)
+        t.student.load_state_dict(state["student"])
+        t.distiller.load_state_dict(state["distiller"])
+        t.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
+        set_global_rng_state(state["global_rng"])
+        t.round = int(state["round"])
+        t.history = list(state["history"])
 
     def state_dict(self) -> dict[str, Any]:
         """The whole run at a round boundary."""
@@ -278,7 +305,11 @@ class ResumableRun:
         if latest_round(self.checkpoint_dir) is None:
             return False
         _, state = load_run_state(self.checkpoint_dir)
-        self.load_state_dict(state)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"run state in {str(self.checkpoint_dir)!r} is incomplete or "
+                                  f"damaged: {exc!r}") from None
         self._after_resume()
         return True
 

@@ -27,16 +27,14 @@ from polydistill.collector import BetaSchedule, Collector, CollectTask, buffer_f
 from polydistill.config import to_dict
 from polydistill.distiller import Distiller, DistillerConfig
 from polydistill.embodiment import Embodiment, EmbodimentTable
-from polydistill.errors import CheckpointError, ConfigError, SpaceMismatchError
+from polydistill.errors import ConfigError, SpaceMismatchError
 from polydistill.evaluation import evaluate, make_env
-from polydistill.run_state import ResumableRun, check_same_config
+from polydistill.run_state import ResumableRun
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import (
     agents_dir,
-    global_rng_state,
     seed_everything,
-    set_global_rng_state,
     split_evenly,
 )
 
@@ -162,6 +160,8 @@ def student_act_fn(student: GeneralistStudent, emb_id: int) -> Any:
 class DistillTrainer(ResumableRun):
     """Builds every component from a :class:`DistillConfig` and runs :meth:`learn`."""
 
+    resume_may_differ = ("workers", "ray_address")  # where rows are collected does not change them
+
     def __init__(self, config: DistillConfig, log_dir: str | Path | None = None,
                  teachers: dict[str, Teacher] | None = None, progress_bar: bool = True,
                  run_dir: str | Path | None = None) -> None:
@@ -246,33 +246,19 @@ class DistillTrainer(ResumableRun):
         That is: student, optimizer, buffer (rows, cursors, RNG), collector (RNGs, env action
         logs), global RNGs, history and config.
         """
-        return {
-            "config": to_dict(self.config), "round": self.round, "history": self.history,
-            "elapsed_s": self.elapsed_s,
-            "student": self.student.state_dict(), "distiller": self.distiller.state_dict(),
-            "buffer": {"state": self.buffer.state(), "data": dict(self.buffer.data)},
-            "collector": self.collector.state_dict(), "rng": global_rng_state(),
-        }
+        return {**self._core_state(), "elapsed_s": self.elapsed_s,
+                "collector": self.collector.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`.
 
         Raises:
-            CheckpointError: if the state belongs to a run with another config, or is damaged.
+            CheckpointError: if the state belongs to a run with another config or an env does
+                not replay identically (:meth:`resume` also reports a damaged state as one).
         """
-        # where the rows are collected does not change them: workers may differ on resume
-        check_same_config(state.get("config"), to_dict(self.config), ignore=("workers", "ray_address"))
-        try:
-            self.student.load_state_dict(state["student"])
-            self.distiller.load_state_dict(state["distiller"])
-            self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
-            self.collector.load_state_dict(state["collector"])
-            set_global_rng_state(state["rng"])
-            self.round = int(state["round"])
-            self.history = list(state["history"])
-            self.elapsed_s = float(state["elapsed_s"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"run state is incomplete or damaged: {exc!r}") from None
+        self._load_core_state(state)
+        self.collector.load_state_dict(state["collector"])
+        self.elapsed_s = float(state["elapsed_s"])
 
     def _after_resume(self) -> None:
         """Reopen TensorBoard at the resumed step: events written after the commit are purged."""

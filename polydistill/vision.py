@@ -22,18 +22,16 @@ import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
 from polydistill.collector import BetaSchedule
-from polydistill.config import override, to_dict
+from polydistill.config import override
 from polydistill.distiller import Distiller, DistillerConfig
-from polydistill.errors import CheckpointError, ConfigError, TeacherError, TrainingError
+from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation import EvalResult, evaluate, make_env
-from polydistill.run_state import ResumableRun, check_same_config
+from polydistill.run_state import ResumableRun
 from polydistill.student import StudentConfig
 from polydistill.teacher import Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import (
-    global_rng_state,
     round_schedule,
     seed_everything,
-    set_global_rng_state,
     spawn_seeds,
 )
 from polydistill.vec_env import ReplayVectorEnv
@@ -335,40 +333,29 @@ class VisionTrainer(ResumableRun):
         global RNGs, history and config.
         """
         return {
-            "config": to_dict(self.config), "round": self.round, "history": self.history,
-            "total_steps": self.total_steps, "student": self.student.state_dict(),
-            "distiller": self.distiller.state_dict(),
-            "buffer": {"state": self.buffer.state(), "data": dict(self.buffer.data)},
+            **self._core_state(), "total_steps": self.total_steps,
             "rng": self.rng.bit_generator.state, "venv": self.venv.state_dict(),
             "ep_ret": self._ep_ret.copy(), "hidden": self._state.clone(), "first": self._first.copy(),
-            "window": list(self._window), "since": self._since, "global_rng": global_rng_state(),
+            "window": list(self._window), "since": self._since,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict` (replays each env copy to its saved state).
 
         Raises:
-            CheckpointError: if the state belongs to another config or is damaged.
+            CheckpointError: if the state belongs to another config or an env does not replay
+                identically (:meth:`resume` also reports a damaged state as one).
         """
-        check_same_config(state.get("config"), to_dict(self.config))
-        try:
-            self.student.load_state_dict(state["student"])
-            self.distiller.load_state_dict(state["distiller"])
-            self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])
-            self.rng.bit_generator.state = state["rng"]
-            self.venv.load_state_dict(state["venv"])
-            self.obs = self.venv.obs
-            self._ep_ret = np.asarray(state["ep_ret"], dtype=np.float64).copy()
-            self._state = state["hidden"].clone()
-            self._first = np.asarray(state["first"], dtype=bool).copy()
-            self._window = deque(state["window"], maxlen=self.config.seq_len)
-            self._since = int(state["since"])
-            self.total_steps = int(state["total_steps"])
-            self.history = list(state["history"])
-            self.round = int(state["round"])
-            set_global_rng_state(state["global_rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"vision run state is incomplete or damaged: {exc!r}") from None
+        self._load_core_state(state)
+        self.rng.bit_generator.state = state["rng"]
+        self.venv.load_state_dict(state["venv"])
+        self.obs = self.venv.obs
+        self._ep_ret = np.asarray(state["ep_ret"], dtype=np.float64).copy()
+        self._state = state["hidden"].clone()
+        self._first = np.asarray(state["first"], dtype=bool).copy()
+        self._window = deque(state["window"], maxlen=self.config.seq_len)
+        self._since = int(state["since"])
+        self.total_steps = int(state["total_steps"])
 
     def evaluate(self, episodes: int = 10, seed: int = 100_000) -> EvalResult:
         """Return of the student acting alone (deterministic mean action)."""

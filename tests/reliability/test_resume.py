@@ -217,6 +217,23 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -
 
 
 # ------------------------------------------------------------------ vision runs
+def _resume_every_round_equals_uninterrupted(make, tmp_path: Path, rounds: int) -> None:  # noqa: ANN001
+    """A new trainer per round, each resuming the last commit, ends where one run ends."""
+    ref = make(None)
+    ref.learn()
+    ref.close()
+    for expected in range(rounds):
+        t = make(tmp_path)
+        assert t.resume() == (expected > 0) and t.round == expected
+        t.learn(max_rounds=1)
+        t.close()
+    assert _digest(t.student) == _digest(ref.student)
+    assert t.total_steps == ref.total_steps
+    assert _strip_timing(t.history) == _strip_timing(ref.history)
+    for k, arr in t.buffer.data.items():
+        assert np.array_equal(arr, ref.buffer.data[k]), k
+
+
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_vision_run_resumes_round_by_round_bit_identical(tmp_path: Path, recurrent: bool) -> None:
     """Pixels, DrQ shifts, DAgger mixing and (recurrent) open sequences all survive a resume."""
@@ -227,19 +244,9 @@ def test_vision_run_resumes_round_by_round_bit_identical(tmp_path: Path, recurre
     vision = VisionConfig(channels=(8, 8, 8), feature_dim=16, recurrent_size=16 if recurrent else 0)
     cfg = VisionDistillConfig(total_steps=600, rounds=3, seq_len=8, burn_in=2, updates_per_step=0.05,
                               **{**SMALL, "vision": vision})
-    ref = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
-    ref.learn()
-    ref.close()
-    for expected in range(3):
-        t = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False, run_dir=tmp_path)
-        assert t.resume() == (expected > 0) and t.round == expected
-        t.learn(max_rounds=1)
-        t.close()
-    assert _digest(t.student) == _digest(ref.student)
-    assert t.total_steps == ref.total_steps
-    assert _strip_timing(t.history) == _strip_timing(ref.history)
-    for k, arr in t.buffer.data.items():
-        assert np.array_equal(arr, ref.buffer.data[k]), k
+    _resume_every_round_equals_uninterrupted(
+        lambda run_dir: VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False, run_dir=run_dir),
+        tmp_path, 3)
 
 
 # ------------------------------------------------------------------ CAML runs
@@ -252,16 +259,5 @@ def test_caml_run_resumes_round_by_round_bit_identical(tmp_path: Path, env: str)
     mods = ("proprio", "beacon_ring", "neighbor_ring") if env == "rendezvous_v0" else ("state", "camera")
     cfg = CamlConfig(env=env, n_envs=2, total_steps=900, rounds=3, updates_per_step=0.05,
                      team=TeamConfig(mods, message_dim=4))
-    ref = CamlTrainer(cfg, progress_bar=False)
-    ref.learn()
-    ref.close()
-    for expected in range(3):
-        t = CamlTrainer(cfg, progress_bar=False, run_dir=tmp_path)
-        assert t.resume() == (expected > 0) and t.round == expected
-        t.learn(max_rounds=1)
-        t.close()
-    assert _digest(t.student) == _digest(ref.student)
-    assert t.total_steps == ref.total_steps
-    assert _strip_timing(t.history) == _strip_timing(ref.history)
-    for k, arr in t.buffer.data.items():
-        assert np.array_equal(arr, ref.buffer.data[k]), k
+    _resume_every_round_equals_uninterrupted(
+        lambda run_dir: CamlTrainer(cfg, progress_bar=False, run_dir=run_dir), tmp_path, 3)
