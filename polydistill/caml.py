@@ -36,6 +36,7 @@ from polydistill.utils import (
     seed_everything,
     spawn_seeds,
 )
+from polydistill.vec_env import same_observations
 
 __all__ = ["CamlConfig", "CamlTrainer", "TeamResult", "evaluate_team", "flatten_modalities"]
 
@@ -121,14 +122,6 @@ def evaluate_team(make: Callable[[], Any], act: Callable[[Any, dict[str, Any]], 
 
 TeamPolicy = Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]
 """``act(env, obs) -> {agent: action}`` for the live agents' observations ``obs``."""
-
-
-def _same_obs(a: Any, b: Any) -> bool:
-    """Exact equality of nested observation dicts of arrays."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and set(a) == set(b) and all(_same_obs(a[k], b[k]) for k in a)
-    x, y = np.asarray(a), np.asarray(b)
-    return x.shape == y.shape and bool(np.array_equal(x, y))
 
 
 class CamlTrainer(ResumableRun):
@@ -318,7 +311,7 @@ class CamlTrainer(ResumableRun):
             for row in actions[i]:
                 obs, *_ = e.step({a: row[self._slot[a]] for a in e.agents})
                 self._log[i].append(np.array(row, copy=True))
-            if not _same_obs(obs, state["obs"][i]):
+            if not same_observations(obs, state["obs"][i]):
                 raise CheckpointError(
                     f"replaying env copy {i} gave other observations than were saved: the env is "
                     "not deterministic under seeded reset + the same actions")

@@ -163,8 +163,9 @@ def _run_dir(out: str) -> Path:
 def _add_distill(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("distill", help="distil teacher(s) into one student")
     _add_distill_args(p)
-    p.add_argument("--out", default="runs/distill",
-                   help="student path: a folder (student.safetensors inside) or a .safetensors file")
+    p.add_argument("--out", default=None,
+                   help="student path: a folder (student.safetensors inside) or a .safetensors file "
+                   "(default: runs/distill)")
     p.add_argument("--eval-episodes", type=int, default=5,
                    help="evaluate student and teachers after training (0: skip)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -292,17 +293,21 @@ RUN_FILE = "run.json"
 def _resume_config(args: argparse.Namespace) -> tuple[str, object, str]:
     """Setup, config and student path of the run folder ``args.resume`` (written at its start)."""
     from polydistill.caml import CamlConfig
-    from polydistill.config import from_dict
+    from polydistill.config import from_dict, override, parse_assignments
     from polydistill.trainer import DistillConfig
     from polydistill.vision import VisionDistillConfig
 
     given = [flag for flag, v in (("--recipe", args.recipe), ("--env-id", args.env_id),
                                   ("--teacher", args.teacher), ("--suite", args.suite),
                                   ("--teachers-dir", args.teachers_dir), ("--steps", args.steps),
-                                  ("--seed", args.seed), ("--loss", args.loss), ("--bc", args.bc),
-                                  ("--set", args.set)) if v]
+                                  ("--seed", args.seed), ("--loss", args.loss), ("--out", args.out))
+             if v is not None] + (["--bc"] if args.bc else [])
+    sets = parse_assignments(args.set)
+    movable = {"workers", "ray_address"}  # where rows are collected; what is computed stays the same
+    given += [f"--set {k}" for k in sets if k not in movable]
     if given:
-        raise PolydistillError(f"--resume keeps the run's config; do not also give {', '.join(given)}")
+        raise PolydistillError(f"--resume keeps the run's config and folder; do not also give "
+                               f"{', '.join(given)} (only --set workers=N / ray_address=ADDR may change)")
     path = Path(args.resume) / RUN_FILE
     try:
         run = json.loads(path.read_text())
@@ -312,10 +317,12 @@ def _resume_config(args: argparse.Namespace) -> tuple[str, object, str]:
     setup = run.get("setup")
     if setup not in classes:
         raise PolydistillError(f"--resume supports {sorted(classes)} runs; {str(path)!r} is a {setup!r} run")
+    if sets and setup != "generalist":
+        raise PolydistillError(f"--set {', '.join(sets)}: only generalist runs collect with Ray workers")
     try:
         student = str(Path(args.resume) / run["student"])
         cls = classes[setup]
-        return setup, from_dict(cls, run["config"], f"{cls.__name__}({path})"), student
+        return setup, override(from_dict(cls, run["config"], f"{cls.__name__}({path})"), sets), student
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{str(path)!r} is incomplete: {exc!r}") from None
 
@@ -327,6 +334,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.trainer import DistillTrainer
     from polydistill.utils import atomic_write_json
 
+    if args.out is None and not args.resume:
+        args.out = "runs/distill"
     if args.resume:
         setup, cfg, args.out = _resume_config(args)
         if setup == "vision":

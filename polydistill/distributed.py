@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polydistill.errors import ConfigError, WorkerError
+from polydistill.errors import ConfigError, PolydistillError, WorkerError
 
 __all__ = ["init_ray", "RolloutWorker", "RolloutPool", "TeacherJob", "TeacherOutcome",
            "train_teachers_ray"]
@@ -133,7 +133,11 @@ class RolloutPool:
                          fields, n_envs, student_action, teacher_action)
             for idx in self.assignment
         ]
-        self._get([a.pid.remote() for a in self.actors], "starting")
+        try:
+            self._get([a.pid.remote() for a in self.actors], "starting")
+        except BaseException:
+            self.close()  # no orphaned actors holding CPUs
+            raise
 
     def _get(self, refs: list[Any], what: str) -> list[Any]:
         ray = _ray()
@@ -146,9 +150,11 @@ class RolloutPool:
             raise WorkerError(f"a rollout worker died while {what}: {exc}") from None
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            if isinstance(cause, Exception) and type(cause).__module__.startswith("polydistill"):
+            if isinstance(cause, PolydistillError):
                 raise cause from None  # the worker's own typed error (bad teacher, NaN obs)
             raise WorkerError(f"a rollout worker failed while {what}: {cause!r}") from None
+        except ray.exceptions.RayError as exc:  # lost objects, out of memory, crashed workers
+            raise WorkerError(f"Ray failed while {what}: {exc!r}") from None
 
     def collect(self, quotas: dict[str, int], beta: float) -> dict[str, Any]:
         """Broadcast the student's weights once, collect on every worker, merge by task."""

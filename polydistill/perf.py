@@ -37,6 +37,7 @@ from polydistill.buffer import BufferConfig, DistillationBuffer
 from polydistill.collector import Collector, CollectTask, buffer_fields
 from polydistill.distiller import Distiller, DistillerConfig, make_optimizer
 from polydistill.embodiment import Embodiment, EmbodimentTable
+from polydistill.errors import WorkerError
 from polydistill.evaluation import make_env
 from polydistill.student import GeneralistStudent, StudentConfig
 from polydistill.teacher import load_teacher
@@ -323,8 +324,8 @@ def measure_scale_out(budget: PerfBudget, out_dir: Path) -> dict[str, float]:
     outcomes = train_teachers_ray(jobs)
     par = time.perf_counter() - t0
     failed = [o.error for o in outcomes if not o.ok]
-    if failed:
-        log.error("Ray teacher training failed: %s", failed)
+    if failed:  # a fast failure must not pass for a speed-up
+        raise WorkerError(f"Ray teacher training failed, no scale-out figure: {failed}")
     res.update({"teachers_sequential_s": seq, "teachers_ray_s": par, "n_teachers": len(jobs),
                 "teacher_steps": budget.teacher_steps})
     return res
@@ -414,14 +415,14 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{s['collect_sps_1_worker']:,.0f} (1 worker) | "
         f"{s['collect_sps_2_workers'] / s['collect_sps_1_worker']:.2f}x | |",
         "",
-        "| embodiments | collection env steps/s | buffer rows | buffer MiB | training samples/s |",
+        "| embodiments | collection env steps/s | buffer capacity (rows) | buffer MiB | training samples/s |",
         "|---:|---:|---:|---:|---:|",
     ]
     for g in r["growth"]:
         if g["kind"] == "embodiments":
             lines.append(f"| {g['embodiments']} | {g['collect_sps']:,.0f} | {g['buffer_rows']:,} | "
                          f"{g['buffer_mb']:.1f} | {g['train_sps']:,.0f} |")
-    lines += ["", "| buffer rows (4 embodiments) | MiB | training samples/s |", "|---:|---:|---:|"]
+    lines += ["", "| buffer capacity (rows, 4 embodiments) | MiB | training samples/s |", "|---:|---:|---:|"]
     for g in r["growth"]:
         if g["kind"] == "buffer_size":
             lines.append(f"| {g['buffer_rows']:,} | {g['buffer_mb']:.1f} | {g['train_sps']:,.0f} |")
@@ -456,7 +457,8 @@ def run_perf_benchmark(out: str | Path = "perf.json", budget: PerfBudget | None 
     report["seconds"] = time.perf_counter() - t_all
     report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     report["versions"] = library_versions()
-    report["command"] = f"python scripts/benchmark.py perf --out {out}"
+    quick = " --quick" if budget == PerfBudget.quick() else ""
+    report["command"] = f"python scripts/benchmark.py perf --out {out}{quick}"
     if all(k in report for k in ("collection", "training", "inference", "scale_out", "growth")):
         report["markdown"] = _markdown(report)
         atomic_write_bytes(out.with_suffix(".md"), (report["markdown"] + "\n").encode())

@@ -7,8 +7,8 @@ with array references), never pickle.
 
 The commit protocol makes a kill at any moment harmless::
 
-    checkpoints/.round-000007.tmp-<pid>/   <- written and fsynced file by file
-    checkpoints/round-000007/             <- the folder renamed in one step
+    checkpoints/.round-000007-<id>.tmp-<pid>/   <- written and fsynced file by file
+    checkpoints/round-000007-<id>/             <- the folder renamed in one step
     checkpoints/latest.json               <- then this pointer, replaced atomically, with
                                              the SHA-256 of both files
 
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydistill.errors import CheckpointError, ConfigError
+from polydistill.errors import CheckpointError, ConfigError, PolydistillError
 from polydistill.utils import atomic_write_json, json_roundtrip, library_versions
 
 __all__ = ["save_run_state", "load_run_state", "latest_round", "clear_run_state", "flatten_state",
@@ -127,7 +127,9 @@ def save_run_state(root: str | Path, round_idx: int, state: dict[str, Any]) -> P
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"round-{round_idx:06d}"
+    # a fresh name every commit: the folder the pointer names is never touched before the
+    # new pointer is in place (re-committing a round must not delete the only good commit)
+    name = f"round-{round_idx:06d}-{os.urandom(4).hex()}"
     tmp = root / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -143,8 +145,6 @@ def save_run_state(root: str | Path, round_idx: int, state: dict[str, Any]) -> P
     atomic_write_json(tmp / "state.json", meta)
     _fsync_dir(tmp)
     final = root / name
-    if final.exists():  # a commit of this round that was never pointed at (killed before it)
-        shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
     atomic_write_json(root / POINTER, {
@@ -307,6 +307,8 @@ class ResumableRun:
         _, state = load_run_state(self.checkpoint_dir)
         try:
             self.load_state_dict(state)
+        except PolydistillError:
+            raise  # typed errors (replay mismatch, dead worker, bad config) say what they are
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"run state in {str(self.checkpoint_dir)!r} is incomplete or "
                                   f"damaged: {exc!r}") from None

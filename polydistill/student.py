@@ -135,12 +135,13 @@ class GeneralistStudent(nn.Module):
     def _norm_stats(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of every embodiment in ``dtype``, recomputed only when they change.
 
-        Keyed by the buffers' version counters (bumped by every in-place update, including
-        ``load_state_dict``), so the cache cannot go stale; profiled, recomputing them per call
-        was a third of the student's forward time in collection.
+        Keyed by the buffers' storage and version counters (a new buffer from ``.to()`` or
+        ``load_state_dict(assign=True)`` has new storage; every in-place update bumps the
+        version), so a changed statistic is never served from the cache. Profiled,
+        recomputing them per call was a third of the student's forward time in collection.
         """
-        key = (self.obs_mean._version, self.obs_var._version, self.obs_mean.device, dtype,
-               torch.is_inference_mode_enabled())
+        key = (self.obs_mean.data_ptr(), self.obs_var.data_ptr(), self.obs_mean._version,
+               self.obs_var._version, self.obs_mean.device, dtype, torch.is_inference_mode_enabled())
         cache = self.__dict__.get("_norm_cache")
         if cache is None or cache[0] != key:
             with torch.no_grad():

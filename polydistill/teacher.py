@@ -218,12 +218,14 @@ class SB3Teacher(Teacher):
         policy = self.policy
         space = self.action_space
         from stable_baselines3.common.distributions import DiagGaussianDistribution
-        from stable_baselines3.common.policies import ActorCriticPolicy
+        from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 
         if isinstance(policy, ActorCriticPolicy) and type(policy.action_dist) is DiagGaussianDistribution:
             # fast path (profiled: a third of the labelling time was torch.distributions
             # bookkeeping): the same layers as get_distribution, without building a Normal
-            features = policy.extract_features(obs_t, policy.pi_features_extractor)
+            # BasePolicy's version, as get_distribution does: ActorCriticPolicy's override returns
+            # a (pi, vf) tuple when the extractors are not shared
+            features = BasePolicy.extract_features(policy, obs_t, policy.pi_features_extractor)
             mean_t = policy.action_net(policy.mlp_extractor.forward_actor(features))
             if policy.squash_output:
                 raise TeacherError("squashed on-policy (gSDE squash) teachers are not supported")

@@ -348,7 +348,7 @@ class DistillTrainer(ResumableRun):
             bar.update(1)
             log.debug("round %d: %s", self.round, metrics)
             every = cfg.checkpoint_every
-            if self.round == cfg.rounds or (every and self.round % every == 0):
+            if self.round in (cfg.rounds, stop) or (every and self.round % every == 0):
                 self.commit()
         bar.close()
         if self.writer is not None:

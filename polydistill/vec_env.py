@@ -36,13 +36,21 @@ import numpy as np
 
 from polydistill.errors import CheckpointError, ConfigError, TrainingError
 
-__all__ = ["ReplayVectorEnv", "episode_seed"]
+__all__ = ["ReplayVectorEnv", "episode_seed", "same_observations"]
 
 
 def episode_seed(base_seed: int, env_index: int, episode: int) -> int:
     """Reset seed of episode ``episode`` of copy ``env_index`` (independent streams)."""
     ss = np.random.SeedSequence([int(base_seed) & 0xFFFFFFFF, env_index, episode])
     return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+def same_observations(a: Any, b: Any) -> bool:
+    """Exact equality of observations: arrays, or (nested) dicts of arrays."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(same_observations(a[k], b[k]) for k in a)
+    x, y = np.asarray(a), np.asarray(b)
+    return x.shape == y.shape and bool(np.array_equal(x, y))
 
 
 class ReplayVectorEnv:
@@ -127,7 +135,6 @@ class ReplayVectorEnv:
                else self.obs.copy())
         return {
             "episodes": self.episodes.copy(),
-            "log_lengths": np.array([len(lg) for lg in self._log], dtype=np.int64),
             "actions": [np.stack(lg) if lg else np.zeros((0,), np.float32) for lg in self._log],
             "obs": obs,
         }
@@ -158,11 +165,7 @@ class ReplayVectorEnv:
                 self._log[i].append(np.array(a, copy=True))
             obs.append(o)
         self.obs = self._stack(obs)
-        saved = state["obs"]
-        pairs = ([(np.asarray(saved.get(k)), v) for k, v in self.obs.items()] if isinstance(self.obs, dict)
-                 else [(np.asarray(saved), self.obs)])
-        if (isinstance(self.obs, dict) and set(saved) != set(self.obs)) or any(
-                a.shape != b.shape or not np.array_equal(a, b) for a, b in pairs):
+        if not same_observations(self.obs, state["obs"]):
             raise CheckpointError(
                 "replayed env observations differ from the saved ones: the env is not "
                 "deterministic under seeded reset + the same actions, so the run cannot resume "

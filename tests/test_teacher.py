@@ -465,3 +465,22 @@ def test_load_teacher_damaged_sb3_zip(ppo_pendulum, tmp_path: Path, damage: str)
                 z.writestr(name, src.read(name))
     with pytest.raises(polydistill.TeacherError):
         load_teacher(tmp_path / "model.zip")
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_sb3_gaussian_fast_path_equals_the_policy_distribution(share: bool) -> None:
+    """The labelling fast path reads the same layers as SB3's get_distribution (shared or
+    separate feature extractors)."""
+    import stable_baselines3 as sb3
+
+    from polydistill.teacher import SB3Teacher
+
+    model = sb3.PPO("MlpPolicy", "Pendulum-v1", seed=0, device="cpu",
+                    policy_kwargs={"net_arch": [16], "share_features_extractor": share})
+    teacher = SB3Teacher(model)
+    obs = np.random.default_rng(0).normal(size=(7, 3))
+    tgt = teacher.action_dist(obs)
+    with torch.no_grad():
+        d = model.policy.get_distribution(torch.as_tensor(obs, dtype=torch.float32)).distribution
+    np.testing.assert_allclose(tgt.mean, d.mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(tgt.log_std, torch.log(d.stddev).numpy(), atol=1e-6)

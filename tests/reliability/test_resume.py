@@ -142,6 +142,11 @@ def _committed_round(run: Path) -> int:
         return 0
 
 
+def _latest_dir(run: Path) -> Path:
+    ckpt = run / "checkpoints"
+    return ckpt / json.loads((ckpt / "latest.json").read_text())["dir"]
+
+
 def _wait(pred, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> bool:  # noqa: ANN001
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -205,8 +210,8 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -
     for k in a:
         assert torch.equal(a[k], b[k]), (k, log)
     # the whole committed state (buffer rows, cursors, optimizer, RNGs) matches too
-    sa = load_file(str(ref / "checkpoints" / "round-000014" / "state.safetensors"))
-    sb = load_file(str(run / "checkpoints" / "round-000014" / "state.safetensors"))
+    sa, sb = (load_file(str(_latest_dir(r) / "state.safetensors")) for r in (ref, run))
+    assert _committed_round(ref) == _committed_round(run) == 14
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), (k, log)
@@ -261,3 +266,23 @@ def test_caml_run_resumes_round_by_round_bit_identical(tmp_path: Path, env: str)
                      team=TeamConfig(mods, message_dim=4))
     _resume_every_round_equals_uninterrupted(
         lambda run_dir: CamlTrainer(cfg, progress_bar=False, run_dir=run_dir), tmp_path, 3)
+
+
+def test_resume_refuses_other_run_flags_but_allows_a_new_worker_count(tmp_path: Path) -> None:
+    import argparse
+
+    from polydistill.cli import _resume_config, build_parser
+    from polydistill.errors import PolydistillError
+
+    (tmp_path / "run.json").write_text(json.dumps({"setup": "generalist", "student": ".",
+                                                   "config": {"total_steps": 1000}}))
+
+    def parse(*extra: str) -> argparse.Namespace:
+        return build_parser().parse_args(["distill", "--resume", str(tmp_path), *extra])
+
+    for flags in (["--seed", "0"], ["--steps", "0"], ["--out", "elsewhere"], ["--set", "seed=3"], ["--bc"]):
+        with pytest.raises(PolydistillError, match="keeps the run's config"):
+            _resume_config(parse(*flags))
+    setup, cfg, student = _resume_config(parse("--set", "workers=2"))
+    assert setup == "generalist" and cfg.workers == 2 and cfg.total_steps == 1000
+    assert student == str(tmp_path / ".")
