@@ -288,7 +288,6 @@ class Collector:
         self.table = student.table
         self.fields = buffer_fields(self.table, with_distribution)
         self.tasks = list(tasks)
-        self.n_envs = n_envs
         self.total_steps = 0
         seeds = spawn_seeds(seed, len(tasks))
         args = dict(table=self.table, fields=self.fields, n_envs=n_envs,

@@ -249,7 +249,6 @@ class VisionTrainer(ResumableRun):
                 self.buffer.add(0, seq)
                 written += k * stride
                 self._since = 0
-        self._ep_ret = ep_ret
         self.student.update_normalizer(np.concatenate(seen), 0)
         return written, teacher_steps / (len(seen) * n), returns
 
@@ -296,7 +295,6 @@ class VisionTrainer(ResumableRun):
                 returns.append(float(ep_ret[i]))
                 ep_ret[i] = 0.0
             written += k
-        self._ep_ret = ep_ret
         self.student.update_normalizer(np.concatenate(seen), 0)
         self.total_steps += written
         dt = time.perf_counter() - t0
