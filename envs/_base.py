@@ -1,21 +1,56 @@
-"""What the shipped multi-agent worlds share: one observation and one action space for all agents."""
+"""What the shipped multi-agent worlds share, and the contract the CAML path relies on.
+
+:class:`PosedWorld` and :class:`ExpertWorld` are the protocols a ``ParallelEnv`` (its
+``unwrapped``) meets for :class:`~polydistill.wrappers.pettingzoo.SharedView`'s relative poses
+and for :class:`~polydistill.teachers.ScriptedExpert`; :class:`HomogeneousParallelEnv`, the base
+of the shipped worlds, declares both.
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from abc import abstractmethod
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from polydistill.errors import ConfigError
+
+Knowledge = Literal["shared", "own", "full"]
+"""What a scripted expert knows: every agent's sensing (``shared``), one agent's (``own``), or
+everything (``full``, an oracle)."""
+
+
+@runtime_checkable
+class PosedWorld(Protocol):
+    """A multi-agent world that can say where each agent is."""
+
+    def agent_pose(self, agent: str) -> np.ndarray:
+        """Pose of ``agent`` (any fixed-length vector; relative poses are differences)."""
+        ...
+
+
+@runtime_checkable
+class ExpertWorld(PosedWorld, Protocol):
+    """A world with a scripted privileged expert: what the CAML setup needs of an env.
+
+    Besides these methods, ``step`` reports ``infos[agent]["collision"]`` (bool) for every
+    agent, which the team evaluation counts as accidents.
+    """
+
+    def expert_actions(self, knowledge: Knowledge = "shared") -> dict[str, np.ndarray]:
+        """The expert's action for every live agent, knowing what ``knowledge`` says."""
+        ...
 
 
 class HomogeneousParallelEnv(ParallelEnv):
     """A ``ParallelEnv`` whose agents all share ``_obs_space`` and ``_act_space``.
 
     Subclasses set ``possible_agents``, ``_index`` (agent -> row), ``_obs_space`` and
-    ``_act_space``; unknown agent ids raise :class:`~polydistill.ConfigError`.
+    ``_act_space``, and implement the :class:`ExpertWorld` methods; unknown agent ids raise
+    :class:`~polydistill.ConfigError`.
     """
 
     possible_agents: list[str]
@@ -49,3 +84,11 @@ class HomogeneousParallelEnv(ParallelEnv):
     def _check_agent(self, agent: str) -> None:
         if agent not in self._index:
             raise ConfigError(f"unknown agent {agent!r}; this env has {self.possible_agents}")
+
+    @abstractmethod
+    def agent_pose(self, agent: str) -> np.ndarray:
+        """Pose of ``agent`` (see :class:`PosedWorld`)."""
+
+    @abstractmethod
+    def expert_actions(self, knowledge: Knowledge = "shared") -> dict[str, np.ndarray]:
+        """The scripted expert's actions for the live agents (see :class:`ExpertWorld`)."""

@@ -151,7 +151,7 @@ def make_vision_env(task: str, size: int = 64, frame_stack: int = 1, pixels: boo
         **kwargs: Passed to the MuJoCo env (e.g. ``render_mode``).
     """
     from polydistill.errors import ConfigError
-    from polydistill.wrappers import FrameStackKey, PixelObservation, SplitObservation
+    from polydistill.wrappers.gymnasium import FrameStackKey, PixelObservation, SplitObservation
 
     if task not in _CLASSES:
         raise ConfigError(f"unknown vision task {task!r}; valid: {sorted(_CLASSES)}")

@@ -1,6 +1,6 @@
 """polydistill: policy distillation from specialist teachers into generalist students."""
 
-from polydistill.checkpoint import DeployedStudent, load_student, save_student
+from polydistill.deploy import DeployedStudent, load_student, save_student
 from polydistill.errors import (
     CheckpointError,
     ConfigError,

@@ -6,11 +6,12 @@ import logging
 import time
 from pathlib import Path
 
-from polydistill.checkpoint import load_student
-from polydistill.config import from_dict, load_yaml, override
-from polydistill.report import evaluate_student, markdown_table, suite_eval_tasks, write_report
-from polydistill.trainer import DistillConfig, DistillTrainer, default_teachers_dir
-from polydistill.utils import agents_dir, atomic_write_json
+from polydistill.config import override
+from polydistill.deploy import load_student
+from polydistill.evaluation.report import evaluate_student, markdown_table, suite_eval_tasks, write_report
+from polydistill.setups import read_recipe
+from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, default_teachers_dir
+from polydistill.utils import atomic_write_json
 
 __all__ = ["run_quickstart", "default_distill_config", "ensure_teachers"]
 
@@ -19,10 +20,10 @@ log = logging.getLogger(__name__)
 SUITE = "locomotion"
 
 
-def default_distill_config() -> DistillConfig:
+def default_distill_config() -> GeneralistConfig:
     """The shipped distillation recipe (``agents/distill.yaml``)."""
-    path = agents_dir() / "distill.yaml"
-    return from_dict(DistillConfig, load_yaml(path), f"DistillConfig({path})")
+    setup, recipe = read_recipe(None)
+    return setup.run.config_from(recipe)  # type: ignore[return-value]
 
 
 def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = True) -> Path:
@@ -32,7 +33,7 @@ def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = 
     into ``out/teachers`` with its recipe and ``seed``, and the shipped ones are linked beside.
     """
     from polydistill.envs import get_suite
-    from polydistill.train_teacher import load_recipe, train_teacher
+    from polydistill.teachers.train import load_recipe, train_teacher
 
     shipped = default_teachers_dir()
     tasks = get_suite(SUITE)
@@ -74,7 +75,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = F
         sets["total_steps"] = int(steps)
     cfg = override(default_distill_config(), sets)
     t0 = time.perf_counter()
-    trainer = DistillTrainer(cfg, log_dir=out / "tb", progress_bar=progress_bar)
+    trainer = GeneralistRun(cfg, log_dir=out / "tb", progress_bar=progress_bar)
     try:
         trainer.learn()
         student_path = trainer.save(out / "student")

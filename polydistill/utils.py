@@ -17,8 +17,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
-           "agents_dir", "spawn_seeds", "split_evenly", "round_schedule", "global_rng_state",
-           "set_global_rng_state", "json_roundtrip"]
+           "agents_dir", "spawn_seeds", "split_evenly", "global_rng_state", "set_global_rng_state",
+           "json_roundtrip", "make_env", "resolve"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -124,7 +124,26 @@ def json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def round_schedule(total_steps: int, rounds: int, updates_per_step: float) -> tuple[list[int], list[int]]:
-    """Labelled steps and gradient updates of every DAgger round (steps sum to ``total_steps``)."""
-    steps = split_evenly(total_steps, rounds)
-    return steps, [int(round(updates_per_step * s)) for s in steps]
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwargs: Any) -> Any:
+    """``gymnasium.make`` with user errors (unknown id, bad keyword) turned into ConfigError."""
+    import gymnasium as gym
+
+    import polydistill.envs  # noqa: F401  (registers polydistill/ ids)
+    from polydistill.errors import ConfigError
+
+    try:
+        return gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
+    except gym.error.Error as exc:
+        raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"bad env_kwargs {dict(env_kwargs or {})} for {env_id!r}: {exc}") from None
+
+
+def resolve(target: Any) -> Any:
+    """``target`` itself, or the object a ``"package.module:attribute"`` string names."""
+    if not isinstance(target, str):
+        return target
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

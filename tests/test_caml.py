@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from polydistill.caml import CamlConfig, CamlTrainer, flatten_modalities
-from polydistill.collector import BetaSchedule
+from polydistill.distill.run import BetaSchedule
 from polydistill.errors import ConfigError, ObservationError
-from polydistill.student import StudentConfig
-from polydistill.team_student import TeamConfig, TeamStudent
+from polydistill.setups.caml import CamlConfig, CamlRun
+from polydistill.students import StudentConfig
+from polydistill.students.team import TeamConfig, TeamStudent, flatten_modalities
 
 simple_spread_v3 = pytest.importorskip("mpe2.simple_spread_v3")
 
@@ -73,24 +73,26 @@ def test_flatten_refuses_training_only_or_missing_modalities() -> None:
 
 def test_unknown_modality_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no modality \\['radar'\\]"):
-        CamlTrainer(CamlConfig(**RV, team=TeamConfig(("proprio", "radar"))), progress_bar=False)
+        CamlRun(CamlConfig(**RV, team=TeamConfig(("proprio", "radar"))), progress_bar=False)
 
 
 def test_students_never_read_training_only_modalities(monkeypatch: pytest.MonkeyPatch) -> None:
-    import polydistill.caml as caml
+    import polydistill.setups.caml as caml
+    import polydistill.students.team as team
 
     seen: set[str] = set()
-    original = caml.flatten_modalities
+    original = team.flatten_modalities
 
     def spy(obs, modalities, sizes=None):  # noqa: ANN001, ANN202
         seen.update(obs)
         return original(obs, modalities, sizes)
 
-    monkeypatch.setattr(caml, "flatten_modalities", spy)
+    monkeypatch.setattr(caml, "flatten_modalities", spy)  # collection
+    monkeypatch.setattr(team, "flatten_modalities", spy)  # deployment (evaluation)
     cfg = CamlConfig(**RV, team=TeamConfig(("proprio", "beacon_ring")), total_steps=300, rounds=1)
-    trainer = CamlTrainer(cfg, progress_bar=False)
+    trainer = CamlRun(cfg, progress_bar=False)
     trainer.learn()
-    trainer.evaluate(episodes=1)
+    trainer.evaluate_policy(episodes=1)
     trainer.close()
     assert seen == {"proprio", "beacon_ring"}
 
@@ -98,8 +100,8 @@ def test_students_never_read_training_only_modalities(monkeypatch: pytest.Monkey
 def test_collection_survives_agents_leaving_mid_episode() -> None:
     cfg = CamlConfig(env="intersection_v0", n_envs=2, total_steps=3000, rounds=1,
                      student=StudentConfig(hidden=(32,)), beta=BetaSchedule("constant", 0.0))
-    trainer = CamlTrainer(cfg, progress_bar=False)
-    trainer.collect(3000, 0.0)  # untrained students crash and leave; envs reset underneath
+    trainer = CamlRun(cfg, progress_bar=False)
+    trainer.collector.collect([3000], 0.0, trainer.buffer)  # untrained students crash and leave; envs reset
     present = trainer.buffer.data["present"][: trainer.buffer.sizes[0]]
     trainer.close()
     assert trainer.total_steps >= 3000
@@ -110,14 +112,14 @@ def test_collection_survives_agents_leaving_mid_episode() -> None:
 def test_short_caml_run_beats_untrained_students_and_runs_with_other_team_sizes() -> None:
     cfg = CamlConfig(**RV, team=TeamConfig(("proprio", "beacon_ring", "neighbor_ring")), total_steps=12_000,
                      rounds=4, seed=0)
-    trainer = CamlTrainer(cfg, progress_bar=False)
-    before = trainer.evaluate(episodes=6).mean_return
+    trainer = CamlRun(cfg, progress_bar=False)
+    before = trainer.evaluate_policy(episodes=6).mean_return
     teacher = trainer.evaluate_teacher(episodes=6).mean_return
     trainer.learn()
-    after = trainer.evaluate(episodes=6).mean_return
+    after = trainer.evaluate_policy(episodes=6).mean_return
     assert after > before + 0.5 * (teacher - before), (before, after, teacher)
     for n in (2, 4):  # trained with 3 robots
-        assert np.isfinite(trainer.evaluate(episodes=2, n_agents=n).mean_return)
+        assert np.isfinite(trainer.evaluate_policy(episodes=2, n_agents=n).mean_return)
     trainer.close()
 
 
@@ -125,7 +127,7 @@ def test_parallel_vec_env_shares_one_sb3_policy_across_agents_that_leave() -> No
     from stable_baselines3 import PPO
 
     from polydistill.envs import make_parallel
-    from polydistill.ma_vec import ParallelVecEnv
+    from polydistill.wrappers.sb3 import ParallelVecEnv
 
     venv = ParallelVecEnv(lambda: make_parallel("intersection_v0"), 2, ("state", "camera"), seed=0)
     assert venv.num_envs == 8 and venv.observation_space.shape == (6 + 256,)
@@ -146,18 +148,21 @@ def test_parallel_vec_env_shares_one_sb3_policy_across_agents_that_leave() -> No
 
 
 def test_team_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None:
-    from polydistill.checkpoint import load_student, save_student
+    from polydistill.deploy.checkpoint import load_student, save_student
 
     cfg = CamlConfig(**{**RV, "team": TeamConfig(("proprio", "beacon_ring"), message_dim=4)},
                      total_steps=300, rounds=1)
-    trainer = CamlTrainer(cfg, progress_bar=False)
+    trainer = CamlRun(cfg, progress_bar=False)
     trainer.learn()
     policy = load_student(save_student(tmp_path / "team", trainer.student))
-    env = trainer.envs[0]
+    from polydistill.envs import make_parallel
+    from polydistill.setups.caml import team_policy
+
+    env = make_parallel("rendezvous_v0")
     obs, _ = env.reset(seed=3)
     deployable = {a: {m: o[m] for m in ("proprio", "beacon_ring")} for a, o in obs.items()}
     got = policy.predict(deployable)
-    want = trainer.policy()(env, obs)
+    want = team_policy(trainer.deployed())(env, obs)  # the in-memory student, all modalities offered
     trainer.close()
     assert set(got) == set(obs)
     for a in got:
@@ -208,7 +213,7 @@ def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
 
 def test_any_parallel_env_plugs_in_with_a_modality_spec_and_a_teacher() -> None:
     """mpe2's simple_spread, grouped into modalities, with a hand-written teacher: no code changes."""
-    from polydistill.multiagent import ModalityGroups
+    from polydistill.wrappers.pettingzoo import ModalityGroups
 
     spec = {"self": (0, 4), "landmarks": (4, 10), "others": (10, 14)}
 
@@ -226,13 +231,13 @@ def test_any_parallel_env_plugs_in_with_a_modality_spec_and_a_teacher() -> None:
 
     cfg = CamlConfig(env="mpe2-simple-spread", team=TeamConfig(("self", "landmarks")), total_steps=6000,
                      rounds=3, n_envs=4, updates_per_step=0.2, student=StudentConfig(hidden=(64, 64)))
-    trainer = CamlTrainer(cfg, progress_bar=False, make_env=make, teacher=nearest_landmark)
-    before = trainer.evaluate(episodes=10).mean_return
+    trainer = CamlRun(cfg, progress_bar=False, make_env=make, teacher=nearest_landmark)
+    before = trainer.evaluate_policy(episodes=10).mean_return
     teacher = trainer.evaluate_teacher(episodes=10).mean_return
     trainer.learn()
-    after = trainer.evaluate(episodes=10).mean_return
+    after = trainer.evaluate_policy(episodes=10).mean_return
     with pytest.raises(ConfigError, match="custom make_env"):
-        trainer.evaluate(episodes=1, n_agents=4)
+        trainer.evaluate_policy(episodes=1, n_agents=4)
     trainer.close()
     assert teacher > before + 1.0, (before, teacher)
     assert after > before + 0.5 * (teacher - before), (before, after, teacher)

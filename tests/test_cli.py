@@ -103,7 +103,7 @@ def test_train_teacher_script_writes_model_stats_and_manifest(tmp_path: Path) ->
 
 
 def test_train_teacher_sac(tmp_path: Path) -> None:
-    from polydistill.train_teacher import TeacherRecipe, train_teacher
+    from polydistill.teachers.train import TeacherRecipe, train_teacher
 
     recipe = TeacherRecipe(algo="sac", n_envs=1, n_timesteps=300, normalize=False,
                            hyperparams={"learning_starts": 100, "batch_size": 32},
@@ -164,7 +164,7 @@ def test_quickstart_runs_the_whole_pipeline_on_a_small_budget(tmp_path: Path) ->
 
 
 def test_dotted_hyperparameter_override_merges_into_the_recipe() -> None:
-    from polydistill.train_teacher import load_recipe
+    from polydistill.teachers.train import load_recipe
 
     base = load_recipe("polydistill/Hopper-v0")
     r = load_recipe("polydistill/Hopper-v0", overrides={"hyperparams.learning_rate": 1e-4})

@@ -10,10 +10,10 @@ from typing import Any, Literal
 import pytest
 
 import polydistill.agents
-from polydistill.collector import BetaSchedule
 from polydistill.config import from_dict, load_yaml, override, parse_value, to_dict
+from polydistill.distill.run import BetaSchedule
 from polydistill.errors import ConfigError, PolydistillError
-from polydistill.trainer import DistillConfig
+from polydistill.setups.generalist import GeneralistConfig
 
 
 @dataclass(frozen=True)
@@ -127,31 +127,31 @@ def test_missing_required_field_is_config_error():
 
 def test_post_init_errors_propagate_as_config_error():
     with pytest.raises(ConfigError, match="BetaSchedule"):
-        from_dict(DistillConfig, {"beta": {"start": 2.0}})
+        from_dict(GeneralistConfig, {"beta": {"start": 2.0}})
     with pytest.raises(ConfigError):
-        from_dict(DistillConfig, {"rounds": 0})
+        from_dict(GeneralistConfig, {"rounds": 0})
 
 
 def test_distill_config_strictness():
     with pytest.raises(ConfigError) as info:
-        from_dict(DistillConfig, {"total_step": 10})
+        from_dict(GeneralistConfig, {"total_step": 10})
     msg = str(info.value)
     assert "total_step" in msg
-    for f in dataclasses.fields(DistillConfig):
+    for f in dataclasses.fields(GeneralistConfig):
         assert f.name in msg
-    cfg = from_dict(DistillConfig, {"total_steps": "1e5", "buffer": {"capacity": 2e4}})
+    cfg = from_dict(GeneralistConfig, {"total_steps": "1e5", "buffer": {"capacity": 2e4}})
     assert cfg.total_steps == 100_000 and type(cfg.total_steps) is int
     assert cfg.buffer.capacity == 20_000 and type(cfg.buffer.capacity) is int
     with pytest.raises(ConfigError):
-        from_dict(DistillConfig, {"buffer": {"strategy": "lifo"}})
+        from_dict(GeneralistConfig, {"buffer": {"strategy": "lifo"}})
     with pytest.raises(ConfigError):
-        from_dict(DistillConfig, {"student": {"hidden": "256"}})
+        from_dict(GeneralistConfig, {"student": {"hidden": "256"}})
 
 
 def test_shipped_distill_recipe_loads():
     recipe = Path(polydistill.agents.__file__).parent / "distill.yaml"
-    cfg = from_dict(DistillConfig, load_yaml(recipe))
-    assert isinstance(cfg, DistillConfig)
+    cfg = from_dict(GeneralistConfig, load_yaml(recipe))
+    assert isinstance(cfg, GeneralistConfig)
     assert type(cfg.total_steps) is int and type(cfg.buffer.capacity) is int
 
 
@@ -161,8 +161,8 @@ def test_to_dict_round_trip():
     assert data["inner"]["widths"] == [4, 4]
     assert data["items"] == [to_dict(Inner(lr=2.0))]
     assert from_dict(Outer, data) == cfg
-    full = DistillConfig()
-    assert from_dict(DistillConfig, to_dict(full)) == full
+    full = GeneralistConfig()
+    assert from_dict(GeneralistConfig, to_dict(full)) == full
     with pytest.raises(ConfigError):
         to_dict({"not": "a dataclass"})
 
@@ -200,13 +200,13 @@ def test_override_whole_section():
 
 
 def test_override_distill_config():
-    cfg = DistillConfig()
+    cfg = GeneralistConfig()
     new = override(cfg, ["distiller.lr=3e-4", "rounds=5", "beta.kind=linear", "student.hidden=[64, 64]"])
     assert new.distiller.lr == pytest.approx(3e-4)
     assert new.rounds == 5
     assert new.beta.kind == "linear"
     assert new.student.hidden == (64, 64)
-    assert cfg == DistillConfig()
+    assert cfg == GeneralistConfig()
 
 
 def test_override_strips_whitespace_around_key():

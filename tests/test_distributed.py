@@ -14,10 +14,14 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from polydistill.distributed import TeacherJob, init_ray, train_teachers_ray  # noqa: E402
+from polydistill.collect.ray import init_ray  # noqa: E402
 from polydistill.errors import WorkerError  # noqa: E402
-from polydistill.train_teacher import load_recipe  # noqa: E402
-from polydistill.trainer import DistillTrainer  # noqa: E402
+from polydistill.setups.generalist import GeneralistRun  # noqa: E402
+from polydistill.teachers.train import (  # noqa: E402
+    TeacherJob,
+    load_recipe,  # noqa: E402
+    train_teachers_ray,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_trainer import _config, _digest, _teachers  # noqa: E402
@@ -33,10 +37,10 @@ def local_cluster():  # noqa: ANN201
 
 def test_ray_workers_collect_the_same_rows_as_the_local_path() -> None:
     cfg = _config(rounds=3, total_steps=2400)
-    local = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    local = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
     local.learn()
     local.close()
-    dist = DistillTrainer(_config(rounds=3, total_steps=2400, workers=2), teachers=_teachers(),
+    dist = GeneralistRun(_config(rounds=3, total_steps=2400, workers=2), teachers=_teachers(),
                           progress_bar=False)
     assert len(set(dist.collector.pool.pids())) == 2 and os.getpid() not in dist.collector.pool.pids()
     dist.learn()
@@ -49,16 +53,16 @@ def test_ray_workers_collect_the_same_rows_as_the_local_path() -> None:
 
 def test_ray_run_resumes_into_a_local_one(tmp_path: Path) -> None:
     """Run state gathered from Ray workers restores into local runners (and back)."""
-    ref = DistillTrainer(_config(rounds=2, total_steps=1600), teachers=_teachers(), progress_bar=False)
+    ref = GeneralistRun(_config(rounds=2, total_steps=1600), teachers=_teachers(), progress_bar=False)
     ref.learn()
     ref.close()
-    first = DistillTrainer(_config(rounds=2, total_steps=1600, workers=2), teachers=_teachers(),
+    first = GeneralistRun(_config(rounds=2, total_steps=1600, workers=2), teachers=_teachers(),
                            progress_bar=False, run_dir=tmp_path)
     first.learn(max_rounds=1)
     first.close()
     state_file = tmp_path / "checkpoints" / "latest.json"
     assert json.loads(state_file.read_text())["round"] == 1
-    second = DistillTrainer(_config(rounds=2, total_steps=1600, workers=0), teachers=_teachers(),
+    second = GeneralistRun(_config(rounds=2, total_steps=1600, workers=0), teachers=_teachers(),
                             progress_bar=False, run_dir=tmp_path)
     assert second.resume()
     second.learn()
@@ -67,7 +71,7 @@ def test_ray_run_resumes_into_a_local_one(tmp_path: Path) -> None:
 
 
 def test_a_killed_rollout_worker_raises_within_30_seconds() -> None:
-    trainer = DistillTrainer(_config(rounds=2, total_steps=400_000, workers=2), teachers=_teachers(),
+    trainer = GeneralistRun(_config(rounds=2, total_steps=400_000, workers=2), teachers=_teachers(),
                              progress_bar=False)
     victim = trainer.collector.pool.pids()[0]
     threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from polydistill.checkpoint import load_student, save_student
-from polydistill.embodiment import Embodiment, EmbodimentTable
+from polydistill.deploy.checkpoint import load_student, save_student
 from polydistill.errors import ConfigError
-from polydistill.student import GeneralistStudent, StudentConfig
-from polydistill.team_student import TeamConfig, TeamStudent
-from polydistill.vision_student import VisionConfig, VisionStudent
+from polydistill.students import GeneralistStudent, StudentConfig
+from polydistill.students.embodiment import Embodiment, EmbodimentTable
+from polydistill.students.team import TeamConfig, TeamStudent
+from polydistill.students.vision import VisionConfig, VisionStudent
 
 ort = pytest.importorskip("onnxruntime")
 FORMATS = ["onnx", "torchscript"]

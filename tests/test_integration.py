@@ -6,12 +6,12 @@ import pytest
 
 import polydistill.envs  # noqa: F401
 from polydistill.buffer import BufferConfig
-from polydistill.checkpoint import load_student
-from polydistill.distiller import DistillerConfig
+from polydistill.deploy.checkpoint import load_student
+from polydistill.distill.distiller import DistillerConfig
 from polydistill.evaluation import evaluate
-from polydistill.student import StudentConfig
-from polydistill.teacher import load_teacher
-from polydistill.trainer import DistillConfig, DistillTrainer, TaskConfig, default_teachers_dir
+from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig, default_teachers_dir
+from polydistill.students import StudentConfig
+from polydistill.teachers import load_teacher
 
 ENV = "polydistill/DoublePendulum-v0"
 
@@ -19,14 +19,14 @@ ENV = "polydistill/DoublePendulum-v0"
 @pytest.mark.slow
 def test_dagger_student_reaches_90_percent_of_shipped_teacher(tmp_path) -> None:
     teacher_dir = default_teachers_dir() / "pendulum"
-    cfg = DistillConfig(
+    cfg = GeneralistConfig(
         tasks=(TaskConfig("pendulum", ENV, str(teacher_dir), "pendulum"),),
         total_steps=40_000, rounds=5, n_envs=4, updates_per_step=0.2, seed=0,
         student=StudentConfig(hidden=(128, 128)),
         distiller=DistillerConfig(batch_size=256, lr=1e-3),
         buffer=BufferConfig(capacity=40_000),
     )
-    trainer = DistillTrainer(cfg, log_dir=tmp_path / "tb", progress_bar=False)
+    trainer = GeneralistRun(cfg, log_dir=tmp_path / "tb", progress_bar=False)
     trainer.learn()
     path = trainer.save(tmp_path / "student")
     trainer.close()

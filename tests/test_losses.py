@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal, kl_divergence
 
-from polydistill.embodiment import Embodiment, EmbodimentTable
+from polydistill.distill.losses import LOSSES, Loss, LossBatch, list_losses, make_loss
 from polydistill.errors import ConfigError
-from polydistill.losses import LOSSES, Loss, LossBatch, list_losses, make_loss
-from polydistill.student import GeneralistStudent, StudentConfig, StudentOutput
+from polydistill.students import GeneralistStudent, StudentConfig, StudentOutput
+from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 CONTINUOUS = [n for n in list_losses() if LOSSES[n]().action_kind == "continuous"]
 DISCRETE = [n for n in list_losses() if LOSSES[n]().action_kind == "discrete"]

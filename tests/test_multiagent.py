@@ -13,7 +13,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 from polydistill.envs import list_parallel_envs, make_parallel
 from polydistill.envs.intersection import IntersectionEnv, _blocked
 from polydistill.errors import ConfigError, PolydistillError
-from polydistill.multiagent import (
+from polydistill.wrappers.pettingzoo import (
     SHARED_PREFIX,
     ModalityDropout,
     ModalityGroups,

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("onnxruntime")
 
-from polydistill.perf import PerfBudget, run_perf_benchmark  # noqa: E402
+from polydistill.bench.perf import PerfBudget, run_perf_benchmark  # noqa: E402
 
 SCHEMA = {
     "collection": ("labeled_sps", "vector_sps", "raw_mj_sps"),

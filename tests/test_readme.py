@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from polydistill.trainer import DistillConfig, DistillTrainer, TaskConfig, default_teachers_dir
+from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig, default_teachers_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,8 @@ def test_deploy_a_student_examples_run(tmp_path: Path) -> None:
     assert len(blocks) == 2, "expected the load/predict and the export examples"
     assert len(blocks[0].strip().splitlines()) <= 12
     task = TaskConfig("hopper", "polydistill/Hopper-v0", str(default_teachers_dir() / "hopper"), "hopper")
-    cfg = DistillConfig(tasks=(task,), total_steps=400, rounds=1, n_envs=2)
-    trainer = DistillTrainer(cfg, progress_bar=False)
+    cfg = GeneralistConfig(tasks=(task,), total_steps=400, rounds=1, n_envs=2)
+    trainer = GeneralistRun(cfg, progress_bar=False)
     trainer.learn()
     trainer.save(tmp_path / "runs" / "quickstart" / "student")
     trainer.close()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from polydistill.embodiment import Embodiment, EmbodimentTable
 from polydistill.errors import ConfigError, ObservationError, PolydistillError
-from polydistill.student import GeneralistStudent, StudentConfig
+from polydistill.students import GeneralistStudent, StudentConfig
+from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 SMALL = StudentConfig(hidden=(32, 32))
 
@@ -325,8 +325,9 @@ def test_discrete_argmax_valid_even_when_padding_would_win():
     np.testing.assert_array_equal(table.unpad_action(a.numpy(), 1), a.numpy())
 
 
-def test_frozen_policy_matches_the_generic_forward_for_every_embodiment() -> None:
-    """The deployment fast path (token folded into the bias, padding dropped) = act()."""
+def test_fast_policy_equals_the_generic_forward_bit_for_bit() -> None:
+    """The deployment fast path does act()'s arithmetic: the same actions, to the last bit, so
+    evaluating through predict() gives the figures the training-time forward gives."""
     table = EmbodimentTable([
         Embodiment.from_spaces("a", gym.spaces.Box(-np.inf, np.inf, (11,)), gym.spaces.Box(-1, 1, (3,))),
         Embodiment.from_spaces("b", gym.spaces.Box(-np.inf, np.inf, (17,)), gym.spaces.Box(-0.5, 2, (6,))),
@@ -337,10 +338,18 @@ def test_frozen_policy_matches_the_generic_forward_for_every_embodiment() -> Non
     rng = np.random.default_rng(0)
     s.update_normalizer(rng.normal(1.0, 3.0, (200, 11)), 0)
     for e, dim in ((0, 11), (1, 17)):
-        obs = rng.normal(0, 20, (64, dim)).astype(np.float32)  # some clipped by obs_clip
-        fast = s.frozen_policy(e)(torch.from_numpy(obs)).numpy()
-        padded = torch.from_numpy(table.pad_obs(obs, e))
-        slow = table.unpad_action(s.act(padded, torch.full((64,), e)).detach().numpy(), e)
-        np.testing.assert_allclose(fast, slow, atol=1e-5)
+        for n in (1, 5, 64):
+            obs = rng.normal(0, 20, (n, dim)).astype(np.float32)  # some clipped by obs_clip
+            fast = s.policy(e)(torch.from_numpy(obs)).numpy()
+            padded = torch.from_numpy(table.pad_obs(obs, e))
+            slow = table.unpad_action(s.act(padded, torch.full((n,), e)).detach().numpy(), e)
+            np.testing.assert_array_equal(fast, slow)
         low, high = table.action_low[e, : fast.shape[1]], table.action_high[e, : fast.shape[1]]
         assert ((fast == low) | (fast == high)).any()
+    with torch.no_grad():  # it reads the live weights and statistics: never stale
+        s.head.bias.add_(0.1)
+    s.update_normalizer(rng.normal(0.0, 1.0, (50, 11)), 0)
+    obs = rng.normal(0, 1, (4, 11)).astype(np.float32)
+    padded = torch.from_numpy(table.pad_obs(obs, 0))
+    slow = table.unpad_action(s.act(padded, torch.zeros(4, dtype=torch.long)).detach().numpy(), 0)
+    np.testing.assert_array_equal(s.policy(0)(torch.from_numpy(obs)).numpy(), slow)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import polydistill
-from polydistill.teacher import (
+from polydistill.teachers import (
     ActionTarget,
     CallableTeacher,
     ObsNormalizer,
@@ -473,7 +473,7 @@ def test_sb3_gaussian_fast_path_equals_the_policy_distribution(share: bool) -> N
     separate feature extractors)."""
     import stable_baselines3 as sb3
 
-    from polydistill.teacher import SB3Teacher
+    from polydistill.teachers import SB3Teacher
 
     model = sb3.PPO("MlpPolicy", "Pendulum-v1", seed=0, device="cpu",
                     policy_kwargs={"net_arch": [16], "share_features_extractor": share})

@@ -11,13 +11,13 @@ import torch
 
 import polydistill.envs  # noqa: F401  (registers the polydistill/ ids)
 from polydistill.buffer import BufferConfig
-from polydistill.collector import BetaSchedule
-from polydistill.distiller import DistillerConfig
+from polydistill.collect.replay import ReplayVectorEnv
+from polydistill.distill.distiller import DistillerConfig
+from polydistill.distill.run import BetaSchedule
 from polydistill.errors import ConfigError, SpaceMismatchError
-from polydistill.student import StudentConfig
-from polydistill.teacher import TorchTeacher
-from polydistill.trainer import DistillConfig, DistillTrainer, TaskConfig
-from polydistill.vec_env import ReplayVectorEnv
+from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig
+from polydistill.students import StudentConfig
+from polydistill.teachers import TorchTeacher
 
 HOPPER = "polydistill/Hopper-v0"
 PEND = "polydistill/DoublePendulum-v0"
@@ -41,7 +41,7 @@ def _torch_teacher(env_id: str, seed: int = 0) -> TorchTeacher:
     return TorchTeacher(Gauss(), env.observation_space, env.action_space)
 
 
-def _config(**kw) -> DistillConfig:
+def _config(**kw) -> GeneralistConfig:
     base = dict(
         tasks=(TaskConfig("hop", HOPPER, "unused", "hopper"), TaskConfig("pend", PEND, "unused", "pendulum")),
         total_steps=1600, rounds=4, n_envs=4, updates_per_step=0.05,
@@ -50,7 +50,7 @@ def _config(**kw) -> DistillConfig:
         buffer=BufferConfig(capacity=600),
     )
     base.update(kw)
-    return DistillConfig(**base)
+    return GeneralistConfig(**base)
 
 
 def _teachers() -> dict[str, TorchTeacher]:
@@ -68,7 +68,7 @@ def _digest(module: torch.nn.Module) -> str:
 def test_teacher_never_changes_and_student_does() -> None:
     teachers = _teachers()
     before = {k: _digest(t.module) for k, t in teachers.items()}
-    trainer = DistillTrainer(_config(), teachers=teachers, progress_bar=False)
+    trainer = GeneralistRun(_config(), teachers=teachers, progress_bar=False)
     student_before = _digest(trainer.student)
     trainer.learn()
     trainer.close()
@@ -79,19 +79,19 @@ def test_teacher_never_changes_and_student_does() -> None:
 def test_same_seed_gives_identical_student_weights() -> None:
     digests = []
     for _ in range(2):
-        trainer = DistillTrainer(_config(seed=7), teachers=_teachers(), progress_bar=False)
+        trainer = GeneralistRun(_config(seed=7), teachers=_teachers(), progress_bar=False)
         trainer.learn()
         trainer.close()
         digests.append(_digest(trainer.student))
     assert digests[0] == digests[1]
-    trainer = DistillTrainer(_config(seed=8), teachers=_teachers(), progress_bar=False)
+    trainer = GeneralistRun(_config(seed=8), teachers=_teachers(), progress_bar=False)
     trainer.learn()
     trainer.close()
     assert _digest(trainer.student) != digests[0]
 
 
 def test_buffer_stays_within_bound_over_many_rounds() -> None:
-    trainer = DistillTrainer(_config(rounds=12, total_steps=12 * 800), teachers=_teachers(),
+    trainer = GeneralistRun(_config(rounds=12, total_steps=12 * 800), teachers=_teachers(),
                              progress_bar=False)
     nbytes = trainer.buffer.nbytes
     trainer.learn()
@@ -106,7 +106,7 @@ def test_buffer_stays_within_bound_over_many_rounds() -> None:
 def test_beta_mixes_as_configured(beta: float) -> None:
     cfg = _config(beta=BetaSchedule(kind="constant", start=beta), total_steps=8000, rounds=1,
                   updates_per_step=0.0)
-    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
     trainer.learn()
     trainer.close()
     frac = trainer.history[-1]["collect/teacher_frac"]
@@ -115,7 +115,7 @@ def test_beta_mixes_as_configured(beta: float) -> None:
 
 def test_exponential_schedule_used_per_round() -> None:
     cfg = _config(beta=BetaSchedule(kind="exponential", start=1.0, decay=0.5), rounds=3)
-    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
     trainer.learn()
     trainer.close()
     assert [h["collect/beta"] for h in trainer.history] == [1.0, 0.5, 0.25]
@@ -131,7 +131,7 @@ def test_padded_action_dims_never_reach_the_env(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(ReplayVectorEnv, "step", spy)
     cfg = _config(beta=BetaSchedule(kind="constant", start=0.0), rounds=1)
-    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
     trainer.learn()
     trainer.close()
     shapes = set().union(*seen.values())
@@ -139,31 +139,31 @@ def test_padded_action_dims_never_reach_the_env(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_kl_loss_rejects_deterministic_teacher() -> None:
-    from polydistill.teacher import CallableTeacher
+    from polydistill.teachers import CallableTeacher
 
     env = gym.make(PEND)
     det = CallableTeacher(lambda o: np.zeros((o.shape[0], 1)), env.observation_space, env.action_space)
     cfg = _config(tasks=(TaskConfig("pend", PEND, "unused", "pendulum"),),
                   distiller=DistillerConfig(loss="forward_kl", batch_size=64))
     with pytest.raises(ConfigError, match="deterministic"):
-        DistillTrainer(cfg, teachers={"pend": det}, progress_bar=False)
+        GeneralistRun(cfg, teachers={"pend": det}, progress_bar=False)
 
 
 def test_teacher_with_wrong_spaces_is_refused() -> None:
     cfg = _config(tasks=(TaskConfig("hop", HOPPER, "unused", "hopper"),))
     with pytest.raises(SpaceMismatchError, match=r"\(11,\)"):
-        DistillTrainer(cfg, teachers={"hop": _torch_teacher(PEND)}, progress_bar=False)
+        GeneralistRun(cfg, teachers={"hop": _torch_teacher(PEND)}, progress_bar=False)
 
 
 def test_unknown_env_id_is_a_config_error() -> None:
     cfg = _config(tasks=(TaskConfig("x", "polydistill/NoSuchEnv-v0", "unused"),))
     with pytest.raises(ConfigError, match="NoSuchEnv"):
-        DistillTrainer(cfg, teachers={"x": _torch_teacher(PEND)}, progress_bar=False)
+        GeneralistRun(cfg, teachers={"x": _torch_teacher(PEND)}, progress_bar=False)
 
 
 def test_distillation_reduces_disagreement_with_teacher() -> None:
     cfg = _config(total_steps=4000, rounds=4, updates_per_step=0.25)
-    trainer = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    trainer = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
     batch = None
     trainer.collector.collect(200, 1.0, trainer.buffer)
     batch = trainer.buffer.sample(256)
@@ -176,7 +176,7 @@ def test_distillation_reduces_disagreement_with_teacher() -> None:
 
 @pytest.mark.parametrize("total", [1601, 2000, 4003])
 def test_collects_exactly_the_step_budget(total: int) -> None:
-    trainer = DistillTrainer(_config(total_steps=total, rounds=3), teachers=_teachers(),
+    trainer = GeneralistRun(_config(total_steps=total, rounds=3), teachers=_teachers(),
                              progress_bar=False)
     trainer.learn()
     trainer.close()
@@ -185,7 +185,7 @@ def test_collects_exactly_the_step_budget(total: int) -> None:
 
 
 def test_budget_smaller_than_rounds_times_tasks_is_refused() -> None:
-    trainer = DistillTrainer(_config(total_steps=5, rounds=4), teachers=_teachers(), progress_bar=False)
+    trainer = GeneralistRun(_config(total_steps=5, rounds=4), teachers=_teachers(), progress_bar=False)
     with pytest.raises(ConfigError, match="total_steps"):
         trainer.learn()
     trainer.close()
@@ -199,7 +199,7 @@ def test_seed_controls_initial_student_even_after_loading_sb3_teachers(tmp_path)
     digests = []
     for seed in (0, 1):
         cfg = _config(tasks=(TaskConfig("pend", PEND, str(tmp_path), "pendulum"),), seed=seed)
-        trainer = DistillTrainer(cfg, progress_bar=False)
+        trainer = GeneralistRun(cfg, progress_bar=False)
         digests.append(_digest(trainer.student))
         trainer.close()
     assert digests[0] != digests[1]
@@ -217,7 +217,7 @@ def test_nan_observation_from_env_stops_collection() -> None:
     gym.register("polydistill-test/NaNPendulum-v0",
                  entry_point=lambda **kw: NaNObs(gym.make(PEND).unwrapped), max_episode_steps=50)
     cfg = _config(tasks=(TaskConfig("pend", "polydistill-test/NaNPendulum-v0", "unused", "pendulum"),))
-    trainer = DistillTrainer(cfg, teachers={"pend": _torch_teacher(PEND)}, progress_bar=False)
+    trainer = GeneralistRun(cfg, teachers={"pend": _torch_teacher(PEND)}, progress_bar=False)
     with pytest.raises(TrainingError, match="non-finite observation"):
         trainer.learn()
     trainer.close()

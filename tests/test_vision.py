@@ -9,10 +9,11 @@ import torch
 import polydistill.envs  # noqa: F401
 from polydistill.buffer import BufferConfig
 from polydistill.errors import ConfigError, SpaceMismatchError
-from polydistill.student import StudentConfig
-from polydistill.teacher import CallableTeacher
-from polydistill.trainer import default_teachers_dir
-from polydistill.vision import VisionConfig, VisionDistillConfig, VisionStudent, VisionTrainer, random_shift
+from polydistill.setups.generalist import default_teachers_dir
+from polydistill.setups.vision import VisionDistillConfig, VisionRun
+from polydistill.students import StudentConfig
+from polydistill.students.vision import VisionConfig, VisionStudent, random_shift
+from polydistill.teachers import CallableTeacher
 
 TEACHER = default_teachers_dir() / "point-goal-vision"
 SMALL = dict(env_kwargs={"size": 32}, n_envs=4, vision=VisionConfig(channels=(16, 32, 32), feature_dim=32),
@@ -39,9 +40,9 @@ def test_student_never_sees_privileged_group(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(VisionStudent, "features", spy)
     cfg = VisionDistillConfig(total_steps=400, rounds=2, **SMALL)
-    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer = VisionRun(cfg, teacher=_scripted_teacher(), progress_bar=False)
     trainer.learn()
-    trainer.evaluate(episodes=1)
+    trainer.evaluate_policy(episodes=1)
     trainer.close()
     assert seen == {"proprio", "pixels"}
     assert "privileged" not in trainer.buffer.fields
@@ -50,7 +51,7 @@ def test_student_never_sees_privileged_group(monkeypatch: pytest.MonkeyPatch) ->
 def test_student_groups_with_privileged_key_are_refused() -> None:
     cfg = VisionDistillConfig(student_groups=("proprio", "privileged"), **SMALL)
     with pytest.raises(ConfigError, match="privileged"):
-        VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+        VisionRun(cfg, teacher=_scripted_teacher(), progress_bar=False)
 
 
 def test_teacher_of_wrong_size_is_refused() -> None:
@@ -59,14 +60,14 @@ def test_teacher_of_wrong_size_is_refused() -> None:
     bad = CallableTeacher(lambda o: np.zeros((len(o), 2)), gym.spaces.Box(-1, 1, (4,)),
                           gym.spaces.Box(-1, 1, (2,)))
     with pytest.raises(SpaceMismatchError, match=r"\(6,\)"):
-        VisionTrainer(VisionDistillConfig(**SMALL), teacher=bad, progress_bar=False)
+        VisionRun(VisionDistillConfig(**SMALL), teacher=bad, progress_bar=False)
 
 
 def test_pixels_are_uint8_and_disk_buffer_stays_bounded(tmp_path) -> None:
     cfg = VisionDistillConfig(total_steps=1200, rounds=3, updates_per_step=0.0,
                               buffer=BufferConfig(capacity=300, storage="disk", path=str(tmp_path)),
                               **SMALL)
-    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer = VisionRun(cfg, teacher=_scripted_teacher(), progress_bar=False)
     nbytes = trainer.buffer.nbytes
     trainer.learn()
     trainer.close()
@@ -89,22 +90,22 @@ def test_random_shift_keeps_shape_and_content_range() -> None:
 def test_short_vision_distillation_improves_on_untrained_start() -> None:
     cfg = VisionDistillConfig(teacher=str(TEACHER), total_steps=8000, rounds=4, updates_per_step=0.15,
                               seed=0, **SMALL)
-    trainer = VisionTrainer(cfg, progress_bar=False)
-    before = trainer.evaluate(episodes=6).mean_return
+    trainer = VisionRun(cfg, progress_bar=False)
+    before = trainer.evaluate_policy(episodes=6).mean_return
     teacher = trainer.evaluate_teacher(episodes=6).mean_return
     trainer.learn()
-    after = trainer.evaluate(episodes=6).mean_return
+    after = trainer.evaluate_policy(episodes=6).mean_return
     trainer.close()
     assert teacher > before + 10, (teacher, before)
     assert after > before + 0.4 * (teacher - before), (before, after, teacher)
 
 
 def test_vision_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None:
-    from polydistill.checkpoint import load_student, save_student
+    from polydistill.deploy.checkpoint import load_student, save_student
     from polydistill.errors import ObservationError
 
     cfg = VisionDistillConfig(total_steps=200, rounds=1, **SMALL)
-    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer = VisionRun(cfg, teacher=_scripted_teacher(), progress_bar=False)
     trainer.learn()
     trainer.close()
     path = save_student(tmp_path / "vision", trainer.student)
@@ -204,12 +205,12 @@ def test_recurrent_sequence_forward_matches_stepping_with_resets() -> None:
 
 
 def test_recurrent_vision_trainer_stores_sequences_and_deploys_with_state(tmp_path) -> None:
-    from polydistill.checkpoint import load_student, save_student
+    from polydistill.deploy.checkpoint import load_student, save_student
     from polydistill.errors import ObservationError
 
     cfg = VisionDistillConfig(total_steps=480, rounds=2, seq_len=8, burn_in=2, **{
         **SMALL, "vision": VisionConfig(channels=(8, 8, 8), feature_dim=16, recurrent_size=16)})
-    trainer = VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False)
+    trainer = VisionRun(cfg, teacher=_scripted_teacher(), progress_bar=False)
     trainer.learn()
     trainer.close()
     stride = cfg.seq_len - cfg.burn_in
@@ -222,7 +223,7 @@ def test_recurrent_vision_trainer_stores_sequences_and_deploys_with_state(tmp_pa
     trained = rows["mask"].all(-1)
     assert np.array_equal(trained, started | (np.arange(8) >= 2)[None])
     assert np.isfinite(trainer.history[-1]["distill/loss"])
-    assert trainer.evaluate(episodes=2).returns  # runs with state and resets
+    assert trainer.evaluate_policy(episodes=2).returns  # runs with state and resets
 
     policy = load_student(save_student(tmp_path / "rec", trainer.student))
     assert policy.recurrent

@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 import polydistill.envs  # noqa: F401
 from polydistill.errors import ConfigError
-from polydistill.wrappers import ObsGroups
+from polydistill.wrappers.gymnasium import ObsGroups
 
 IDS = ["polydistill/PointGoalVision-v0", "polydistill/ReachVision-v0"]
 

@@ -14,9 +14,9 @@ import safetensors.torch
 import torch
 
 import polydistill
-from polydistill.checkpoint import FORMAT_VERSION, load_student, save_student
-from polydistill.embodiment import Embodiment, EmbodimentTable
-from polydistill.student import GeneralistStudent, StudentConfig
+from polydistill.deploy.checkpoint import FORMAT_VERSION, load_student, save_student
+from polydistill.students import GeneralistStudent, StudentConfig
+from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 NAMES = ("a", "b")
 OBS_DIMS = {"a": 11, "b": 4}
@@ -70,10 +70,10 @@ def _expect_error(path: Path | str, *fragments: str) -> polydistill.CheckpointEr
 
 # ----------------------------------------------------------------------------- round trip
 def _direct_predict(student: GeneralistStudent, obs: np.ndarray, name: str) -> np.ndarray:
-    """The in-memory student's deterministic deployment policy (the folded fast path, which
+    """The in-memory student's deterministic deployment policy (the fast path, which
     tests/test_student.py checks against the generic padded forward)."""
     with torch.no_grad():
-        return student.frozen_policy(student.table.id(name))(torch.from_numpy(obs.astype(np.float32))).numpy()
+        return student.policy(student.table.id(name))(torch.from_numpy(obs.astype(np.float32))).numpy()
 
 
 @pytest.mark.parametrize("name", NAMES)

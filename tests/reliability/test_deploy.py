@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import polydistill
-from polydistill.checkpoint import DeployedStudent, load_student, save_student
-from polydistill.embodiment import Embodiment, EmbodimentTable
-from polydistill.student import GeneralistStudent, StudentConfig
+from polydistill.deploy.checkpoint import DeployedStudent, load_student, save_student
+from polydistill.students import GeneralistStudent, StudentConfig
+from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 
 def _table() -> EmbodimentTable:
@@ -242,7 +242,7 @@ _BLOCKED_RUN = textwrap.dedent("""
     import numpy as np
 
     from polydistill import CheckpointError, ObservationError, PolydistillError
-    from polydistill.checkpoint import load_student
+    from polydistill.deploy.checkpoint import load_student
 
     policy = load_student(sys.argv[1])
     a = policy.predict(np.ones(11), embodiment="a")

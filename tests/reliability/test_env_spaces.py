@@ -13,12 +13,12 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from polydistill.checkpoint import load_student, save_student
-from polydistill.embodiment import Embodiment, EmbodimentTable
+from polydistill.deploy.checkpoint import load_student, save_student
 from polydistill.errors import PolydistillError, SpaceMismatchError
-from polydistill.student import GeneralistStudent, StudentConfig
-from polydistill.team_student import TeamConfig, TeamStudent
-from polydistill.vision_student import VisionConfig, VisionStudent
+from polydistill.students import GeneralistStudent, StudentConfig
+from polydistill.students.embodiment import Embodiment, EmbodimentTable
+from polydistill.students.team import TeamConfig, TeamStudent
+from polydistill.students.vision import VisionConfig, VisionStudent
 
 
 def _env(obs: spaces.Space, act: spaces.Space) -> SimpleNamespace:

@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from polydistill.collect.replay import ReplayVectorEnv
+from polydistill.distill.run_state import load_run_state, save_run_state
 from polydistill.errors import CheckpointError, ConfigError
-from polydistill.run_state import load_run_state, save_run_state
-from polydistill.trainer import DistillTrainer
-from polydistill.vec_env import ReplayVectorEnv
+from polydistill.setups.generalist import GeneralistRun
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_trainer import _config, _digest, _teachers  # noqa: E402
@@ -35,11 +35,11 @@ def _strip_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
 # ------------------------------------------------------------------ in-process
 def test_resume_round_by_round_equals_uninterrupted_run(tmp_path: Path) -> None:
     cfg = _config(rounds=5, total_steps=4000)
-    ref = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False)
+    ref = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
     ref.learn()
     ref.close()
     for expected_round in range(5):  # a new process-like trainer every round
-        t = DistillTrainer(cfg, teachers=_teachers(), progress_bar=False, run_dir=tmp_path)
+        t = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False, run_dir=tmp_path)
         assert t.resume() == (expected_round > 0)
         assert t.round == expected_round
         t.learn(max_rounds=1)
@@ -52,17 +52,17 @@ def test_resume_round_by_round_equals_uninterrupted_run(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_run_state_of_another_config(tmp_path: Path) -> None:
-    t = DistillTrainer(_config(), teachers=_teachers(), progress_bar=False, run_dir=tmp_path)
+    t = GeneralistRun(_config(), teachers=_teachers(), progress_bar=False, run_dir=tmp_path)
     t.learn(max_rounds=1)
     t.close()
-    other = DistillTrainer(_config(seed=3), teachers=_teachers(), progress_bar=False, run_dir=tmp_path)
+    other = GeneralistRun(_config(seed=3), teachers=_teachers(), progress_bar=False, run_dir=tmp_path)
     with pytest.raises(CheckpointError, match="another config.*seed"):
         other.resume()
     other.close()
 
 
 def test_resume_without_run_dir_is_a_config_error() -> None:
-    t = DistillTrainer(_config(), teachers=_teachers(), progress_bar=False)
+    t = GeneralistRun(_config(), teachers=_teachers(), progress_bar=False)
     with pytest.raises(ConfigError, match="run_dir"):
         t.resume()
     t.close()
@@ -244,13 +244,14 @@ def test_vision_run_resumes_round_by_round_bit_identical(tmp_path: Path, recurre
     """Pixels, DrQ shifts, DAgger mixing and (recurrent) open sequences all survive a resume."""
     from test_vision import SMALL, _scripted_teacher
 
-    from polydistill.vision import VisionConfig, VisionDistillConfig, VisionTrainer
+    from polydistill.setups.vision import VisionDistillConfig, VisionRun
+    from polydistill.students.vision import VisionConfig
 
     vision = VisionConfig(channels=(8, 8, 8), feature_dim=16, recurrent_size=16 if recurrent else 0)
     cfg = VisionDistillConfig(total_steps=600, rounds=3, seq_len=8, burn_in=2, updates_per_step=0.05,
                               **{**SMALL, "vision": vision})
     _resume_every_round_equals_uninterrupted(
-        lambda run_dir: VisionTrainer(cfg, teacher=_scripted_teacher(), progress_bar=False, run_dir=run_dir),
+        lambda run_dir: VisionRun(cfg, teacher=_scripted_teacher(), progress_bar=False, run_dir=run_dir),
         tmp_path, 3)
 
 
@@ -258,20 +259,20 @@ def test_vision_run_resumes_round_by_round_bit_identical(tmp_path: Path, recurre
 @pytest.mark.parametrize("env", ["rendezvous_v0", "intersection_v0"])
 def test_caml_run_resumes_round_by_round_bit_identical(tmp_path: Path, env: str) -> None:
     """PettingZoo env copies are rebuilt by seeded reset + joint-action replay."""
-    from polydistill.caml import CamlConfig, CamlTrainer
-    from polydistill.team_student import TeamConfig
+    from polydistill.setups.caml import CamlConfig, CamlRun
+    from polydistill.students.team import TeamConfig
 
     mods = ("proprio", "beacon_ring", "neighbor_ring") if env == "rendezvous_v0" else ("state", "camera")
     cfg = CamlConfig(env=env, n_envs=2, total_steps=900, rounds=3, updates_per_step=0.05,
                      team=TeamConfig(mods, message_dim=4))
     _resume_every_round_equals_uninterrupted(
-        lambda run_dir: CamlTrainer(cfg, progress_bar=False, run_dir=run_dir), tmp_path, 3)
+        lambda run_dir: CamlRun(cfg, progress_bar=False, run_dir=run_dir), tmp_path, 3)
 
 
 def test_resume_refuses_other_run_flags_but_allows_a_new_worker_count(tmp_path: Path) -> None:
     import argparse
 
-    from polydistill.cli import _resume_config, build_parser
+    from polydistill.cli.main import _resume_config, build_parser
     from polydistill.errors import PolydistillError
 
     (tmp_path / "run.json").write_text(json.dumps({"setup": "generalist", "student": ".",
@@ -284,5 +285,5 @@ def test_resume_refuses_other_run_flags_but_allows_a_new_worker_count(tmp_path: 
         with pytest.raises(PolydistillError, match="keeps the run's config"):
             _resume_config(parse(*flags))
     setup, cfg, student = _resume_config(parse("--set", "workers=2"))
-    assert setup == "generalist" and cfg.workers == 2 and cfg.total_steps == 1000
+    assert setup.name == "generalist" and cfg.workers == 2 and cfg.total_steps == 1000
     assert student == str(tmp_path / ".")

@@ -1,0 +1,66 @@
+"""Benchmarks that report measured figures (never asserted in tests), one module each.
+
+``polydistill benchmark NAME`` runs a registered setup's benchmark (``generalist``, ``vision``,
+``caml``) or ``perf``. Every setup benchmark aggregates its seeds with rliable
+(:mod:`polydistill.bench.stats`: interquartile mean and stratified bootstrap 95% confidence
+intervals) beside the mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from polydistill.errors import ConfigError
+
+__all__ = ["BenchOptions", "list_benchmarks", "run_benchmark"]
+
+OTHER_BENCHMARKS = {"perf": "polydistill.bench.perf:run"}
+"""Benchmarks that belong to no setup."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What the ``benchmark`` command passes to a benchmark."""
+
+    seeds: int = 3
+    """Independent runs (seeds 0 .. seeds-1) of every cell."""
+    out: str = "results.json"
+    """JSON report (a ``.md`` table is written beside it)."""
+    steps: float | None = None
+    """Labelled steps of distillation per run (default: the recipe's)."""
+    episodes: int | None = None
+    """Evaluation episodes (default: the benchmark's)."""
+    teachers_dir: str | None = None
+    """Folder of the teachers (default: the shipped ones)."""
+    progress_bar: bool = True
+    envs: tuple[str, ...] | None = None
+    """Only these of the benchmark's envs or tasks."""
+    quick: bool = False
+    """Tiny budgets: every path runs, figures only indicative."""
+    workers: int = 0
+    """Benchmark cells run in this many processes (0: one per CPU core)."""
+
+
+def list_benchmarks() -> list[str]:
+    """Names ``run_benchmark`` accepts: setups with a benchmark, and the others (``perf``)."""
+    from polydistill.setups import get_setup, list_setups
+
+    return sorted([n for n in list_setups() if get_setup(n).benchmark] + list(OTHER_BENCHMARKS))
+
+
+def run_benchmark(name: str, options: BenchOptions) -> dict[str, Any]:
+    """Run benchmark ``name``; returns its report (with a ``markdown`` table).
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the known ones).
+    """
+    from polydistill.setups import get_setup, list_setups
+    from polydistill.utils import resolve
+
+    if options.seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {options.seeds}")
+    target = OTHER_BENCHMARKS.get(name) or (get_setup(name).benchmark if name in list_setups() else None)
+    if target is None:
+        raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(list_benchmarks())}")
+    return resolve(target)(options)

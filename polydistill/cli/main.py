@@ -1,0 +1,341 @@
+"""Command line: ``polydistill train-teacher | distill | evaluate | quickstart | benchmark``.
+
+Every subcommand prints its own ``--help``; errors from bad input are printed as one line
+(``error: ...``) with exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from polydistill.errors import CheckpointError, PolydistillError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("polydistill")
+
+
+def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-teacher", help="train specialist teacher(s) with stable-baselines3")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--env-id", help="any registered Gymnasium env id")
+    target.add_argument("--suite", help="train every task of a suite (e.g. locomotion)")
+    p.add_argument("--task", action="append", default=None,
+                   help="with --suite: only these task names (repeatable)")
+    p.add_argument("--split", choices=["train", "heldout", "all"], default="all",
+                   help="with --suite: which split's tasks to train")
+    p.add_argument("--recipe", default=None, help="recipe YAML (default: agents/teachers.yaml)")
+    p.add_argument("--steps", type=float, default=None, help="override n_timesteps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/teachers",
+                   help="run folder (--env-id) or parent folder of one folder per task (--suite)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set n_envs=4")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="train the teachers concurrently as Ray tasks (one CPU each); ADDRESS of "
+                   "a cluster, else RAY_ADDRESS, else a local Ray instance")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="with --ray and no cluster: CPUs of the local Ray instance")
+    p.set_defaults(func=_cmd_train_teacher)
+
+
+def _cmd_train_teacher(args: argparse.Namespace) -> int:
+    from polydistill.config import parse_assignments
+    from polydistill.envs import get_suite
+    from polydistill.teachers.train import load_recipe, train_teacher
+
+    overrides = parse_assignments(args.set)
+    if args.steps is not None:
+        overrides["n_timesteps"] = int(args.steps)
+    if args.env_id:
+        jobs = [(args.env_id, Path(args.out))]
+    else:
+        tasks = get_suite(args.suite)
+        if args.task:
+            known = {t.name for t in tasks}
+            bad = sorted(set(args.task) - known)
+            if bad:
+                raise PolydistillError(f"unknown task(s) {bad}; suite {args.suite!r} has {sorted(known)}")
+            tasks = tuple(t for t in tasks if t.name in args.task)
+        if args.split != "all":
+            tasks = tuple(t for t in tasks if t.split == args.split)
+        jobs = [(t.env_id, Path(args.out) / t.name) for t in tasks]
+    specs = []
+    for i, (env_id, out) in enumerate(jobs):
+        seed = args.seed + i  # every specialist of a suite gets its own seed
+        recipe = load_recipe(env_id, args.recipe, overrides)
+        cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
+               f"--out {shlex.quote(str(out))}")
+        if args.recipe:
+            cmd += f" --recipe {shlex.quote(args.recipe)}"
+        for k, v in overrides.items():
+            cmd += f" --set {shlex.quote(f'{k}={v}')}"
+        specs.append((env_id, out, recipe, seed, cmd))
+    if args.ray is not None:
+        from polydistill.teachers.train import TeacherJob, summarize, train_teachers_ray
+
+        outcomes = train_teachers_ray(
+            [TeacherJob(e, str(o), r, s, c, name=o.name) for e, o, r, s, c in specs],
+            address=args.ray or None, num_cpus=args.num_cpus)
+        print(summarize(outcomes))
+        failed = [o.job.name for o in outcomes if not o.ok]
+        if failed:
+            log.error("%d of %d teachers failed: %s", len(failed), len(outcomes), failed)
+            return 1
+        return 0
+    for env_id, out, recipe, seed, cmd in specs:
+        log.info("training teacher for %s -> %s (%s, %d steps)", env_id, out, recipe.algo,
+                 recipe.n_timesteps)
+        m = train_teacher(env_id, out, recipe, seed=seed,
+                          progress_bar=not args.no_progress, command=cmd)
+        log.info("%s: mean return %.1f +- %.1f", env_id, m["mean_return"], m["std_return"])
+    return 0
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="distil teacher(s) into one student (any registered setup)")
+    p.add_argument("--recipe", default=None, help="recipe YAML; its `setup:` picks the setup (default: "
+                   "agents/distill.yaml, the generalist)")
+    p.add_argument("--env-id", default=None, help="generalist: distil one task, any registered Gymnasium id")
+    p.add_argument("--teacher", default=None, help="generalist with --env-id: SB3 .zip (vecnormalize.pkl "
+                   "beside it is picked up) or a folder holding model.zip; vision: the privileged teacher")
+    p.add_argument("--suite", default=None, help="generalist: distil the training split of this suite")
+    p.add_argument("--teachers-dir", default=None, help="generalist: folder of <task>/model.zip teachers")
+    p.add_argument("--steps", type=float, default=None, help="labelled steps of collection in total")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--loss", default=None, help="loss name (see polydistill.distill.losses)")
+    p.add_argument("--bc", action="store_true",
+                   help="behaviour cloning baseline: the teacher always acts (beta = 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set distiller.lr=3e-4")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--out", default=None,
+                   help="student path: a folder (student.safetensors inside) or a .safetensors file "
+                   "(default: runs/distill)")
+    p.add_argument("--eval-episodes", type=int, default=5,
+                   help="evaluate student and teachers after training (0: skip)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its latest commit (after a crash or "
+                   "kill); it keeps its config, so no other run option may be given")
+    p.set_defaults(func=_cmd_distill)
+
+
+RUN_FILE = "run.json"
+MOVABLE = ("workers", "ray_address")
+"""Config keys ``--resume`` may change: where rows are collected, not what is computed."""
+
+
+def _run_dir(out: str) -> Path:
+    p = Path(out)
+    return p.parent if p.suffix == ".safetensors" else p
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """Setup, config and student path of the run folder ``args.resume`` (written at its start)."""
+    from polydistill.config import from_dict, override, parse_assignments
+    from polydistill.setups import get_setup
+
+    flags = (("--recipe", args.recipe), ("--env-id", args.env_id), ("--teacher", args.teacher),
+             ("--suite", args.suite), ("--teachers-dir", args.teachers_dir), ("--steps", args.steps),
+             ("--seed", args.seed), ("--loss", args.loss), ("--out", args.out))
+    sets = parse_assignments(args.set)
+    given = [f for f, v in flags if v is not None] + (["--bc"] if args.bc else [])
+    given += [f"--set {k}" for k in sets if k not in MOVABLE]
+    if given:
+        raise PolydistillError(f"--resume keeps the run's config and folder; do not also give "
+                               f"{', '.join(given)} (only --set workers=N / ray_address=ADDR may change)")
+    path = Path(args.resume) / RUN_FILE
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"--resume {args.resume!r}: not a distill run folder ({exc})") from None
+    setup = get_setup(run.get("setup"))
+    try:
+        cfg = from_dict(setup.config, run["config"], f"{setup.config.__name__}({path})")
+        return setup, override(cfg, sets), str(Path(args.resume) / run["student"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is incomplete: {exc!r}") from None
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from polydistill.config import to_dict
+    from polydistill.deploy import load_student
+    from polydistill.distill.run import DistillFlags
+    from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
+    from polydistill.setups import read_recipe
+    from polydistill.utils import atomic_write_json
+
+    if args.resume:
+        setup, cfg, out = _resume_config(args)
+        run_dir = Path(args.resume)
+    else:
+        setup, recipe = read_recipe(args.recipe)
+        flags = DistillFlags(None if args.steps is None else int(args.steps), args.seed, args.loss, args.bc,
+                             args.env_id, args.teacher, args.suite, args.teachers_dir)
+        cfg = setup.run.config_from(recipe, flags, args.set)
+        out = args.out or "runs/distill"
+        run_dir = _run_dir(out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        student_file = Path(out).name if Path(out).suffix == ".safetensors" else "."
+        atomic_write_json(run_dir / RUN_FILE, {"setup": setup.name, "student": student_file,
+                                               "config": to_dict(cfg)})
+    run = setup.run(cfg, run_dir=run_dir, log_dir=run_dir / "tb", progress_bar=not args.no_progress)
+    try:
+        if args.resume and not run.resume():
+            log.warning("no commit in %s yet: starting the run from round 0", run_dir)
+        run.learn()
+        path = run.save(out)
+    finally:
+        run.close()
+    atomic_write_json(run_dir / "history.json", run.history)
+    log.info("student saved to %s", path)
+    if args.eval_episodes > 0:
+        rows = setup.evaluate(load_student(path), EvalOptions(episodes=args.eval_episodes, train_only=True))
+        write_report(rows, run_dir, f"{setup.name} distillation run")
+        print(markdown_table(rows))
+    print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="per-task table of teacher vs student returns (any setup)")
+    p.add_argument("--student", required=True, help="student folder or .safetensors file")
+    p.add_argument("--suite", default=None, help="generalist: evaluate on a suite (train + held-out tasks)")
+    p.add_argument("--teachers-dir", default=None, help="generalist: folder of <task>/model.zip teachers")
+    p.add_argument("--env-id", default=None, help="generalist: evaluate on one env (with --teacher optional)")
+    p.add_argument("--teacher", default=None, help="yardstick teacher (generalist --env-id, vision)")
+    p.add_argument("--embodiment", default=None, help="generalist: student token for --env-id")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=100_000)
+    p.add_argument("--out", default=None, help="write report.md/json/png here")
+    p.add_argument("--video", default=None, metavar="DIR",
+                   help="also save one GIF episode of the student per task into DIR")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from polydistill.deploy import load_student
+    from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
+    from polydistill.setups import get_setup
+
+    student = load_student(args.student)
+    setup = get_setup(student.metadata.get("setup", "generalist"))
+    rows = setup.evaluate(student, EvalOptions(
+        episodes=args.episodes, seed=args.seed, suite=args.suite, teachers_dir=args.teachers_dir,
+        env_id=args.env_id, teacher=args.teacher, embodiment=args.embodiment, video=args.video))
+    print(markdown_table(rows))
+    if args.out:
+        print(f"report: {write_report(rows, args.out, f'evaluation of {args.student}')['md']}")
+    if args.video:
+        print(f"videos: {args.video}")
+    return 0
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quickstart", help="the whole pipeline on the default suite (~5 min)")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--train-teachers", action="store_true",
+                   help="train the specialists from scratch instead of loading the shipped ones "
+                        "(about 1 h on 2 cores)")
+    p.add_argument("--steps", type=float, default=None, help="env steps of distillation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_quickstart)
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from polydistill.quickstart import run_quickstart
+
+    report = run_quickstart(out=args.out, train_teachers=args.train_teachers, steps=args.steps,
+                            seed=args.seed, episodes=args.episodes,
+                            progress_bar=not args.no_progress)
+    print(report["markdown"])
+    s = report["summary"]
+    if s["min_train_ratio"] is not None:
+        print(f"\ntraining tasks: student/teacher return ratio min {s['min_train_ratio']:.3f}, "
+              f"mean {s['mean_train_ratio']:.3f}")
+    print(f"report: {report['files']['md']} (+ report.json, report.png); "
+          f"tensorboard --logdir {report['tensorboard']}")
+    print(f"student: {report['student']}\n"
+          f"deploy: polydistill.load_student({report['student']!r}).predict(obs, embodiment='hopper')")
+    return 0
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="measured benchmarks: a setup's, or perf (see scripts/benchmark.py)")
+    p.add_argument("name", help="generalist, vision, caml (any registered setup with a benchmark) or perf")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="results.json")
+    p.add_argument("--steps", type=float, default=None, help="labelled steps of distillation per run")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="evaluation episodes (default: the benchmark's)")
+    p.add_argument("--teachers-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--envs", nargs="+", default=None, help="only these of the benchmark's envs or tasks")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny budgets (checks every path runs; figures only indicative)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="benchmark cells run in this many processes (0: one per CPU core)")
+    p.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from polydistill.bench import BenchOptions, run_benchmark
+
+    opts = BenchOptions(seeds=args.seeds, out=args.out, steps=args.steps, episodes=args.episodes,
+                        teachers_dir=args.teachers_dir, progress_bar=not args.no_progress,
+                        envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers)
+    report = run_benchmark(args.name, opts)
+    print(report["markdown"])
+    print(f"results: {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``polydistill`` command."""
+    parser = argparse.ArgumentParser(prog="polydistill", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: small networks run fastest on one "
+                             "thread, and extra threads thrash when cores are shared; 0 = torch default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_teacher(sub)
+    _add_distill(sub)
+    _add_evaluate(sub)
+    _add_quickstart(sub)
+    _add_benchmark(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``polydistill`` console script."""
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"  # offscreen rendering without a display (videos)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's import chatter
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except PolydistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

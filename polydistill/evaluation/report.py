@@ -1,0 +1,226 @@
+"""Per-task evaluation of a student against its teachers, and the report files.
+
+``evaluate_student`` fills one row per task: teacher return, student return and their ratio,
+for training tasks and held-out ones (where the yardstick is a specialist trained on that
+variant alone, never used for distillation). ``write_report`` writes ``report.md``,
+``report.json`` and ``report.png`` (student vs teacher returns).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polydistill.deploy.checkpoint import DeployedStudent
+from polydistill.errors import ConfigError
+from polydistill.evaluation.episodes import evaluate
+from polydistill.teachers import load_teacher
+from polydistill.utils import atomic_write_bytes, atomic_write_json
+
+__all__ = ["TaskRow", "EvalTask", "EvalOptions", "evaluate_student", "write_report", "suite_eval_tasks",
+           "ratio",
+           "markdown_table"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How a setup evaluates a student (what the ``evaluate`` command passes on)."""
+
+    episodes: int = 10
+    """Episodes per task and policy."""
+    seed: int = 100_000
+    """Seed of the first evaluation episode (teacher and student see the same seeds)."""
+    with_teacher: bool = True
+    """Also evaluate the teacher, the yardstick of the ratio column."""
+    train_only: bool = False
+    """Only the tasks the student was distilled on (no held-out tasks)."""
+    suite: str | None = None
+    """Generalist: evaluate on this suite's tasks (train and held-out)."""
+    teachers_dir: str | None = None
+    """Generalist: folder of ``<task>/model.zip`` yardstick teachers."""
+    env_id: str | None = None
+    """Generalist: evaluate on this one env."""
+    teacher: str | None = None
+    """Yardstick teacher of ``env_id`` (vision: instead of the recorded one)."""
+    embodiment: str | None = None
+    """Generalist: the token that drives ``env_id``."""
+    video: str | None = None
+    """Also save one GIF episode of the student per task into this folder."""
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """A task to evaluate: env, the token that drives it, and the yardstick teacher."""
+
+    name: str
+    env_id: str
+    embodiment: str
+    """Student token used on this task (a held-out body's proxy)."""
+    split: str = "train"
+    teacher: str | None = None
+    """Path of the yardstick teacher (None: student only)."""
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass
+class TaskRow:
+    """One line of the report."""
+
+    name: str
+    split: str
+    embodiment: str
+    teacher_return: float | None
+    student_return: float
+    ratio: float | None
+    teacher_std: float | None = None
+    student_std: float | None = None
+    extra: dict[str, float | None] = field(default_factory=dict)
+    """More figures of the row (e.g. accident rates), shown as extra columns."""
+
+
+def ratio(student: float, teacher: float | None) -> float | None:
+    """``student / teacher``, or None where the teacher's return is missing or not positive."""
+    if teacher is None or not math.isfinite(teacher) or teacher <= 0:
+        return None
+    return student / teacher
+
+
+def suite_eval_tasks(suite: str, teachers_dir: str | Path,
+                     include_heldout: bool = True) -> list[EvalTask]:
+    """Evaluation tasks of a suite; teachers looked up as ``teachers_dir/<task>``."""
+    from polydistill.envs import get_suite
+
+    out = []
+    for t in get_suite(suite):
+        if t.split == "heldout" and not include_heldout:
+            continue
+        teacher = Path(teachers_dir) / t.name
+        out.append(EvalTask(
+            t.name, t.env_id, t.proxy or t.embodiment, t.split,
+            str(teacher) if (teacher / "model.zip").is_file() else None,
+            tuple(sorted(t.kwargs.items())),
+        ))
+    return out
+
+
+def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: int = 10,
+                     seed: int = 100_000, teacher_cache: dict[str, tuple[float, float]] | None = None
+                     ) -> list[TaskRow]:
+    """Evaluate ``student`` and each task's teacher on the same seeds.
+
+    Args:
+        student: The loaded student.
+        tasks: What to evaluate.
+        episodes: Episodes per task and policy.
+        seed: Seed of the first evaluation env.
+        teacher_cache: Optional ``{teacher_path: (mean, std)}`` reused across calls (teachers are
+            frozen, so a benchmark need not re-evaluate them for every student).
+
+    Raises:
+        ConfigError: if a task's token is unknown to the student.
+    """
+    rows = []
+    for t in tasks:
+        if t.embodiment not in student.embodiments:
+            raise ConfigError(
+                f"task {t.name!r} needs embodiment {t.embodiment!r}; the student knows "
+                f"{student.embodiments}"
+            )
+        kwargs = dict(t.env_kwargs)
+        s = evaluate(t.env_id, lambda o, e=t.embodiment: student.predict(o, embodiment=e),
+                     n_episodes=episodes,
+                     seed=seed, env_kwargs=kwargs)
+        t_mean = t_std = None
+        if t.teacher is not None:
+            if teacher_cache is not None and t.teacher in teacher_cache:
+                t_mean, t_std = teacher_cache[t.teacher]
+            else:
+                r = evaluate(t.env_id, load_teacher(t.teacher).act, n_episodes=episodes,
+                             seed=seed, env_kwargs=kwargs)
+                t_mean, t_std = r.mean_return, r.std_return
+                if teacher_cache is not None:
+                    teacher_cache[t.teacher] = (t_mean, t_std)
+        rows.append(TaskRow(t.name, t.split, t.embodiment, t_mean, s.mean_return,
+                            ratio(s.mean_return, t_mean), t_std, s.std_return))
+        log.debug("%-16s %-8s teacher %8s student %8.1f ratio %s", t.name, t.split,
+                 "-" if t_mean is None else f"{t_mean:.1f}", s.mean_return,
+                 "-" if rows[-1].ratio is None else f"{rows[-1].ratio:.3f}")
+    return rows
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def markdown_table(rows: list[TaskRow]) -> str:
+    """The rows as a markdown table."""
+    extra = list(dict.fromkeys(k for r in rows for k in r.extra))
+    lines = ["| task | split | token | teacher return | student return | ratio |"
+             + "".join(f" {k} |" for k in extra),
+             "|---|---|---|---:|---:|---:|" + "---:|" * len(extra)]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.split} | {r.embodiment} | {_fmt(r.teacher_return)} | "
+            f"{_fmt(r.student_return)} | {_fmt(r.ratio, 3)} |"
+            + "".join(f" {_fmt(r.extra.get(k), 3)} |" for k in extra)
+        )
+    return "\n".join(lines)
+
+
+def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydistill report",
+                 extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.json`` and ``report.png`` to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = [r.ratio for r in rows if r.split == "train" and r.ratio is not None]
+    summary = {
+        "min_train_ratio": min(train) if train else None,
+        "mean_train_ratio": float(np.mean(train)) if train else None,
+    }
+    atomic_write_json(out / "report.json", {"title": title, "summary": summary,
+                                            "tasks": [asdict(r) for r in rows], **(extra or {})})
+    md = [f"# {title}", "", markdown_table(rows), "",
+          f"Training tasks: min ratio {_fmt(summary['min_train_ratio'], 3)}, "
+          f"mean ratio {_fmt(summary['mean_train_ratio'], 3)}.", ""]
+    if extra:
+        md += ["```", *[f"{k}: {v}" for k, v in extra.items() if not isinstance(v, dict | list)],
+               "```", ""]
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+    _plot(rows, out / "report.png", title)
+    return {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png"}
+
+
+def _plot(rows: list[TaskRow], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(rows)), 4.0))
+    x = np.arange(len(rows))
+    teacher = [r.teacher_return if r.teacher_return is not None else 0.0 for r in rows]
+    student = [r.student_return for r in rows]
+    ax.bar(x - 0.2, teacher, 0.4, label="teacher (specialist)", color="#888888")
+    ax.bar(x + 0.2, student, 0.4, label="generalist student", color="#1f77b4")
+    ax.set_xticks(x, [f"{r.name}\n({r.split})" for r in rows], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_ylabel("mean episode return (symlog)")
+    ax.set_yscale("symlog", linthresh=10.0)
+    top = max([abs(v) for v in teacher + student] + [10.0])
+    ax.set_ylim(bottom=min(0.0, *teacher, *student), top=top * 4)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8, ncols=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

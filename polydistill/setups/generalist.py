@@ -1,0 +1,262 @@
+"""Generalist setup: specialist teachers, one per task or embodiment, into one student.
+
+Spaces differ per embodiment: observations are zero-padded to the widest one and paired with
+an embodiment token, actions are predicted at the widest width and masked (the COMPASS
+pattern; :class:`~polydistill.students.GeneralistStudent`). The default suite is
+``locomotion`` with the shipped teachers (``agents/distill.yaml``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polydistill.buffer import FieldSpec
+from polydistill.collect.replay import ReplayVectorEnv
+from polydistill.collect.rollout import RolloutTask, RowStore, StepAdapter, label_fields
+from polydistill.deploy.checkpoint import DeployedStudent
+from polydistill.distill.run import DaggerRun, DistillFlags, RunConfig
+from polydistill.errors import ConfigError, SpaceMismatchError, TeacherError
+from polydistill.evaluation.report import EvalOptions, EvalTask, TaskRow, evaluate_student, suite_eval_tasks
+from polydistill.setups.registry import Setup, register_setup
+from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student
+from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
+from polydistill.utils import agents_dir, make_env
+
+__all__ = ["TaskConfig", "GeneralistConfig", "GeneralistRun", "GeneralistAdapter", "default_teachers_dir"]
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task to distil: an env and the teacher that labels it."""
+
+    name: str
+    """Unique task name (report rows, metric keys)."""
+    env_id: str
+    """Gymnasium id."""
+    teacher: str
+    """Path of an SB3 zip, or of a folder holding ``model.zip`` (+ ``vecnormalize.pkl``)."""
+    embodiment: str | None = None
+    """Body type; tasks on one body share a student token. Defaults to ``env_id``."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gymnasium.make`` arguments."""
+
+
+@dataclass(frozen=True)
+class GeneralistConfig(RunConfig):
+    """A generalist run: every field can be set from a recipe or ``--set``."""
+
+    suite: str | None = "locomotion"
+    """Distil the training split of this suite (ignored when ``tasks`` is given)."""
+    teachers_dir: str | None = None
+    """Folder with one ``<task>/model.zip`` per suite task (default: the shipped teachers)."""
+    tasks: tuple[TaskConfig, ...] = ()
+    """Explicit tasks; overrides ``suite``."""
+
+
+def default_teachers_dir() -> Path:
+    """Folder of the teachers shipped with polydistill (``agents/teachers``)."""
+    return agents_dir() / "teachers"
+
+
+def resolve_tasks(config: GeneralistConfig) -> tuple[TaskConfig, ...]:
+    """The explicit tasks, or the training split of ``config.suite`` with teachers on disk."""
+    if config.tasks:
+        return config.tasks
+    if config.suite is None:
+        raise ConfigError("GeneralistConfig needs either tasks or a suite")
+    from polydistill.envs import get_suite
+
+    root = Path(config.teachers_dir) if config.teachers_dir else default_teachers_dir()
+    return tuple(TaskConfig(t.name, t.env_id, str(root / t.name), t.embodiment, dict(t.kwargs))
+                 for t in get_suite(config.suite) if t.split == "train")
+
+
+class GeneralistAdapter(StepAdapter):
+    """One task's step: flat observations padded to the table's width, with the task's token."""
+
+    def __init__(self, task: TaskConfig, teacher: Teacher, table: EmbodimentTable, emb_id: int,
+                 fields: dict[str, FieldSpec]) -> None:
+        self.name, self.task, self.teacher, self.table = task.name, task, teacher, table
+        self.fields, self.e = fields, emb_id
+        self.action_space = teacher.action_space
+        body = table.embodiments[emb_id]
+        self.obs_dim, self.act_dim = body.obs_dim, body.action_dim
+        self.discrete = table.action_kind == "discrete"
+        self.mask = table.action_mask[emb_id]
+
+    def make_envs(self, n_envs: int, seed: int) -> ReplayVectorEnv:
+        """``n_envs`` copies of the task's env."""
+        make_env(self.task.env_id, self.task.env_kwargs).close()  # validates id and kwargs, clear error
+        self._emb = torch.full((n_envs,), self.e, dtype=torch.long)
+        return ReplayVectorEnv([lambda: make_env(self.task.env_id, self.task.env_kwargs)] * n_envs, seed=seed)
+
+    def label(self, obs: np.ndarray) -> ActionTarget:
+        """One batched teacher call."""
+        return self.teacher.action_dist(obs)
+
+    def act(self, student: Student, obs: np.ndarray, deterministic: bool,
+            generator: torch.Generator) -> np.ndarray:
+        """The student's actions of the task's embodiment (padding cut)."""
+        padded = torch.from_numpy(self.table.pad_obs(obs, self.e))
+        a = student.act(padded, self._emb, deterministic=deterministic, generator=generator).numpy()
+        return self.table.unpad_action(a, self.e)
+
+    def record(self, out: RowStore, obs: np.ndarray, target: ActionTarget, use_teacher: np.ndarray | None,
+               remaining: int) -> tuple[int, int]:
+        """Exactly ``min(n_envs, remaining)`` padded rows."""
+        k = min(len(obs), remaining)
+        sl, r, a = out.take(k), out.arrays, self.act_dim
+        r["obs"][sl, : self.obs_dim] = obs[:k]
+        r["emb"][sl] = self.e
+        r["mask"][sl] = self.mask
+        dist = ("logits",) if self.discrete else ("mean", "log_std")
+        if dist[0] in r and any(getattr(target, f) is None for f in dist):
+            raise TeacherError(f"the teacher of task {self.name!r} gave no distribution but the buffer "
+                               "stores one")
+        if self.discrete:
+            r["action"][sl] = target.action[:k]
+            if "logits" in r:
+                r["logits"][sl] = -1e9
+                r["logits"][sl, : target.logits.shape[1]] = target.logits[:k]  # type: ignore[union-attr]
+        else:
+            r["action"][sl, :a] = target.action[:k]
+            if "mean" in r:
+                r["mean"][sl, :a] = target.mean[:k]  # type: ignore[index]
+                r["log_std"][sl, :a] = target.log_std[:k]  # type: ignore[index]
+        out.norm.append(obs[:k])
+        return k, k if use_teacher is None else int(use_teacher[:k].sum())
+
+
+class GeneralistRun(DaggerRun):
+    """DAgger from one specialist teacher per task into one generalist student.
+
+    Args:
+        config: The run's configuration.
+        teachers: Teachers by task name, overriding the paths in the config.
+        **kwargs: ``run_dir``, ``log_dir``, ``progress_bar`` (see :class:`DaggerRun`).
+    """
+
+    Config = GeneralistConfig
+    setup = "generalist"
+    config: GeneralistConfig
+
+    def __init__(self, config: GeneralistConfig, teachers: dict[str, Teacher] | None = None,
+                 **kwargs: Any) -> None:
+        self._given = teachers or {}
+        super().__init__(config, **kwargs)
+
+    def prepare(self) -> None:
+        """Resolve the tasks, load and check their teachers, build the embodiment table."""
+        import polydistill.envs  # noqa: F401  (registers ids)
+
+        self.tasks = resolve_tasks(self.config)
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task names must be unique, got {names}")
+        self.teachers: dict[str, Teacher] = {}
+        embodiments: dict[str, Embodiment] = {}
+        for t in self.tasks:
+            env = make_env(t.env_id, t.env_kwargs)
+            teacher = self._given.get(t.name) or load_teacher(t.teacher)
+            check_teacher_fits(teacher, env.observation_space, env.action_space, f"task {t.name!r}")
+            name = t.embodiment or t.env_id
+            emb = Embodiment.from_spaces(name, env.observation_space, env.action_space)
+            env.close()
+            if name in embodiments and embodiments[name] != emb:
+                raise SpaceMismatchError(
+                    f"tasks of embodiment {name!r} disagree on spaces: {embodiments[name]} vs {emb}")
+            embodiments[name] = emb
+            self.teachers[t.name] = teacher
+        self.table = EmbodimentTable(list(embodiments.values()))
+
+    def make_student(self) -> GeneralistStudent:
+        """One network over the table."""
+        return GeneralistStudent(self.table, self.config.student)
+
+    def buffer_fields(self) -> dict[str, FieldSpec]:
+        """Padded observation, token, action mask and the teacher's labels."""
+        t = self.table
+        return {"obs": FieldSpec((t.max_obs_dim,), "float32"), "emb": FieldSpec((), "int64"),
+                "mask": FieldSpec((t.max_action_dim,), "bool"),
+                **label_fields(t.action_kind, t.max_action_dim, self.distiller.loss.needs_distribution)}
+
+    def rollout_tasks(self) -> list[RolloutTask]:
+        """One rollout per task, with its own seeds."""
+        fields = self.buffer_fields()
+        seeds = self.task_seeds(len(self.tasks))
+        out = []
+        for i, t in enumerate(self.tasks):
+            e = self.table.id(t.embodiment or t.env_id)
+            make = functools.partial(GeneralistAdapter, t, self.teachers[t.name], self.table, e, fields)
+            out.append(RolloutTask(t.name, i, e, make, seeds[i]))
+        return out
+
+    def teacher_kinds(self) -> dict[str, str]:
+        """Each teacher's distribution on its env's first observation."""
+        kinds = {}
+        for t in self.tasks:
+            env = make_env(t.env_id, t.env_kwargs)
+            obs, _ = env.reset(seed=0)
+            env.close()
+            kinds[t.name] = self.teachers[t.name].action_dist(np.asarray(obs)[None]).kind
+        return kinds
+
+    def student_metadata(self) -> dict[str, Any]:
+        """The tasks (env, token, kwargs, teacher) and the suite they came from."""
+        return {"tasks": [{"name": t.name, "env_id": t.env_id, "embodiment": t.embodiment or t.env_id,
+                           "env_kwargs": dict(t.env_kwargs), "teacher": t.teacher} for t in self.tasks],
+                "suite": None if self.config.tasks else self.config.suite}
+
+    @classmethod
+    def evaluate_student(cls, student: DeployedStudent, options: EvalOptions) -> list[TaskRow]:
+        """Student vs teacher per task: ``env_id``, a suite (train and held-out), or the student's tasks.
+
+        Raises:
+            ConfigError: if ``env_id`` is given for a multi-embodiment student without a token.
+        """
+        o, meta = options, student.metadata
+        suite = o.suite or (None if o.train_only else meta.get("suite"))
+        if o.env_id:
+            emb = o.embodiment or (student.embodiments[0] if len(student.embodiments) == 1 else None)
+            if emb is None:
+                raise ConfigError(f"--embodiment is required: the student knows {student.embodiments}")
+            tasks = [EvalTask(o.env_id.split("/")[-1], o.env_id, emb, "train", o.teacher)]
+        elif suite:
+            tasks = suite_eval_tasks(suite, o.teachers_dir or default_teachers_dir())
+        else:
+            tasks = [EvalTask(t["name"], t["env_id"], t["embodiment"], "train", t.get("teacher"),
+                              tuple(sorted(t["env_kwargs"].items()))) for t in meta.get("tasks", [])]
+        if not o.with_teacher:
+            tasks = [EvalTask(t.name, t.env_id, t.embodiment, t.split, None, t.env_kwargs) for t in tasks]
+        rows = evaluate_student(student, tasks, episodes=o.episodes, seed=o.seed)
+        if o.video:
+            from polydistill.evaluation.video import record_gif
+
+            for t in tasks:
+                record_gif(student, t, Path(o.video) / f"{t.name}.gif", seed=o.seed)
+        return rows
+
+    @classmethod
+    def flag_overrides(cls, flags: DistillFlags) -> dict[str, Any]:
+        """``--env-id`` with ``--teacher`` (one task), ``--suite``, ``--teachers-dir``."""
+        sets: dict[str, Any] = {}
+        if flags.env_id or flags.teacher:
+            if not (flags.env_id and flags.teacher):
+                raise ConfigError("--env-id and --teacher go together")
+            sets["tasks"] = [{"name": flags.env_id.split("/")[-1], "env_id": flags.env_id,
+                              "teacher": flags.teacher}]
+        if flags.suite:
+            sets["suite"] = flags.suite
+        if flags.teachers_dir:
+            sets["teachers_dir"] = flags.teachers_dir
+        return sets
+
+
+register_setup(Setup("generalist", GeneralistRun, benchmark="polydistill.bench.generalist:run",
+                     recipe="distill.yaml"))

@@ -1,0 +1,321 @@
+"""The student network every kind builds on, and the registry of student kinds.
+
+Input: the observation normalized with the embodiment's own running statistics, zero-padded to
+the widest embodiment, concatenated with a one-hot embodiment token (the COMPASS pattern).
+Output: a diagonal Gaussian (mean, log-std) over the widest action vector for continuous
+embodiments, or masked logits for discrete ones. Padded action dims are masked everywhere.
+
+A *kind* is a subclass with a ``kind`` name (``generalist``, ``vision``, ``team``): it owns its
+metadata round trip (:meth:`Student.metadata` / :meth:`Student.from_metadata`), its input
+preparation for deployment (:meth:`Student.prepare`), its space check
+(:meth:`Student.check_env`) and its export module (:meth:`Student.export_module`). Defining
+the subclass registers it, so checkpoints and exports never branch on the kind.
+
+Needs only torch and NumPy, so a deployed student runs without gymnasium or SB3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from polydistill.config import from_dict, to_dict
+from polydistill.errors import CheckpointError, ConfigError, ObservationError, SpaceMismatchError
+from polydistill.students.embodiment import EmbodimentTable
+
+__all__ = ["StudentConfig", "StudentOutput", "Student", "ACTIVATIONS", "STUDENT_KINDS", "student_class"]
+
+STUDENT_KINDS: dict[str, type[Student]] = {}
+"""Student kinds by name; a subclass with a ``kind`` registers itself when it is defined."""
+
+
+def student_class(kind: Any) -> type[Student]:
+    """The registered student class of ``kind``.
+
+    Raises:
+        CheckpointError: for a kind nobody registered (the message lists the known ones).
+    """
+    import polydistill.students  # noqa: F401  (registers the built-in kinds)
+
+    if kind not in STUDENT_KINDS:
+        raise CheckpointError(f"unknown student kind {kind!r}; known: {sorted(STUDENT_KINDS)}")
+    return STUDENT_KINDS[kind]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
+}
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of the generalist student."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Widths of the hidden layers of the shared trunk."""
+    activation: Literal["elu", "relu", "tanh", "gelu", "silu"] = "elu"
+    """Hidden activation."""
+    log_std_min: float = -5.0
+    """Lower clamp of the predicted log standard deviation."""
+    log_std_max: float = 1.0
+    """Upper clamp of the predicted log standard deviation."""
+    obs_clip: float = 10.0
+    """Normalized observations are clipped to ``[-obs_clip, obs_clip]``."""
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"StudentConfig.hidden must be positive widths, got {self.hidden}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"StudentConfig.activation: unknown {self.activation!r}; "
+                f"valid: {', '.join(ACTIVATIONS)}"
+            )
+        if not self.log_std_min < self.log_std_max:
+            raise ConfigError("StudentConfig.log_std_min must be below log_std_max")
+        if not self.obs_clip > 0:
+            raise ConfigError(f"StudentConfig.obs_clip must be > 0, got {self.obs_clip}")
+
+
+@dataclass
+class StudentOutput:
+    """Action distribution parameters for a batch (padded to the widest embodiment)."""
+
+    mean: torch.Tensor | None = None
+    """(B, A) Gaussian mean in env units."""
+    log_std: torch.Tensor | None = None
+    """(B, A) Gaussian log-std."""
+    logits: torch.Tensor | None = None
+    """(B, n) categorical logits; invalid actions are ``-inf``-masked."""
+
+
+class Student(nn.Module):
+    """One policy network for all embodiments of ``table``; kinds subclass it (module docstring)."""
+
+    kind: ClassVar[str] = ""
+    """Registry name, stored in checkpoints (``""``: an abstract base, not registered)."""
+    obs_keys: tuple[str, ...] = ("obs",)
+    """Buffer fields this student reads (see :meth:`batch_obs`)."""
+    recurrent: bool = False
+    """Whether the student carries a state between steps (:meth:`step`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            STUDENT_KINDS[cls.kind] = cls
+
+    def __init__(self, table: EmbodimentTable, config: StudentConfig | None = None,
+                 extra_features: int = 0) -> None:
+        super().__init__()
+        self.table = table
+        self.config = config or StudentConfig()
+        e, d, a = len(table), table.max_obs_dim, table.max_action_dim
+        self.discrete = table.action_kind == "discrete"
+        act = ACTIVATIONS[self.config.activation]
+        layers: list[nn.Module] = []
+        width = d + e + extra_features  # padded obs + token (+ e.g. image features)
+        for h in self.config.hidden:
+            layers += [nn.Linear(width, h), act()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        self.feature_dim = width
+        self.head = nn.Linear(width, a if self.discrete else 2 * a)
+        with torch.no_grad():  # small initial actions, moderate initial std
+            self.head.weight.mul_(0.01)
+            self.head.bias.zero_()
+        # Observation statistics per embodiment (float64 for exact, order-independent updates).
+        self.register_buffer("obs_mean", torch.zeros(e, d, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(e, d, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.zeros(e, dtype=torch.float64))
+        self.register_buffer("action_mask", torch.tensor(table.action_mask))
+        self.register_buffer("action_low", torch.tensor(table.action_low))
+        self.register_buffer("action_high", torch.tensor(table.action_high))
+        self.register_buffer("action_scale", torch.tensor(table.action_scale))
+
+    # ----------------------------------------------------------------- normalization
+    @torch.no_grad()
+    def update_normalizer(self, obs: np.ndarray, emb_id: int) -> None:
+        """Fold a raw batch ``(N, obs_dim)`` of embodiment ``emb_id`` into its statistics.
+
+        Raises:
+            ObservationError: for a batch of the wrong shape or with non-finite values (they
+                would poison the statistics for good).
+        """
+        dim = self.table.embodiments[emb_id].obs_dim
+        if obs.ndim != 2 or obs.shape[1] != dim:
+            raise ObservationError(f"normalizer update: expected shape (N, {dim}), got {obs.shape}")
+        if obs.shape[0] == 0:
+            return
+        if not np.all(np.isfinite(obs)):
+            raise ObservationError("normalizer update: observations contain NaN or inf")
+        x = torch.tensor(obs, dtype=torch.float64)  # a copy: arrays from Ray are read-only
+        n = float(x.shape[0])
+        b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
+        count = self.obs_count[emb_id]
+        mean, var = self.obs_mean[emb_id, :dim], self.obs_var[emb_id, :dim]
+        tot = count + n
+        delta = b_mean - mean
+        new_mean = mean + delta * n / tot
+        m2 = var * count + b_var * n + delta.pow(2) * count * n / tot
+        self.obs_mean[emb_id, :dim] = new_mean
+        self.obs_var[emb_id, :dim] = m2 / tot
+        self.obs_count[emb_id] = tot
+
+    def _norm_stats(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of every embodiment in ``dtype``, recomputed only when they change.
+
+        Keyed by the buffers' storage and version counters (a new buffer from ``.to()`` or
+        ``load_state_dict(assign=True)`` has new storage; every in-place update bumps the
+        version), so a changed statistic is never served from the cache. Profiled,
+        recomputing them per call was a third of the student's forward time in collection.
+        """
+        key = (self.obs_mean.data_ptr(), self.obs_var.data_ptr(), self.obs_mean._version,
+               self.obs_var._version, self.obs_mean.device, dtype, torch.is_inference_mode_enabled())
+        cache = self.__dict__.get("_norm_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                stats = (self.obs_mean.to(dtype), torch.sqrt(self.obs_var + 1e-8).to(dtype))
+            cache = (key, stats)
+            self.__dict__["_norm_cache"] = cache
+        return cache[1]
+
+    def normalize(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Normalize padded raw observations ``(B, D)`` with each row's embodiment statistics."""
+        mean, std = self._norm_stats(obs.dtype)
+        clip = self.config.obs_clip
+        return torch.clamp((obs - mean[emb]) / std[emb], -clip, clip)
+
+    # ----------------------------------------------------------------- network
+    def batch_obs(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """The student's input from a buffer batch."""
+        return torch.from_numpy(np.ascontiguousarray(batch["obs"]))
+
+    def features(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``(B, H)`` of padded raw observations ``(B, D)`` and token ids ``(B,)``."""
+        token = nn.functional.one_hot(emb, len(self.table)).to(obs.dtype)
+        return self.trunk(torch.cat([self.normalize(obs, emb), token], dim=-1))
+
+    def forward(self, obs: torch.Tensor, emb: torch.Tensor) -> StudentOutput:  # type: ignore[override]
+        """Action distribution of padded raw observations ``(B, D)`` with token ids ``(B,)``."""
+        return self.output(self.features(obs, emb), emb)
+
+    def output(self, features: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
+        """Action distribution from trunk (or core) features ``(..., H)`` and token ids ``(...)``."""
+        out = self.head(features)
+        mask = self.action_mask[emb]
+        if self.discrete:
+            return StudentOutput(logits=out.masked_fill(~mask, float("-inf")))
+        mean, log_std = out.chunk(2, dim=-1)
+        log_std = log_std.clamp(self.config.log_std_min, self.config.log_std_max)
+        return StudentOutput(mean=mean * mask, log_std=log_std * mask)
+
+    def act(self, obs: torch.Tensor, emb: torch.Tensor, deterministic: bool = True,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions ``(B, A)`` (continuous: clipped to bounds, padded dims 0) or ``(B,)`` ids."""
+        return self.action_from(self.forward(obs, emb), emb, deterministic, generator)
+
+    def action_from(self, out: StudentOutput, emb: torch.Tensor, deterministic: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions of a computed :class:`StudentOutput` (see :meth:`act`)."""
+        if self.discrete:
+            assert out.logits is not None
+            if deterministic:
+                return out.logits.argmax(-1)
+            probs = torch.softmax(out.logits, -1)
+            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        assert out.mean is not None and out.log_std is not None
+        a = out.mean
+        if not deterministic:
+            noise = torch.randn(a.shape, generator=generator, dtype=a.dtype)
+            a = a + noise * out.log_std.exp()
+        return self.clip_action(a, emb)
+
+    def clip_action(self, action: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Clip padded continuous actions ``(B, A)`` to each row's bounds; padded dims -> 0."""
+        low, high = self.action_low[emb], self.action_high[emb]
+        return torch.maximum(torch.minimum(action, high), low) * self.action_mask[emb]
+
+    # ----------------------------------------------------------------- the kind's hooks
+    def metadata(self) -> dict[str, Any]:
+        """JSON-safe description that :meth:`from_metadata` rebuilds this student from."""
+        return {"student": self.kind, "student_config": to_dict(self.config),
+                "embodiments": self.table.to_json()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> Student:
+        """A fresh (untrained) student of this kind from :meth:`metadata` output."""
+        return cls(EmbodimentTable.from_json(meta["embodiments"]),  # type: ignore[call-arg]
+                   from_dict(StudentConfig, meta["student_config"]))
+
+    def prepare(self, obs: Any, embodiment: str | None = None) -> tuple[Any, torch.Tensor, bool]:
+        """Validate a deployment observation; returns (network input, token ids, was one row).
+
+        Raises:
+            ObservationError: for input this kind cannot act on.
+        """
+        raise NotImplementedError
+
+    def deploy_act(self, x: Any, emb: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """Env actions of prepared inputs (padding removed)."""
+        a = self.act(x, emb, deterministic=deterministic).numpy()
+        return self.table.unpad_action(a, int(emb.reshape(-1)[0]))
+
+    def finish(self, action: np.ndarray, single: bool, obs: Any) -> Any:
+        """What ``predict`` returns for ``obs``: one action, or the batch."""
+        return action[0] if single else action
+
+    def check_env(self, env: Any, embodiment: str | None = None) -> None:
+        """Refuse an env whose spaces differ from the ones this student was trained for.
+
+        Raises:
+            SpaceMismatchError: naming the space, what the student expects and what the env has.
+        """
+        raise NotImplementedError
+
+    def export_module(self, embodiment: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
+        """An exportable module mapping raw inputs to env actions, with input and output names."""
+        raise NotImplementedError
+
+    def example_inputs(self, embodiment: str | None = None, batch: int = 2, agents: int = 3,
+                       seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Random inputs of the right shapes and dtypes for :meth:`export_module`."""
+        raise NotImplementedError
+
+    def dynamic_axes(self, inputs: list[str], outputs: list[str]) -> dict[str, dict[int, str]]:
+        """ONNX dynamic axes of the exported module (the batch, by default)."""
+        return {name: {0: "batch"} for name in inputs + outputs}
+
+    def _check_actions(self, env: Any, act: Any, e: int) -> None:
+        """Refuse an action space other than embodiment ``e``'s (kind, size and bounds)."""
+        emb = self.table.embodiments[e]
+        if emb.action_kind == "discrete":
+            need(env, f"number of actions of {emb.name!r}", emb.action_dim, int(getattr(act, "n", -1)))
+            return
+        need(env, f"action shape of {emb.name!r}", (emb.action_dim,), space_shape(act))
+        bounds = (list(emb.action_low or ()), list(emb.action_high or ()))
+        got = (np.asarray(act.low, float).tolist(), np.asarray(act.high, float).tolist())
+        if not np.allclose(bounds, got, atol=1e-6):
+            need(env, f"action bounds of {emb.name!r}", bounds, got)
+
+
+def space_shape(space: Any) -> tuple[int, ...]:
+    """A space's shape as a tuple (``()`` when it has none)."""
+    return tuple(getattr(space, "shape", None) or ())
+
+
+def need(env: Any, what: str, expected: Any, got: Any) -> None:
+    """Raise :class:`SpaceMismatchError` unless ``expected == got``."""
+    if expected != got:
+        raise SpaceMismatchError(
+            f"{what}: the student expects {expected}, the env {getattr(env, 'spec', None) or env!s} "
+            f"has {got}"
+        )
+
+
+def check_finite_rows(x: np.ndarray, what: str) -> None:
+    """Raise :class:`ObservationError` at the first non-finite value of ``x``."""
+    if not np.all(np.isfinite(x)):
+        bad = np.argwhere(~np.isfinite(x))[0].tolist()
+        raise ObservationError(f"observation for {what} has a non-finite value at index {bad}")

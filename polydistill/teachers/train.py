@@ -1,0 +1,362 @@
+"""Train one specialist teacher with stable-baselines3 from an rl-zoo3-style YAML recipe.
+
+A recipe file maps env ids to :class:`TeacherRecipe` fields; a ``default`` entry serves any env
+id the file does not name, so a user can train a teacher for any Gymnasium env::
+
+    default:            {algo: ppo, n_envs: 8, n_timesteps: 1.0e6, normalize: true}
+    polydistill/Hopper-v0:
+      algo: ppo
+      n_timesteps: 1.0e6
+      hyperparams: {n_steps: 256, batch_size: 64}
+      policy_kwargs: {net_arch: [64, 64], activation_fn: tanh}
+
+The run folder receives ``model.zip``, ``vecnormalize.pkl`` (when normalizing), ``manifest.json``
+(env id, seed, steps, measured mean return, versions, the command that reproduces it) and a
+TensorBoard log under ``tb/``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from polydistill.config import from_dict, load_yaml, to_dict
+from polydistill.errors import ConfigError, TrainingError
+from polydistill.evaluation.episodes import evaluate
+from polydistill.students.base import ACTIVATIONS
+from polydistill.teachers.sb3 import SB3Teacher
+from polydistill.utils import agents_dir, atomic_write_json, library_versions, make_env
+
+__all__ = ["TeacherRecipe", "load_recipe", "train_teacher", "default_recipe_path", "TeacherJob",
+           "TeacherOutcome",
+           "train_teachers_ray", "summarize"]
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How to train one SB3 specialist (rl-zoo3 style)."""
+
+    algo: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
+    """SB3 algorithm."""
+    n_timesteps: int = 1_000_000
+    """Total environment steps of training."""
+    n_envs: int = 8
+    """Parallel env copies (``DummyVecEnv``: fastest for MuJoCo on few cores)."""
+    normalize: bool = True
+    """Wrap in ``VecNormalize`` (observations and rewards); stats saved beside the model."""
+    policy: str = "MlpPolicy"
+    """SB3 policy name."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """``policy_kwargs``; ``activation_fn`` may be a name (tanh, relu, elu, gelu, silu)."""
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the SB3 algorithm (checked against its signature)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gymnasium.make`` arguments."""
+    obs_groups: tuple[str, ...] = ()
+    """For Dict-observation envs: the groups the teacher reads, concatenated into one vector
+    (e.g. ``[proprio, privileged]`` for a privileged teacher)."""
+    eval_freq: int = 50_000
+    """Evaluate every this many environment steps (0 disables the callback)."""
+    n_eval_episodes: int = 5
+    """Episodes per periodic evaluation."""
+    final_eval_episodes: int = 10
+    """Episodes of the final evaluation recorded in the manifest."""
+    keep_best: bool = True
+    """Ship the checkpoint with the best periodic evaluation (with its own VecNormalize
+    statistics) instead of the last one; PPO's return is noisy from update to update. The
+    manifest's return is always re-measured on fresh seeds."""
+
+
+def default_recipe_path() -> Path:
+    """Path of the shipped teacher recipes (``agents/teachers.yaml``)."""
+    return agents_dir() / "teachers.yaml"
+
+
+def load_recipe(env_id: str, path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> TeacherRecipe:
+    """Load the recipe for ``env_id`` from a recipe file (default entry as fallback).
+
+    Raises:
+        ConfigError: if the file has neither an entry for ``env_id`` nor ``default``, or a field
+            is unknown.
+    """
+    data = load_yaml(path or default_recipe_path())
+    if env_id not in data and "default" not in data:
+        raise ConfigError(
+            f"recipe file has no entry for {env_id!r} and no 'default'; entries: {sorted(data)}"
+        )
+    entries = {k: data.get(k) or {} for k in ("default", env_id)}
+    for k, v in entries.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"recipe entry {k!r} must be a mapping of TeacherRecipe fields, got {v!r}")
+    merged = {**entries["default"], **entries[env_id]}
+    for key, value in (overrides or {}).items():
+        top, _, sub = key.partition(".")
+        if sub:  # "hyperparams.learning_rate=1e-3" merges into the recipe's dict
+            if not isinstance(merged.get(top, {}), dict):
+                raise ConfigError(f"override {key!r}: {top!r} is not a mapping in the recipe")
+            merged[top] = {**merged.get(top, {}), sub: value}
+        else:
+            merged[key] = value
+    return from_dict(TeacherRecipe, merged, f"recipe[{env_id}]")
+
+
+def _algo_class(name: str) -> type:
+    import stable_baselines3 as sb3
+
+    return {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}[name]
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    kw = dict(raw)
+    act = kw.get("activation_fn")
+    if isinstance(act, str):
+        if act not in ACTIVATIONS:
+            raise ConfigError(
+                f"policy_kwargs.activation_fn: unknown {act!r}; valid: {', '.join(ACTIVATIONS)}"
+            )
+        kw["activation_fn"] = ACTIVATIONS[act]
+    return kw
+
+
+def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
+    valid = set(inspect.signature(algo_cls.__init__).parameters) - {
+        "self", "policy", "env", "policy_kwargs", "tensorboard_log", "seed", "verbose", "device",
+        "_init_setup_model",
+    }
+    unknown = sorted(set(hyperparams) - valid)
+    if unknown:
+        raise ConfigError(
+            f"hyperparams: {unknown} are not {algo_cls.__name__} arguments; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
+
+
+class _SaveWithStats:
+    """``callback_on_new_best`` that saves the model *and* its VecNormalize statistics."""
+
+    def __new__(cls, folder: Path) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class _Cb(BaseCallback):
+            def _on_step(self) -> bool:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.model.save(folder / "model.zip")
+                vn = self.model.get_vec_normalize_env()
+                if vn is not None:
+                    vn.save(str(folder / "vecnormalize.pkl"))
+                return True
+
+        return _Cb()
+
+
+def train_teacher(
+    env_id: str,
+    out_dir: str | Path,
+    recipe: TeacherRecipe | None = None,
+    seed: int = 0,
+    progress_bar: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train a specialist on ``env_id`` and write model, statistics and manifest to ``out_dir``.
+
+    Args:
+        env_id: Any registered Gymnasium id with a Box observation space.
+        out_dir: Run folder (created).
+        recipe: Training recipe; ``load_recipe(env_id)`` when omitted.
+        seed: Seed of the algorithm and the envs.
+        progress_bar: Show SB3's progress bar.
+        command: Command line recorded in the manifest as the way to reproduce this teacher.
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+    """
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    recipe = recipe or load_recipe(env_id)
+    make_env(env_id, recipe.env_kwargs).close()  # unknown id / bad kwargs: ConfigError
+    algo_cls = _algo_class(recipe.algo)
+    _check_hyperparams(algo_cls, recipe.hyperparams)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # A reused folder must not leak an earlier run's files into this teacher.
+    shutil.rmtree(out / "best", ignore_errors=True)
+    for stale in ("model.zip", "vecnormalize.pkl", "final_model.zip", "final_vecnormalize.pkl",
+                  "manifest.json"):
+        (out / stale).unlink(missing_ok=True)
+    torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
+
+    wrap: dict[str, Any] = {}
+    if recipe.obs_groups:
+        from polydistill.wrappers.gymnasium import ConcatGroups
+
+        wrap = {"wrapper_class": ConcatGroups, "wrapper_kwargs": {"keys": recipe.obs_groups}}
+    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=recipe.env_kwargs, **wrap)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=recipe.env_kwargs,
+                            **wrap)
+    if recipe.normalize:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+    model = algo_cls(
+        recipe.policy, venv, seed=seed, verbose=0, device="cpu",
+        tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
+        **recipe.hyperparams,
+    )
+    callbacks = []
+    best_dir = out / "best"
+    if recipe.eval_freq > 0:
+        on_best = _SaveWithStats(best_dir) if recipe.keep_best else None
+        callbacks.append(EvalCallback(
+            eval_env, eval_freq=max(recipe.eval_freq // recipe.n_envs, 1),
+            n_eval_episodes=recipe.n_eval_episodes, log_path=str(out / "eval"),
+            deterministic=True, verbose=0, callback_on_new_best=on_best,
+        ))
+    t0 = time.time()
+    model.learn(recipe.n_timesteps, callback=callbacks, progress_bar=progress_bar,
+                tb_log_name="teacher")
+    train_s = time.time() - t0
+    selected = "final"
+    if recipe.keep_best and (best_dir / "model.zip").is_file():
+        model.save(out / "final_model.zip")
+        if recipe.normalize:
+            venv.save(str(out / "final_vecnormalize.pkl"))
+        for name in ("model.zip", "vecnormalize.pkl"):
+            if (best_dir / name).is_file():
+                shutil.copyfile(best_dir / name, out / name)
+        selected = "best"
+    else:
+        model.save(out / "model.zip")
+        if recipe.normalize:
+            venv.save(str(out / "vecnormalize.pkl"))
+    venv.close()
+    eval_env.close()
+
+    # Measure the saved teacher through the same adapter distillation uses.
+    teacher = SB3Teacher.load(out / "model.zip")
+    act = teacher.act
+    if recipe.obs_groups:
+        from polydistill.wrappers.gymnasium import flatten_groups
+
+        def act(obs: Any) -> np.ndarray:
+            return teacher.act(flatten_groups(obs, recipe.obs_groups))
+
+    result = evaluate(env_id, act, n_episodes=recipe.final_eval_episodes,
+                      seed=seed + 20_000, env_kwargs=recipe.env_kwargs)
+    manifest = {
+        "kind": "polydistill.teacher",
+        "env_id": env_id,
+        "algo": recipe.algo,
+        "seed": seed,
+        "n_timesteps": recipe.n_timesteps,
+        "train_seconds": round(train_s, 1),
+        "selected": selected,
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "eval_episodes": len(result.returns),
+        "observation_shape": list(teacher.observation_space.shape),
+        "action_space": repr(teacher.action_space),
+        "obs_groups": list(recipe.obs_groups),
+        "recipe": to_dict(recipe),
+        "versions": library_versions(),
+        "reproduce": command or (
+            f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
+            f"--out {shlex.quote(str(out))}"
+        ),
+        "files": {"model": "model.zip",
+                  "vecnormalize": "vecnormalize.pkl" if recipe.normalize else None},
+        "format_note": "model.zip and vecnormalize.pkl are SB3 pickle-based files",
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    log.info("teacher %s: mean return %.1f +- %.1f (%d episodes, %.0fs training)", env_id,
+             result.mean_return, result.std_return, len(result.returns), train_s)
+    if not np.isfinite(result.mean_return):
+        raise TrainingError(f"teacher evaluation on {env_id} produced no finite return")
+    return manifest
+
+
+# ---------------------------------------------------------------------------- on Ray
+@dataclass(frozen=True)
+class TeacherJob:
+    """One specialist to train."""
+
+    env_id: str
+    out: str
+    recipe: Any
+    seed: int
+    command: str = ""
+    name: str = ""
+
+
+@dataclass
+class TeacherOutcome:
+    """What became of one :class:`TeacherJob`."""
+
+    job: TeacherJob
+    ok: bool
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def _train_one(job: TeacherJob) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    import polydistill.envs  # noqa: F401
+
+    return train_teacher(job.env_id, Path(job.out), job.recipe, seed=job.seed, progress_bar=False,
+                         command=job.command)
+
+
+def train_teachers_ray(jobs: list[TeacherJob], address: str | None = None,
+                       num_cpus: int | None = None) -> list[TeacherOutcome]:
+    """Train every job concurrently as a Ray task (one CPU each); one failure loses no other.
+
+    Returns:
+        One outcome per job, in job order, with its metrics or its error.
+    """
+    from polydistill.collect.ray import init_ray
+
+    ray = init_ray(address, num_cpus)
+    task = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    t0 = time.perf_counter()
+    refs = {task.remote(j): i for i, j in enumerate(jobs)}
+    outcomes: list[TeacherOutcome | None] = [None] * len(jobs)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        i = refs[done[0]]
+        job = jobs[i]
+        try:
+            metrics = ray.get(done[0])
+            outcomes[i] = TeacherOutcome(job, True, time.perf_counter() - t0, metrics)
+            log.info("%s: mean return %.1f +- %.1f (%.0f s)", job.name or job.env_id,
+                     metrics["mean_return"], metrics["std_return"], time.perf_counter() - t0)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            outcomes[i] = TeacherOutcome(job, False, time.perf_counter() - t0, error=repr(cause))
+            log.error("%s failed: %r", job.name or job.env_id, cause)
+    return [o for o in outcomes if o is not None]
+
+
+def summarize(outcomes: list[TeacherOutcome]) -> str:
+    """A markdown table of teacher outcomes."""
+    lines = ["| teacher | status | mean return | finished after (s) |", "|---|---|---:|---:|"]
+    for o in outcomes:
+        ret = f"{o.metrics['mean_return']:.1f}" if o.ok else "-"
+        lines.append(f"| {o.job.name or o.job.env_id} | {'ok' if o.ok else 'FAILED: ' + o.error[:120]} "
+                     f"| {ret} | {o.seconds:.0f} |")
+    return "\n".join(lines)
+
