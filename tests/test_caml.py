@@ -180,6 +180,7 @@ def test_team_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None:
 
 
 def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
+    import json
     import subprocess
     import sys
     from pathlib import Path
@@ -199,6 +200,13 @@ def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
     assert policy.metadata["setup"] == "caml" and policy.metadata["env"] == "rendezvous_v0"
     obs = {"robot_0": {"proprio": np.zeros(4), "beacon_ring": np.zeros(16), "neighbor_ring": np.zeros(16)}}
     assert policy.predict(obs)["robot_0"].shape == (2,)
+    r = subprocess.run([sys.executable, str(root / "scripts" / "evaluate.py"), "--student",
+                        str(tmp_path / "s"), "--episodes", "2", "--out", str(tmp_path / "eval")],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads((tmp_path / "eval" / "report.json").read_text())["tasks"][0]
+    assert row["name"] == "rendezvous_v0" and row["teacher_return"] > row["student_return"]
+    assert {"accident_rate", "teacher_accident_rate"} <= set(row["extra"]) and "accident_rate" in r.stdout
     # --resume finds the caml run's config in run.json and its last commit (here: the end)
     before = (tmp_path / "s" / "student.safetensors").read_bytes()
     r = subprocess.run([sys.executable, str(root / "scripts" / "distill.py"), "--resume", str(tmp_path / "s"),

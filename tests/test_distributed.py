@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -68,6 +69,53 @@ def test_ray_run_resumes_into_a_local_one(tmp_path: Path) -> None:
     second.learn()
     second.close()
     assert _digest(second.student) == _digest(ref.student)
+
+
+def _vision(**kw):  # noqa: ANN003, ANN202
+    from test_vision import SMALL, _scripted_teacher
+
+    from polydistill.setups.vision import VisionDistillConfig, VisionRun
+    from polydistill.students import VisionConfig
+
+    small = {**SMALL, "vision": VisionConfig(channels=(8, 8, 8), feature_dim=16)}
+    cfg = VisionDistillConfig(total_steps=600, rounds=3, updates_per_step=0.05, **{**small, **kw})
+    teacher = _scripted_teacher()
+    return lambda run_dir=None: VisionRun(cfg, teacher=teacher, progress_bar=False, run_dir=run_dir)
+
+
+def _caml(**kw):  # noqa: ANN003, ANN202
+    from polydistill.setups.caml import CamlConfig, CamlRun
+    from polydistill.students import StudentConfig, TeamConfig
+
+    cfg = CamlConfig(env="rendezvous_v0", n_envs=2, total_steps=900, rounds=3, updates_per_step=0.05,
+                     team=TeamConfig(("proprio", "beacon_ring"), message_dim=4),
+                     student=StudentConfig(hidden=(32,)), **kw)
+    return lambda run_dir=None: CamlRun(cfg, progress_bar=False, run_dir=run_dir)
+
+
+@pytest.mark.parametrize("setup", [_vision, _caml])
+def test_ray_workers_serve_vision_and_caml_runs_with_identical_rows(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    """Ray rollout workers collect the same rows as the local path in every setup, and a run
+    collected by a worker resumes locally."""
+    local = setup()()
+    local.learn()
+    local.close()
+    for workers in (1, 2):
+        dist = setup(workers=workers)()
+        assert dist.collector.pool is not None and os.getpid() not in dist.collector.pool.pids()
+        dist.learn()
+        dist.close()
+        assert _digest(dist.student) == _digest(local.student), workers
+        for k, arr in dist.buffer.data.items():
+            assert np.array_equal(arr, local.buffer.data[k]), (workers, k)
+    first = setup(workers=1)(tmp_path)
+    first.learn(max_rounds=1)
+    first.close()
+    second = setup(workers=0)(tmp_path)  # another worker count: where rows are collected is not the config
+    assert second.resume() and second.round == 1
+    second.learn()
+    second.close()
+    assert _digest(second.student) == _digest(local.student)
 
 
 def test_a_killed_rollout_worker_raises_within_30_seconds() -> None:

@@ -34,11 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
-from polydistill.collect.rollout import label_fields
+from polydistill.buffer import BufferConfig, DistillationBuffer
 from polydistill.distill.distiller import Distiller, DistillerConfig, make_optimizer
 from polydistill.errors import WorkerError
-from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig, default_teachers_dir
+from polydistill.setups.generalist import (
+    GeneralistConfig,
+    GeneralistRun,
+    TaskConfig,
+    default_teachers_dir,
+    generalist_fields,
+)
 from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, StudentConfig
 from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions, make_env
 
@@ -170,10 +175,7 @@ def _synthetic_table() -> EmbodimentTable:
 
 def _filled_buffer(table: EmbodimentTable, capacity: int, seed: int = 0) -> DistillationBuffer:
     rng = np.random.default_rng(seed)
-    fields = {"obs": FieldSpec((table.max_obs_dim,), "float32"), "emb": FieldSpec((), "int64"),
-              "mask": FieldSpec((table.max_action_dim,), "bool"),
-              **label_fields("continuous", table.max_action_dim, False)}
-    buf = DistillationBuffer(fields, len(table), BufferConfig(capacity=capacity))
+    buf = DistillationBuffer(generalist_fields(table, False), len(table), BufferConfig(capacity=capacity))
     n = buf.part
     for t in range(len(table)):
         a = table.max_action_dim

@@ -123,5 +123,6 @@ class Collector:
             if res.returns:
                 metrics[f"rollout/ep_return/{t.name}"] = float(np.mean(res.returns))
         self.total_steps += labelled
-        return {"collect/steps_per_s": labelled / dt, "collect/teacher_frac": teacher_steps / max(labelled, 1),
-                "collect/beta": beta, "collect/steps": float(labelled), **metrics}
+        frac = teacher_steps / max(labelled, 1)
+        return {"collect/steps_per_s": labelled / dt, "collect/teacher_frac": frac, "collect/beta": beta,
+                "collect/steps": float(labelled), **metrics}

@@ -28,7 +28,8 @@ from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent,
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
 
-__all__ = ["TaskConfig", "GeneralistConfig", "GeneralistRun", "GeneralistAdapter", "default_teachers_dir"]
+__all__ = ["TaskConfig", "GeneralistConfig", "GeneralistRun", "GeneralistAdapter", "default_teachers_dir",
+           "generalist_fields"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ def resolve_tasks(config: GeneralistConfig) -> tuple[TaskConfig, ...]:
     root = Path(config.teachers_dir) if config.teachers_dir else default_teachers_dir()
     return tuple(TaskConfig(t.name, t.env_id, str(root / t.name), t.embodiment, dict(t.kwargs))
                  for t in get_suite(config.suite) if t.split == "train")
+
+
+def generalist_fields(table: EmbodimentTable, with_distribution: bool) -> dict[str, FieldSpec]:
+    """Buffer rows of a table's students: padded observation, token, action mask, labels."""
+    return {"obs": FieldSpec((table.max_obs_dim,), "float32"), "emb": FieldSpec((), "int64"),
+            "mask": FieldSpec((table.max_action_dim,), "bool"),
+            **label_fields(table.action_kind, table.max_action_dim, with_distribution)}
 
 
 class GeneralistAdapter(StepAdapter):
@@ -181,10 +189,7 @@ class GeneralistRun(DaggerRun):
 
     def buffer_fields(self) -> dict[str, FieldSpec]:
         """Padded observation, token, action mask and the teacher's labels."""
-        t = self.table
-        return {"obs": FieldSpec((t.max_obs_dim,), "float32"), "emb": FieldSpec((), "int64"),
-                "mask": FieldSpec((t.max_action_dim,), "bool"),
-                **label_fields(t.action_kind, t.max_action_dim, self.distiller.loss.needs_distribution)}
+        return generalist_fields(self.table, self.distiller.loss.needs_distribution)
 
     def rollout_tasks(self) -> list[RolloutTask]:
         """One rollout per task, with its own seeds."""
