@@ -39,3 +39,15 @@ def test_deploy_a_student_examples_run(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "hopper" in r.stdout  # print(policy.embodiments)
     assert (tmp_path / "hopper.onnx").is_file() and (tmp_path / "hopper.pt").is_file()
+
+
+def test_layout_table_matches_the_tree() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    listed = set(re.findall(r"^\| `polydistill/([a-z_]+)/` \|", layout, re.M))
+    tree = {p.parent.name for p in (ROOT / "polydistill").glob("*/__init__.py")}
+    assert listed == tree
+    for top in ("envs", "agents", "scripts", "tests", "docs"):
+        assert f"| `{top}/` |" in layout and (ROOT / top).is_dir()

@@ -1,9 +1,6 @@
-"""Benchmarks that report measured figures (never asserted in tests), one module each.
+"""Benchmarks that report measured figures (never asserted in tests): a setup's, or ``perf``.
 
-``polydistill benchmark NAME`` runs a registered setup's benchmark (``generalist``, ``vision``,
-``caml``) or ``perf``. Every setup benchmark aggregates its seeds with rliable
-(:mod:`polydistill.bench.stats`: interquartile mean and stratified bootstrap 95% confidence
-intervals) beside the mean and standard deviation.
+Setup benchmarks aggregate seeds with rliable (:mod:`polydistill.bench.stats`).
 """
 
 from __future__ import annotations

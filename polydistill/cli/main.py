@@ -167,9 +167,8 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from polydistill.config import to_dict
+    from polydistill.config import parse_assignments, to_dict
     from polydistill.deploy import load_student
-    from polydistill.distill.run import DistillFlags
     from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
     from polydistill.setups import read_recipe
     from polydistill.utils import atomic_write_json
@@ -179,9 +178,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
     else:
         setup, recipe = read_recipe(args.recipe)
-        flags = DistillFlags(None if args.steps is None else int(args.steps), args.seed, args.loss, args.bc,
-                             args.env_id, args.teacher, args.suite, args.teachers_dir)
-        cfg = setup.run.config_from(recipe, flags, args.set)
+        flags = {k: v for k in ("env_id", "teacher", "suite", "teachers_dir") if (v := getattr(args, k))}
+        shared = {"total_steps": None if args.steps is None else int(args.steps), "seed": args.seed,
+                  "distiller.loss": args.loss,
+                  "beta": {"kind": "constant", "start": 1.0} if args.bc else None}
+        sets = {**{k: v for k, v in shared.items() if v is not None}, **parse_assignments(args.set)}
+        cfg = setup.run.config_from(recipe, flags, sets)
         out = args.out or "runs/distill"
         run_dir = _run_dir(out)
         run_dir.mkdir(parents=True, exist_ok=True)

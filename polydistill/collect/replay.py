@@ -1,18 +1,10 @@
-"""Synchronous vector envs whose state can be saved without pickling the simulator.
+"""Synchronous vector envs whose state is saved without pickling the simulator.
 
-Every episode of a copy starts from ``reset(seed=s)`` and the actions since that reset are
-logged. The state of all copies is then just their episode seeds and action logs (a few kB),
-and ``load_state_dict`` rebuilds it by resetting with the same seeds and replaying the same
-actions. :class:`ReplayVectorEnv` holds Gymnasium envs (seed of copy ``i``'s ``k``-th episode:
-derived from ``(base_seed, i, k)``); :class:`ReplayParallelEnv` holds PettingZoo
-``ParallelEnv`` copies stepped with joint actions (episode seeds drawn from one seeded
-stream, in reset order). MuJoCo steps are deterministic on one machine, so the replayed
-observations are bit-identical; they are checked against the saved ones, and a mismatch
-raises :class:`~polydistill.errors.CheckpointError` instead of resuming silently from a
-different state.
-
-The log of a copy is bounded by its episode length (the TimeLimit of every shipped env);
-``max_log`` guards envs without one.
+Each copy's episode starts from ``reset(seed=s)`` and the actions since are logged; a saved
+state (seeds and logs, a few kB) is rebuilt by resetting with the same seeds and replaying the
+actions, and the replayed observations must equal the saved ones bit for bit (else
+:class:`~polydistill.errors.CheckpointError`). :class:`ReplayVectorEnv` holds Gymnasium envs,
+:class:`ReplayParallelEnv` PettingZoo ``ParallelEnv`` copies stepped with joint actions.
 
 Example:
     >>> import gymnasium as gym
@@ -20,12 +12,10 @@ Example:
     >>> venv = ReplayVectorEnv([lambda: gym.make("Pendulum-v1")] * 2, seed=0)
     >>> obs = venv.reset()
     >>> obs, rew, term, trunc = venv.step(venv.action_space_sample())
-    >>> state = venv.state_dict()
     >>> twin = ReplayVectorEnv([lambda: gym.make("Pendulum-v1")] * 2, seed=0)
-    >>> twin.load_state_dict(state)
+    >>> twin.load_state_dict(venv.state_dict())
     >>> bool((twin.obs == venv.obs).all())
     True
-
 """
 
 from __future__ import annotations

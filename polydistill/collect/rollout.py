@@ -1,19 +1,11 @@
-"""The one labelling-and-mixing step of every setup: teacher-labelled, beta-mixed rollouts.
+"""The one labelling-and-mixing step of every setup.
 
-Every visited state is labelled by the task's teacher, whatever policy chose the action that
-was executed. With ``beta = 1`` the teacher acts (behaviour cloning data), with ``beta = 0``
-the student acts (on-policy distillation as in rsl_rl), and in between each env copy (or each
-agent) picks the teacher with probability ``beta`` at each step (DAgger). Per vector step::
-
-    target = adapter.label(obs)                    # one batched teacher call, checked finite
-    action = teacher's | mix(teacher's, adapter.act(student, obs))
-    adapter.record(rows, obs, target, ...)         # rows for the buffer (+ normalizer input)
-    obs = envs.step(action)                        # replay-logged env copies
-
-A :class:`StepAdapter` holds what differs between setups: how observations become student
-inputs and buffer rows (padding and tokens, observation groups and sequences, team stacking
-and presence). A :class:`Rollout` owns one task's env copies, adapter and random streams, so a
-task collects the same rows in this process or in a Ray worker.
+Every visited state is labelled by the task's teacher, whatever policy acted. The teacher acts
+with probability ``beta`` per copy (or agent) and step: 1 is behaviour cloning, 0 on-policy
+distillation, in between DAgger. A :class:`StepAdapter` holds what differs between setups
+(padding and tokens, observation groups and sequences, team stacking and presence); a
+:class:`Rollout` owns one task's env copies, adapter and seeded streams, so a task collects
+the same rows in this process or in a Ray worker.
 """
 
 from __future__ import annotations
@@ -36,25 +28,19 @@ from polydistill.teachers import ActionTarget, clip_action
 __all__ = ["StepAdapter", "RowStore", "Rollout", "RolloutTask", "RolloutResult", "label_fields"]
 
 
-def label_fields(action_kind: str, n_actions: int, with_distribution: bool,
-                 lead: tuple[int, ...] = ()) -> dict[str, FieldSpec]:
+def label_fields(action_kind: str, n_actions: int, with_distribution: bool) -> dict[str, FieldSpec]:
     """Buffer fields of the teacher's labels: ``action`` (+ ``mean``/``log_std`` or ``logits``)."""
+    vec = FieldSpec((n_actions,), "float32")
     if action_kind == "discrete":
-        fields = {"action": FieldSpec(lead, "int64")}
-        return {**fields, "logits": FieldSpec((*lead, n_actions), "float32")} if with_distribution else fields
-    fields = {"action": FieldSpec((*lead, n_actions), "float32")}
-    if with_distribution:
-        fields.update(mean=FieldSpec((*lead, n_actions), "float32"),
-                      log_std=FieldSpec((*lead, n_actions), "float32"))
-    return fields
+        return {"action": FieldSpec((), "int64"), **({"logits": vec} if with_distribution else {})}
+    return {"action": vec, **({"mean": vec, "log_std": vec} if with_distribution else {})}
 
 
 class RowStore:
     """The rows one task collects in one round: preallocated arrays that grow when needed."""
 
     def __init__(self, fields: dict[str, FieldSpec], capacity: int) -> None:
-        self.arrays = {k: np.zeros((max(1, capacity), *f.shape), np.dtype(f.dtype)) for k,
-                       f in fields.items()}
+        self.arrays = {k: np.zeros((max(1, capacity), *f.shape), f.dtype) for k, f in fields.items()}
         self.n = 0
         self.norm: list[np.ndarray] = []
         """Raw observations for the student's normalizer, one array per step."""

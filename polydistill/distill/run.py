@@ -8,13 +8,10 @@
         distiller.train_round(buffer, updates)   # the student imitates the labels
         log to TensorBoard, evaluate every eval_every rounds, commit every checkpoint_every
 
-A setup subclasses :class:`DaggerRun` and supplies only what differs: its config class
-(a :class:`RunConfig` subclass), its teachers and spaces (:meth:`~DaggerRun.prepare`), its student
-(:meth:`~DaggerRun.make_student`), its buffer rows (:meth:`~DaggerRun.buffer_fields`), one rollout
-task per teacher (:meth:`~DaggerRun.rollout_tasks`), the student checkpoint's metadata and its
-evaluation (:meth:`~DaggerRun.evaluate_student`). Threads, seeding, the Ray workers, TensorBoard,
-the progress bar, periodic evaluation and resumable commits are the core's, so every setup has
-them all.
+A setup subclasses :class:`DaggerRun` and supplies what differs (its ``Config``, teachers,
+student, buffer rows, rollout tasks, checkpoint metadata and evaluation). Threads, seeding,
+Ray workers, TensorBoard, the progress bar, periodic evaluation and resumable commits are the
+core's, so every setup has them all.
 """
 
 from __future__ import annotations
@@ -48,7 +45,7 @@ from polydistill.utils import (
     split_evenly,
 )
 
-__all__ = ["BetaSchedule", "RunConfig", "DistillFlags", "DaggerRun"]
+__all__ = ["BetaSchedule", "RunConfig", "DaggerRun", "check_same_config"]
 
 log = logging.getLogger(__name__)
 
@@ -147,37 +144,6 @@ class RunConfig:
                 raise ConfigError(f"{name}.{key} must be 'mean' or 'sample', got {getattr(self, key)!r}")
 
 
-@dataclass(frozen=True)
-class DistillFlags:
-    """The ``distill`` command's flags, which a setup maps onto its config."""
-
-    steps: int | None = None
-    seed: int | None = None
-    loss: str | None = None
-    bc: bool = False
-    env_id: str | None = None
-    teacher: str | None = None
-    suite: str | None = None
-    teachers_dir: str | None = None
-
-    def shared(self) -> dict[str, Any]:
-        """Overrides of the flags every setup takes (steps, seed, loss, behaviour cloning)."""
-        sets: dict[str, Any] = {}
-        if self.steps is not None:
-            sets["total_steps"] = int(self.steps)
-        if self.seed is not None:
-            sets["seed"] = self.seed
-        if self.loss:
-            sets["distiller.loss"] = self.loss
-        if self.bc:
-            sets["beta"] = {"kind": "constant", "start": 1.0}
-        return sets
-
-    def given(self, *names: str) -> list[str]:
-        """The setup-specific flags among ``names`` that were given, as ``--flag-name``."""
-        return [f"--{n.replace('_', '-')}" for n in names if getattr(self, n) is not None]
-
-
 def check_same_config(saved: Any, mine: Any, ignore: tuple[str, ...] = ()) -> None:
     """Refuse a run state written under another config (top-level keys in ``ignore`` may differ).
 
@@ -202,13 +168,14 @@ class DaggerRun:
     """
 
     Config: ClassVar[type[RunConfig]] = RunConfig
-    """The setup's config class."""
     setup: ClassVar[str] = ""
     """The setup's registry name (recorded in ``run.json`` and in the student's metadata)."""
     resume_may_differ: ClassVar[tuple[str, ...]] = ("workers", "ray_address")
     """Config keys a resumed run may change (where rows are collected does not change them)."""
     steps_per_row: int = 1
     """Labelled steps one buffer row holds (sequences hold several)."""
+    single_stream: ClassVar[bool] = False
+    """Seed the one task's streams from the run seed directly (else: one child seed per task)."""
 
     def __init__(self, config: RunConfig, *, run_dir: str | Path | None = None,
                  log_dir: str | Path | None = None, progress_bar: bool = True) -> None:
@@ -270,10 +237,6 @@ class DaggerRun:
         """One rollout task per teacher (their adapters build env copies where they run)."""
         raise NotImplementedError
 
-    def task_seeds(self, n_tasks: int) -> list[tuple[int, int, int]]:
-        """Seeds (mixing, student noise, env resets) of each task's streams."""
-        return [tuple(spawn_seeds(s, 3)) for s in spawn_seeds(self.config.seed, n_tasks)]  # type: ignore[misc]
-
     def teacher_kinds(self) -> dict[str, str]:
         """Each task's teacher's distribution kind (checked when the loss needs distributions)."""
         return {}
@@ -287,7 +250,7 @@ class DaggerRun:
         return self.config.distiller
 
     def buffer_config(self) -> BufferConfig:
-        """The buffer's config."""
+        """The buffer's config (likewise)."""
         return self.config.buffer
 
     @classmethod
@@ -296,15 +259,14 @@ class DaggerRun:
         raise NotImplementedError
 
     @classmethod
-    def flag_overrides(cls, flags: DistillFlags) -> dict[str, Any]:
-        """Config overrides of the ``distill`` flags only some setups take.
+    def flag_overrides(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        """Config overrides of the setup-specific ``distill`` flags given; ConfigError for others.
 
-        Raises:
-            ConfigError: for a flag this setup does not take.
+        ``flags`` holds those of ``env_id``, ``teacher``, ``suite`` and ``teachers_dir`` given.
         """
-        given = flags.given("env_id", "teacher", "suite", "teachers_dir")
-        if given:
-            raise ConfigError(f"{', '.join(given)} do not apply to a {cls.setup} recipe; use --set KEY=VALUE")
+        if flags:
+            given = ", ".join(f"--{k.replace('_', '-')}" for k in flags)
+            raise ConfigError(f"{given} do not apply to a {cls.setup} recipe; use --set KEY=VALUE")
         return {}
 
     @classmethod
@@ -314,17 +276,22 @@ class DaggerRun:
 
     # ------------------------------------------------------------------ the core
     @classmethod
-    def config_from(cls, recipe: Mapping[str, Any], flags: DistillFlags | None = None,
-                    sets: Sequence[str] = ()) -> RunConfig:
-        """The config of ``recipe`` (a mapping of config fields) with command-line overrides.
+    def config_from(cls, recipe: Mapping[str, Any], flags: Mapping[str, Any] | None = None,
+                    sets: Sequence[str] | Mapping[str, Any] = ()) -> RunConfig:
+        """The config of ``recipe`` (config fields) with the setup's flags, then ``--set`` overrides.
 
         Raises:
             ConfigError: for an unknown key, a bad value or a flag this setup does not take.
         """
-        flags = flags or DistillFlags()
         cfg = from_dict(cls.Config, recipe, cls.Config.__name__)
-        cfg = override(override(cfg, {**cls.flag_overrides(flags), **flags.shared()}), list(sets))
-        return cls.complete(cfg)
+        return cls.complete(override(override(cfg, cls.flag_overrides(dict(flags or {}))), sets))
+
+    def task_seeds(self, n_tasks: int) -> list[tuple[int, int, int]]:
+        """Seeds (mixing, student noise, env resets) of each task's streams."""
+        if self.single_stream:
+            mix, env, noise = spawn_seeds(self.config.seed, 3)
+            return [(mix, noise, env)]
+        return [tuple(spawn_seeds(s, 3)) for s in spawn_seeds(self.config.seed, n_tasks)]  # type: ignore[misc]
 
     @property
     def total_steps(self) -> int:
@@ -403,8 +370,8 @@ class DaggerRun:
     def state_dict(self) -> dict[str, Any]:
         """The whole run at a round boundary.
 
-        That is: config, progress, history, student, optimizer, buffer (rows, cursors, RNG),
-        global RNGs and the collector (each task's RNGs and replayable env copies).
+        Config, progress, student, optimizer, buffer, RNGs and the collector (each task's RNG
+        states and replayable env copies).
         """
         return {"config": to_dict(self.config), "round": self.round, "history": self.history,
                 "student": self.student.state_dict(), "distiller": self.distiller.state_dict(),
@@ -436,12 +403,9 @@ class DaggerRun:
         return save_run_state(self.checkpoint_dir, self.round, self.state_dict())
 
     def resume(self) -> bool:
-        """Continue from the latest commit, if there is one.
+        """Continue from the latest commit; ``False`` if there is none (a fresh start).
 
         On CPU the resumed run ends with the same student, bit for bit, as an uninterrupted run.
-
-        Returns:
-            Whether a commit was found (``False``: the run starts from scratch).
 
         Raises:
             ConfigError: if the run was built without a run folder.

@@ -1,15 +1,10 @@
 """Collaborative auxiliary-modality learning (CAML) on PettingZoo: teacher -> per-agent students.
 
-The teacher acts on what *all* agents sense (their shared multi-modal data: here the world's
-scripted privileged expert with ``knowledge="shared"``); students read only their own
-deployable modalities (:class:`~polydistill.students.TeamStudent`) and learn by DAgger on
-their own joint rollouts: every step of every live agent is labelled by the teacher, while
-the behaviour is the students' (with teacher probability ``beta`` per agent). The
-single-agent auxiliary-modality baseline is the same run with a teacher that knows only what
-the agent itself senses (``teacher="own"``).
-
-Observations are stored per team step, ``(N, D)`` with a presence mask, so agents that leave
-mid-episode simply stop being labelled, and message-passing students train on real teams.
+The teacher acts on what *all* agents sense (the world's scripted expert with
+``knowledge="shared"``); students read only their own deployable modalities and learn by DAgger
+on their joint rollouts, every live agent labelled. ``teacher="own"`` is the single-agent
+auxiliary-modality baseline. Rows are team steps ``(N, D)`` with a presence mask, so agents
+that leave stop being labelled and message-passing students train on real teams.
 """
 
 from __future__ import annotations
@@ -32,10 +27,9 @@ from polydistill.envs._base import ExpertWorld
 from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation.episodes import TeamResult, evaluate_team
 from polydistill.evaluation.report import EvalOptions, TaskRow, ratio
-from polydistill.setups.registry import Setup, register_setup
+from polydistill.setups import Setup, register_setup
 from polydistill.students import Student, TeamConfig, TeamStudent, flatten_modalities
 from polydistill.teachers import ActionTarget, ScriptedExpert, TeamTeacher, as_team_teacher
-from polydistill.utils import spawn_seeds
 
 __all__ = ["CamlConfig", "CamlRun", "TeamAdapter", "TeamPolicy", "team_policy"]
 
@@ -157,6 +151,7 @@ class CamlRun(DaggerRun):
 
     Config = CamlConfig
     setup = "caml"
+    single_stream = True
     config: CamlConfig
 
     def __init__(self, config: CamlConfig, make_env: Callable[[], Any] | None = None,
@@ -194,11 +189,6 @@ class CamlRun(DaggerRun):
         return {"obs": FieldSpec((n, d), "float32"), "present": FieldSpec((n,), "bool"),
                 "emb": FieldSpec((n,), "int64"), "mask": FieldSpec((n, a), "bool"),
                 "action": FieldSpec((n, a), "float32")}
-
-    def task_seeds(self, n_tasks: int) -> list[tuple[int, int, int]]:
-        """Mixing and env streams from the run's seed directly (one task)."""
-        mix, env, noise = spawn_seeds(self.config.seed, 3)
-        return [(mix, noise, env)]
 
     def rollout_tasks(self) -> list[RolloutTask]:
         """The one env of the run."""
@@ -268,5 +258,4 @@ def _make_parallel(name: str, kwargs: dict[str, Any]) -> Any:
     return make_parallel(name, **kwargs)
 
 
-register_setup(Setup("caml", CamlRun, benchmark="polydistill.bench.caml:run",
-                     recipe="caml_intersection.yaml"))
+register_setup(Setup("caml", CamlRun, benchmark="polydistill.bench.caml:run"))

@@ -20,10 +20,10 @@ from polydistill.buffer import FieldSpec
 from polydistill.collect.replay import ReplayVectorEnv
 from polydistill.collect.rollout import RolloutTask, RowStore, StepAdapter, label_fields
 from polydistill.deploy.checkpoint import DeployedStudent
-from polydistill.distill.run import DaggerRun, DistillFlags, RunConfig
+from polydistill.distill.run import DaggerRun, RunConfig
 from polydistill.errors import ConfigError, SpaceMismatchError, TeacherError
 from polydistill.evaluation.report import EvalOptions, EvalTask, TaskRow, evaluate_student, suite_eval_tasks
-from polydistill.setups.registry import Setup, register_setup
+from polydistill.setups import Setup, register_setup
 from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
@@ -248,20 +248,14 @@ class GeneralistRun(DaggerRun):
         return rows
 
     @classmethod
-    def flag_overrides(cls, flags: DistillFlags) -> dict[str, Any]:
+    def flag_overrides(cls, flags: dict[str, Any]) -> dict[str, Any]:
         """``--env-id`` with ``--teacher`` (one task), ``--suite``, ``--teachers-dir``."""
-        sets: dict[str, Any] = {}
-        if flags.env_id or flags.teacher:
-            if not (flags.env_id and flags.teacher):
+        env_id, teacher = flags.pop("env_id", None), flags.pop("teacher", None)
+        if env_id or teacher:
+            if not (env_id and teacher):
                 raise ConfigError("--env-id and --teacher go together")
-            sets["tasks"] = [{"name": flags.env_id.split("/")[-1], "env_id": flags.env_id,
-                              "teacher": flags.teacher}]
-        if flags.suite:
-            sets["suite"] = flags.suite
-        if flags.teachers_dir:
-            sets["teachers_dir"] = flags.teachers_dir
-        return sets
+            flags["tasks"] = [{"name": env_id.split("/")[-1], "env_id": env_id, "teacher": teacher}]
+        return flags
 
 
-register_setup(Setup("generalist", GeneralistRun, benchmark="polydistill.bench.generalist:run",
-                     recipe="distill.yaml"))
+register_setup(Setup("generalist", GeneralistRun, benchmark="polydistill.bench.generalist:run"))

@@ -24,14 +24,14 @@ from polydistill.collect.rollout import RolloutTask, RowStore, StepAdapter, labe
 from polydistill.config import override
 from polydistill.deploy.checkpoint import DeployedStudent
 from polydistill.distill.distiller import DistillerConfig
-from polydistill.distill.run import DaggerRun, DistillFlags, RunConfig
+from polydistill.distill.run import DaggerRun, RunConfig
 from polydistill.errors import ConfigError, TeacherError
 from polydistill.evaluation.episodes import EvalResult, evaluate
 from polydistill.evaluation.report import EvalOptions, TaskRow, ratio
-from polydistill.setups.registry import Setup, register_setup
+from polydistill.setups import Setup, register_setup
 from polydistill.students import Student, VisionConfig, VisionStudent
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
-from polydistill.utils import agents_dir, make_env, spawn_seeds
+from polydistill.utils import agents_dir, make_env
 from polydistill.wrappers.gymnasium import ObsGroups, flatten_groups
 
 __all__ = ["VisionDistillConfig", "VisionRun", "VisionAdapter", "SequenceAdapter", "SHIPPED_TEACHERS"]
@@ -202,6 +202,7 @@ class VisionRun(DaggerRun):
 
     Config = VisionDistillConfig
     setup = "vision"
+    single_stream = True
     config: VisionDistillConfig
 
     def __init__(self, config: VisionDistillConfig, teacher: Teacher | None = None, **kwargs: Any) -> None:
@@ -264,11 +265,6 @@ class VisionRun(DaggerRun):
             fields = {k: FieldSpec((self.config.seq_len, *f.shape), f.dtype) for k, f in fields.items()}
         return fields
 
-    def task_seeds(self, n_tasks: int) -> list[tuple[int, int, int]]:
-        """Mixing and env streams from the run's seed directly (one task)."""
-        mix, env, noise = spawn_seeds(self.config.seed, 3)
-        return [(mix, noise, env)]
-
     def rollout_tasks(self) -> list[RolloutTask]:
         """The one env of the run."""
         cls = SequenceAdapter if self.student.recurrent else VisionAdapter
@@ -311,11 +307,11 @@ class VisionRun(DaggerRun):
         return [TaskRow(name, "train", "vision", t_mean, s.mean_return, ratio(s.mean_return, t_mean))]
 
     @classmethod
-    def flag_overrides(cls, flags: DistillFlags) -> dict[str, Any]:
+    def flag_overrides(cls, flags: dict[str, Any]) -> dict[str, Any]:
         """``--teacher`` names the privileged teacher."""
-        super().flag_overrides(DistillFlags(env_id=flags.env_id, suite=flags.suite,
-                                            teachers_dir=flags.teachers_dir))
-        return {"teacher": flags.teacher} if flags.teacher else {}
+        teacher = flags.pop("teacher", None)
+        super().flag_overrides(flags)
+        return {"teacher": teacher} if teacher else {}
 
     @classmethod
     def complete(cls, config: VisionDistillConfig) -> VisionDistillConfig:  # type: ignore[override]
@@ -346,5 +342,4 @@ def _teacher_episodes(teacher: Teacher, meta: dict[str, Any], episodes: int, see
                     seed=seed, env_kwargs={**meta.get("env_kwargs", {}), "pixels": False})
 
 
-register_setup(Setup("vision", VisionRun, benchmark="polydistill.bench.vision:run",
-                     recipe="vision_point_goal.yaml"))
+register_setup(Setup("vision", VisionRun, benchmark="polydistill.bench.vision:run"))

@@ -1,12 +1,4 @@
-"""Students: one network per kind, found through the kind registry (:func:`student_class`).
-
-==============  =====================================  ===============================================
-kind            class                                  reads
-==============  =====================================  ===============================================
-``generalist``  :class:`GeneralistStudent`             flat observations of many embodiments (token)
-``vision``      :class:`VisionStudent`                 proprioception + camera pixels (optional GRU)
-``team``        :class:`TeamStudent`                   each agent's deployable modalities (+ messages)
-==============  =====================================  ===============================================
+"""Students by kind (``generalist``, ``vision``, ``team``), found through :func:`student_class`.
 
 A new kind is one subclass of :class:`Student` with a ``kind`` name and its hooks.
 """

@@ -1,17 +1,10 @@
 """The student network every kind builds on, and the registry of student kinds.
 
-Input: the observation normalized with the embodiment's own running statistics, zero-padded to
-the widest embodiment, concatenated with a one-hot embodiment token (the COMPASS pattern).
-Output: a diagonal Gaussian (mean, log-std) over the widest action vector for continuous
-embodiments, or masked logits for discrete ones. Padded action dims are masked everywhere.
-
-A *kind* is a subclass with a ``kind`` name (``generalist``, ``vision``, ``team``): it owns its
-metadata round trip (:meth:`Student.metadata` / :meth:`Student.from_metadata`), its input
-preparation for deployment (:meth:`Student.prepare`), its space check
-(:meth:`Student.check_env`) and its export module (:meth:`Student.export_module`). Defining
-the subclass registers it, so checkpoints and exports never branch on the kind.
-
-Needs only torch and NumPy, so a deployed student runs without gymnasium or SB3.
+The observation is normalized with its embodiment's running statistics, zero-padded to the
+widest embodiment and paired with a one-hot token (COMPASS); the head gives a diagonal Gaussian
+over the widest action vector (or masked logits), padded dims masked. A *kind* is a subclass
+with a ``kind`` name; it owns its metadata round trip, deployment input checks, space check and
+export spec, so checkpoints and exports never branch on it. torch + NumPy only.
 """
 
 from __future__ import annotations
@@ -250,11 +243,7 @@ class Student(nn.Module):
                    from_dict(StudentConfig, meta["student_config"]))
 
     def prepare(self, obs: Any, embodiment: str | None = None) -> tuple[Any, torch.Tensor, bool]:
-        """Validate a deployment observation; returns (network input, token ids, was one row).
-
-        Raises:
-            ObservationError: for input this kind cannot act on.
-        """
+        """Validate a deployment observation: (network input, token ids, was one row), or ObservationError."""
         raise NotImplementedError
 
     def deploy_act(self, x: Any, emb: torch.Tensor, deterministic: bool) -> np.ndarray:
@@ -267,25 +256,38 @@ class Student(nn.Module):
         return action[0] if single else action
 
     def check_env(self, env: Any, embodiment: str | None = None) -> None:
-        """Refuse an env whose spaces differ from the ones this student was trained for.
+        """Raise SpaceMismatchError for an env whose spaces are not the ones the student was trained for."""
+        raise NotImplementedError
 
-        Raises:
-            SpaceMismatchError: naming the space, what the student expects and what the env has.
-        """
+    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, ExportInput], list[str]]:
+        """What the exported graph of ``embodiment`` takes and gives: (embodiment id, inputs, outputs)."""
+        raise NotImplementedError
+
+    def export_forward(self, emb_id: int, *inputs: torch.Tensor) -> Any:
+        """Raw inputs of :meth:`export_spec` -> env actions, as :meth:`prepare` + ``predict`` compute them."""
         raise NotImplementedError
 
     def export_module(self, embodiment: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
         """An exportable module mapping raw inputs to env actions, with input and output names."""
-        raise NotImplementedError
+        e, inputs, outputs = self.export_spec(embodiment)
+        return _Export(self, e), list(inputs), outputs
 
     def example_inputs(self, embodiment: str | None = None, batch: int = 2, agents: int = 3,
                        seed: int = 0) -> tuple[torch.Tensor, ...]:
         """Random inputs of the right shapes and dtypes for :meth:`export_module`."""
-        raise NotImplementedError
+        g, out = torch.Generator().manual_seed(seed), []
+        for shape, dtype in self.export_spec(embodiment)[1].values():
+            size = (batch, *(agents if d == "agents" else d for d in shape))
+            out.append(torch.randn(size, generator=g) if dtype == torch.float32 else
+                       torch.ones(size, dtype=dtype) if dtype == torch.bool else
+                       torch.randint(0, 256, size, generator=g, dtype=dtype))
+        return tuple(out)
 
-    def dynamic_axes(self, inputs: list[str], outputs: list[str]) -> dict[str, dict[int, str]]:
-        """ONNX dynamic axes of the exported module (the batch, by default)."""
-        return {name: {0: "batch"} for name in inputs + outputs}
+    def dynamic_axes(self, embodiment: str | None = None) -> dict[str, dict[int, str]]:
+        """ONNX dynamic axes: the batch, and the team size where an input has one."""
+        _, inputs, outputs = self.export_spec(embodiment)
+        team = any("agents" in shape for shape, _ in inputs.values())
+        return {name: {0: "batch", **({1: "agents"} if team else {})} for name in [*inputs, *outputs]}
 
     def _check_actions(self, env: Any, act: Any, e: int) -> None:
         """Refuse an action space other than embodiment ``e``'s (kind, size and bounds)."""
@@ -298,6 +300,21 @@ class Student(nn.Module):
         got = (np.asarray(act.low, float).tolist(), np.asarray(act.high, float).tolist())
         if not np.allclose(bounds, got, atol=1e-6):
             need(env, f"action bounds of {emb.name!r}", bounds, got)
+
+
+ExportInput = tuple[tuple[Any, ...], torch.dtype]
+"""Shape of one row of an exported input (``"agents"``: a dynamic team axis) and its dtype."""
+
+
+class _Export(nn.Module):
+    """A student's :meth:`Student.export_forward` as a module (tracing needs one holding the student)."""
+
+    def __init__(self, student: Student, emb_id: int) -> None:
+        super().__init__()
+        self.student, self.emb_id = student, emb_id
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.student.export_forward(self.emb_id, *inputs)
 
 
 def space_shape(space: Any) -> tuple[int, ...]:
@@ -314,8 +331,27 @@ def need(env: Any, what: str, expected: Any, got: Any) -> None:
         )
 
 
-def check_finite_rows(x: np.ndarray, what: str) -> None:
-    """Raise :class:`ObservationError` at the first non-finite value of ``x``."""
+def obs_rows(obs: Any, dim: int, name: str) -> tuple[np.ndarray, bool]:
+    """``obs`` as a finite real ``(N, dim)`` array, and whether it was one row ``(dim,)``.
+
+    Raises:
+        ObservationError: not array-like or real-valued, another shape, an empty batch, or a
+            non-finite value (naming ``name`` and what was expected).
+    """
+    try:
+        x = np.asarray(obs)
+    except Exception as exc:  # ragged lists and the like
+        raise ObservationError(f"observation is not array-like: {exc}") from None
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ObservationError(f"observation for {name} must be a real-valued array, got dtype {x.dtype}")
+    single = x.ndim == 1
+    x = x[None] if single else x
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ObservationError(f"observation for {name}: expected shape ({dim},) or (N, {dim}), "
+                               f"got {np.asarray(obs).shape}")
+    if x.shape[0] == 0:
+        raise ObservationError(f"observation batch for {name} is empty")
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))[0].tolist()
-        raise ObservationError(f"observation for {what} has a non-finite value at index {bad}")
+        raise ObservationError(f"observation for {name} has a non-finite value at index {bad}")
+    return x, single

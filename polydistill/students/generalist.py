@@ -11,27 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from polydistill.errors import ConfigError, ObservationError
-from polydistill.students.base import Student, check_finite_rows, need, space_shape
+from polydistill.students.base import Student, need, obs_rows, space_shape
 
 __all__ = ["GeneralistStudent"]
-
-
-class _Export(nn.Module):
-    """Raw observations of one embodiment -> env actions (normalizer, token, clipping inside)."""
-
-    def __init__(self, student: GeneralistStudent, emb_id: int) -> None:
-        super().__init__()
-        self.student = student
-        e = student.table.embodiments[emb_id]
-        self.emb_id, self.pad, self.n = emb_id, student.table.max_obs_dim - e.obs_dim, e.action_dim
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = F.pad(obs.to(torch.float32), (0, self.pad))
-        emb = torch.zeros_like(x[:, 0], dtype=torch.long) + self.emb_id
-        out = self.student(x, emb)
-        if self.student.discrete:
-            return out.logits[:, : self.n].argmax(-1)
-        return self.student.clip_action(out.mean, emb)[:, : self.n]
 
 
 class GeneralistStudent(Student):
@@ -56,27 +38,7 @@ class GeneralistStudent(Student):
                 batch, or non-finite values.
         """
         e = self._embodiment(embodiment)
-        emb = self.table.embodiments[e]
-        try:
-            x = np.asarray(obs)
-        except Exception as exc:  # ragged lists and the like
-            raise ObservationError(f"observation is not array-like: {exc}") from None
-        if x.dtype == object or not (np.issubdtype(x.dtype, np.floating)
-                                     or np.issubdtype(x.dtype, np.integer)):
-            raise ObservationError(
-                f"observation for {emb.name!r} must be a real-valued array, got dtype {x.dtype}"
-            )
-        single = x.ndim == 1
-        if single:
-            x = x[None]
-        if x.ndim != 2 or x.shape[1] != emb.obs_dim:
-            raise ObservationError(
-                f"observation for {emb.name!r}: expected shape ({emb.obs_dim},) or "
-                f"(N, {emb.obs_dim}), got {np.asarray(obs).shape}"
-            )
-        if x.shape[0] == 0:
-            raise ObservationError(f"observation batch for {emb.name!r} is empty")
-        check_finite_rows(x, repr(emb.name))
+        x, single = obs_rows(obs, self.table.embodiments[e].obs_dim, repr(self.table.embodiments[e].name))
         return (torch.from_numpy(x.astype(np.float32, copy=False)),
                 torch.full((x.shape[0],), e, dtype=torch.long), single)
 
@@ -133,7 +95,7 @@ class GeneralistStudent(Student):
         need(env, f"observation shape of {emb.name!r}", (emb.obs_dim,), space_shape(env.observation_space))
         self._check_actions(env, env.action_space, e)
 
-    def export_module(self, embodiment: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
+    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
         """``obs`` float32 ``(B, obs_dim)`` -> ``action`` of one embodiment.
 
         Raises:
@@ -143,10 +105,14 @@ class GeneralistStudent(Student):
             raise ConfigError(
                 f"this student drives several embodiments {self.table.names}; export one: embodiment=NAME"
             )
-        return _Export(self, 0 if embodiment is None else self.table.id(embodiment)), ["obs"], ["action"]
+        e = 0 if embodiment is None else self.table.id(embodiment)
+        return e, {"obs": ((self.table.embodiments[e].obs_dim,), torch.float32)}, ["action"]
 
-    def example_inputs(self, embodiment: str | None = None, batch: int = 2, agents: int = 3,
-                       seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """A random observation batch of the embodiment."""
-        e = self.table.embodiments[0 if embodiment is None else self.table.id(embodiment)]
-        return (torch.randn(batch, e.obs_dim, generator=torch.Generator().manual_seed(seed)),)
+    def export_forward(self, emb_id: int, *inputs: torch.Tensor) -> torch.Tensor:
+        """Pad, normalize, add the token, act, clip, cut the padding."""
+        x = F.pad(inputs[0].to(torch.float32), (0, self.table.max_obs_dim - inputs[0].shape[1]))
+        emb = torch.zeros_like(x[:, 0], dtype=torch.long) + emb_id
+        out, n = self(x, emb), self.table.embodiments[emb_id].action_dim
+        if self.discrete:
+            return out.logits[:, :n].argmax(-1)
+        return self.clip_action(out.mean, emb)[:, :n]

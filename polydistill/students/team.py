@@ -70,20 +70,6 @@ def flatten_modalities(obs: dict[str, Any], modalities: tuple[str, ...],
     return np.concatenate(parts)
 
 
-class _Export(nn.Module):
-    """``obs`` ``(B, N, D)`` and ``present`` ``(B, N)`` -> ``action`` ``(B, N, A)`` (absent: zeros)."""
-
-    def __init__(self, student: TeamStudent) -> None:
-        super().__init__()
-        self.student = student
-
-    def forward(self, obs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        emb = torch.zeros_like(obs[:, :, 0], dtype=torch.long)
-        out = self.student({"obs": obs, "present": present}, emb)
-        action = self.student.clip_action(out.mean, emb)
-        return action * present.unsqueeze(-1).to(action.dtype)
-
-
 class TeamStudent(Student):
     """Shared per-agent policy over deployable modalities, optionally with messages."""
 
@@ -186,21 +172,18 @@ class TeamStudent(Student):
              [int(np.prod(space_shape(have[m]))) for m in mods])
         self._check_actions(env, env.action_space(agent), 0)
 
-    def export_module(self, embodiment: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
-        """Team inputs -> actions (absent agents: zeros).
+    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
+        """Teams in, actions out (zeros for absent agents); batch and team size are dynamic.
 
-        ``obs`` float32 ``(B, N, D)`` (deployable modalities flattened in order) and ``present``
-        bool ``(B, N)`` -> ``action`` ``(B, N, A)``.
+        ``obs`` float32 ``(B, N, D)`` (deployable modalities in order) and ``present`` bool
+        ``(B, N)`` -> ``action`` ``(B, N, A)``.
         """
-        return _Export(self), ["obs", "present"], ["action"]
+        return 0, {"obs": (("agents", self.table.max_obs_dim), torch.float32),
+                   "present": (("agents",), torch.bool)}, ["action"]
 
-    def example_inputs(self, embodiment: str | None = None, batch: int = 2, agents: int = 3,
-                       seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """Random teams of ``agents`` agents, all present."""
-        g = torch.Generator().manual_seed(seed)
-        return (torch.randn(batch, agents, self.table.max_obs_dim, generator=g),
-                torch.ones(batch, agents, dtype=torch.bool))
-
-    def dynamic_axes(self, inputs: list[str], outputs: list[str]) -> dict[str, dict[int, str]]:
-        """Batch and team size are both dynamic."""
-        return {name: {0: "batch", 1: "agents"} for name in inputs + outputs}
+    def export_forward(self, emb_id: int, *inputs: torch.Tensor) -> torch.Tensor:
+        """Every present agent's clipped action."""
+        obs, present = inputs
+        emb = torch.zeros_like(obs[:, :, 0], dtype=torch.long)
+        action = self.clip_action(self({"obs": obs, "present": present}, emb).mean, emb)
+        return action * present.unsqueeze(-1).to(action.dtype)

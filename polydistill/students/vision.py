@@ -16,14 +16,7 @@ from torch import nn
 
 from polydistill.config import from_dict, to_dict
 from polydistill.errors import ConfigError, ObservationError
-from polydistill.students.base import (
-    Student,
-    StudentConfig,
-    StudentOutput,
-    check_finite_rows,
-    need,
-    space_shape,
-)
+from polydistill.students.base import Student, StudentConfig, StudentOutput, need, obs_rows, space_shape
 from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 __all__ = ["VisionConfig", "VisionStudent", "random_shift"]
@@ -94,22 +87,6 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts)])
-
-
-class _Export(nn.Module):
-    """``proprio`` (+ ``pixels``; + ``state``, ``first`` when recurrent) -> ``action`` (+ ``next_state``)."""
-
-    def __init__(self, student: VisionStudent) -> None:
-        super().__init__()
-        self.student = student
-
-    def forward(self, proprio: torch.Tensor, *rest: torch.Tensor) -> Any:
-        s, more = self.student, list(rest)
-        emb = torch.zeros_like(proprio[:, 0], dtype=torch.long)
-        obs = {"proprio": proprio, **({"pixels": more.pop(0)} if s.pixel_shape else {})}
-        if s.recurrent:
-            return s.step(obs, emb, *more)
-        return s.clip_action(s(obs, emb).mean, emb)
 
 
 class VisionStudent(Student):
@@ -271,16 +248,7 @@ class VisionStudent(Student):
                                    f"got {type(obs).__name__}")
         if set(obs) != set(keys):
             raise ObservationError(f"observation groups must be exactly {sorted(keys)}, got {sorted(obs)}")
-        p = np.asarray(obs["proprio"])
-        if p.dtype == object or not np.issubdtype(p.dtype, np.number):
-            raise ObservationError(f"proprio must be a real-valued array, got dtype {p.dtype}")
-        single = p.ndim == 1
-        p = p[None] if single else p
-        dim = self.table.embodiments[0].obs_dim
-        if p.ndim != 2 or p.shape[1] != dim or p.shape[0] == 0:
-            raise ObservationError(f"proprio: expected shape ({dim},) or (N, {dim}), "
-                                   f"got {np.asarray(obs['proprio']).shape}")
-        check_finite_rows(p, "'proprio'")
+        p, single = obs_rows(obs["proprio"], self.table.embodiments[0].obs_dim, "'proprio'")
         out = {"proprio": torch.from_numpy(p.astype(np.float32))}
         if "pixels" in keys:
             px = np.asarray(obs["pixels"])
@@ -305,23 +273,22 @@ class VisionStudent(Student):
             need(env, "pixels shape", tuple(self.pixel_shape), space_shape(have["pixels"]))
         self._check_actions(env, env.action_space, 0)
 
-    def export_module(self, embodiment: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
-        """Raw inputs -> clipped actions (and the next state).
+    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
+        """Proprioception and pixels in, actions out (and the state, when recurrent).
 
-        ``proprio`` float32 ``(B, P)`` (+ ``pixels`` uint8 ``(B, C, H, W)``; + ``state`` ``(B, S)``
-        and ``first`` bool ``(B,)`` when recurrent) -> ``action`` (+ ``next_state``).
+        ``proprio`` float32 ``(B, P)``, ``pixels`` uint8 ``(B, C, H, W)`` (not blind) and, when
+        recurrent, ``state`` ``(B, S)`` and ``first`` bool ``(B,)`` -> ``action`` (+ ``next_state``).
         """
-        inputs = ["proprio", *(["pixels"] if self.pixel_shape else []),
-                  *(["state", "first"] if self.recurrent else [])]
-        return _Export(self), inputs, ["action", *(["next_state"] if self.recurrent else [])]
-
-    def example_inputs(self, embodiment: str | None = None, batch: int = 2, agents: int = 3,
-                       seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """Random proprioception (and images, state, episode starts) of the right shapes."""
-        g = torch.Generator().manual_seed(seed)
-        out = [torch.randn(batch, self.table.embodiments[0].obs_dim, generator=g)]
+        inputs: dict[str, Any] = {"proprio": ((self.table.embodiments[0].obs_dim,), torch.float32)}
         if self.pixel_shape:
-            out.append(torch.randint(0, 256, (batch, *self.pixel_shape), generator=g, dtype=torch.uint8))
+            inputs["pixels"] = (tuple(self.pixel_shape), torch.uint8)
         if self.recurrent:
-            out += [torch.randn(batch, self.feature_dim, generator=g), torch.zeros(batch, dtype=torch.bool)]
-        return tuple(out)
+            inputs.update(state=((self.feature_dim,), torch.float32), first=((), torch.bool))
+        return 0, inputs, ["action", *(["next_state"] if self.recurrent else [])]
+
+    def export_forward(self, emb_id: int, *inputs: torch.Tensor) -> Any:
+        """The student's (recurrent) step on raw inputs; actions clipped."""
+        more = list(inputs[1:])
+        emb = torch.zeros_like(inputs[0][:, 0], dtype=torch.long)
+        obs = {"proprio": inputs[0], **({"pixels": more.pop(0)} if self.pixel_shape else {})}
+        return self.step(obs, emb, *more) if self.recurrent else self.clip_action(self(obs, emb).mean, emb)

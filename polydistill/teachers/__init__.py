@@ -1,10 +1,7 @@
 """Teachers: frozen policies that label every state the student visits.
 
-Single-agent teachers (:class:`Teacher`) label observation batches: SB3 zips with their
-``VecNormalize`` statistics (:class:`SB3Teacher`, from :func:`load_teacher`), torch modules and
-plain functions. Team teachers (:class:`TeamTeacher`) label every live agent of a multi-agent
-env copy: the worlds' scripted experts (:class:`ScriptedExpert`) or any function. Teachers are
-trained with :func:`polydistill.teachers.train.train_teacher`.
+:class:`Teacher` labels observation batches (SB3 zips via :func:`load_teacher`, torch modules,
+functions); :class:`TeamTeacher` labels the live agents of a multi-agent env copy.
 """
 
 from polydistill.teachers.base import (
