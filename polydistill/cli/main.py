@@ -130,8 +130,6 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 
 
 RUN_FILE = "run.json"
-MOVABLE = ("workers", "ray_address")
-"""Config keys ``--resume`` may change: where rows are collected, not what is computed."""
 
 
 def _run_dir(out: str) -> Path:
@@ -144,21 +142,22 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from polydistill.config import from_dict, override, parse_assignments
     from polydistill.setups import get_setup
 
-    flags = (("--recipe", args.recipe), ("--env-id", args.env_id), ("--teacher", args.teacher),
-             ("--suite", args.suite), ("--teachers-dir", args.teachers_dir), ("--steps", args.steps),
-             ("--seed", args.seed), ("--loss", args.loss), ("--out", args.out))
-    sets = parse_assignments(args.set)
-    given = [f for f, v in flags if v is not None] + (["--bc"] if args.bc else [])
-    given += [f"--set {k}" for k in sets if k not in MOVABLE]
-    if given:
-        raise PolydistillError(f"--resume keeps the run's config and folder; do not also give "
-                               f"{', '.join(given)} (only --set workers=N / ray_address=ADDR may change)")
     path = Path(args.resume) / RUN_FILE
     try:
         run = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"--resume {args.resume!r}: not a distill run folder ({exc})") from None
     setup = get_setup(run.get("setup"))
+    movable = setup.run.resume_may_differ  # where rows are collected, not what is computed
+    flags = (("--recipe", args.recipe), ("--env-id", args.env_id), ("--teacher", args.teacher),
+             ("--suite", args.suite), ("--teachers-dir", args.teachers_dir), ("--steps", args.steps),
+             ("--seed", args.seed), ("--loss", args.loss), ("--out", args.out))
+    sets = parse_assignments(args.set)
+    given = [f for f, v in flags if v is not None] + (["--bc"] if args.bc else [])
+    given += [f"--set {k}" for k in sets if k not in movable]
+    if given:
+        raise PolydistillError(f"--resume keeps the run's config and folder; do not also give "
+                               f"{', '.join(given)} (only --set {' / '.join(movable)} may change)")
     try:
         cfg = from_dict(setup.config, run["config"], f"{setup.config.__name__}({path})")
         return setup, override(cfg, sets), str(Path(args.resume) / run["student"])
