@@ -246,6 +246,12 @@ def test_any_parallel_env_plugs_in_with_a_modality_spec_and_a_teacher() -> None:
     after = trainer.evaluate_policy(episodes=10).mean_return
     with pytest.raises(ConfigError, match="custom make_env"):
         trainer.evaluate_policy(episodes=1, n_agents=4)
+    assert set(trainer.evaluate(episodes=1)) == {"eval/return/mpe2-simple-spread",
+                                                 "eval/accident_rate/mpe2-simple-spread"}  # on the custom env
+    from polydistill.evaluation.report import EvalOptions
+
+    with pytest.raises(ConfigError, match="custom env"):  # its checkpoint cannot rebuild the env
+        CamlRun.evaluate_student(trainer.deployed(), EvalOptions(episodes=1))
     trainer.close()
     assert teacher > before + 1.0, (before, teacher)
     assert after > before + 0.5 * (teacher - before), (before, after, teacher)

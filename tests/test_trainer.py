@@ -184,11 +184,9 @@ def test_collects_exactly_the_step_budget(total: int) -> None:
     assert len(trainer.buffer) == min(total, 600)
 
 
-def test_budget_smaller_than_rounds_times_tasks_is_refused() -> None:
-    trainer = GeneralistRun(_config(total_steps=5, rounds=4), teachers=_teachers(), progress_bar=False)
+def test_budget_smaller_than_rounds_times_tasks_is_refused_before_envs_are_built() -> None:
     with pytest.raises(ConfigError, match="total_steps"):
-        trainer.learn()
-    trainer.close()
+        GeneralistRun(_config(total_steps=5, rounds=4), teachers=_teachers(), progress_bar=False)
 
 
 def test_seed_controls_initial_student_even_after_loading_sb3_teachers(tmp_path) -> None:

@@ -48,7 +48,11 @@ def caml_recipe(name: str) -> CamlConfig:
 
 
 def _team_size(config: CamlConfig) -> int:
-    return int(config.env_kwargs.get("n_agents", 0)) or len(_make_parallel(config.env, {}).possible_agents)
+    if config.env_kwargs.get("n_agents"):
+        return int(config.env_kwargs["n_agents"])
+    env = _make_parallel(config.env, {})
+    env.close()
+    return len(env.possible_agents)
 
 
 def _figures(result: TeamResult) -> dict[str, float]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polydistill.errors import CheckpointError, PolydistillError
+from polydistill.errors import CheckpointError, ConfigError, PolydistillError
 
 __all__ = ["main", "build_parser"]
 
@@ -64,7 +64,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
             known = {t.name for t in tasks}
             bad = sorted(set(args.task) - known)
             if bad:
-                raise PolydistillError(f"unknown task(s) {bad}; suite {args.suite!r} has {sorted(known)}")
+                raise ConfigError(f"unknown task(s) {bad}; suite {args.suite!r} has {sorted(known)}")
             tasks = tuple(t for t in tasks if t.name in args.task)
         if args.split != "all":
             tasks = tuple(t for t in tasks if t.split == args.split)
@@ -156,7 +156,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
     given = [f for f, v in flags if v is not None] + (["--bc"] if args.bc else [])
     given += [f"--set {k}" for k in sets if k not in movable]
     if given:
-        raise PolydistillError(f"--resume keeps the run's config and folder; do not also give "
+        raise ConfigError(f"--resume keeps the run's config and folder; do not also give "
                                f"{', '.join(given)} (only --set {' / '.join(movable)} may change)")
     try:
         cfg = from_dict(setup.config, run["config"], f"{setup.config.__name__}({path})")

@@ -53,7 +53,12 @@ class Collector:
 
             self.pool = RolloutPool(self.tasks, student, workers, ray_address, **args)
         else:
-            self.rollouts = {t.name: Rollout(t, **args) for t in self.tasks}
+            try:
+                for t in self.tasks:
+                    self.rollouts[t.name] = Rollout(t, **args)
+            except BaseException:
+                self.close()  # the copies already built
+                raise
 
     def close(self) -> None:
         """Close every env (and the Ray workers)."""

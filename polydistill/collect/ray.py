@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any
 
-from polydistill.errors import ConfigError, PolydistillError, WorkerError
+from polydistill.errors import CheckpointError, ConfigError, PolydistillError, WorkerError
 
 __all__ = ["init_ray", "RolloutWorker", "RolloutPool"]
 
@@ -82,13 +82,21 @@ class RolloutWorker:
         return {n: r.collect(self.student, quotas[n], beta) for n, r in self.rollouts.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """Replayable state of every own task (see :meth:`TaskRunner.state_dict`)."""
+        """Replayable state of every own task (``Rollout.state_dict``)."""
         return {n: r.state_dict() for n, r in self.rollouts.items()}
 
     def load_state_dict(self, states: dict[str, Any]) -> None:
-        """Restore every own task."""
-        for n, r in self.rollouts.items():
-            r.load_state_dict(states[n])
+        """Restore every own task.
+
+        Raises:
+            CheckpointError: for a damaged or incomplete state (as the local path reports it).
+        """
+        try:
+            for n, r in self.rollouts.items():
+                r.load_state_dict(states[n])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"rollout state of a Ray worker is incomplete or damaged: {exc!r}"
+                                  ) from None
 
     def pid(self) -> int:
         """Process id of this worker (tests kill it to check that death is noticed)."""

@@ -194,7 +194,8 @@ class ReplayParallelEnv(ReplayVectorEnv):
                  max_log: int = 100_000) -> None:
         super().__init__(env_fns, seed, max_log)
         self.agents = list(self.envs[0].possible_agents)
-        self._slot = {a: k for k, a in enumerate(self.agents)}
+        self.slot = {a: k for k, a in enumerate(self.agents)}
+        """Row of each agent in the joint actions."""
         self._team = [1] * self.num_envs
         self._rng = np.random.default_rng(self.seed)
 
@@ -213,7 +214,7 @@ class ReplayParallelEnv(ReplayVectorEnv):
 
     def _step_one(self, i: int, action: np.ndarray) -> tuple[Any, float, bool, bool]:
         env = self.envs[i]
-        obs, rew, _, _, _ = env.step({a: action[self._slot[a]] for a in env.agents})
+        obs, rew, _, _, _ = env.step({a: action[self.slot[a]] for a in env.agents})
         return {a: obs[a] for a in env.agents}, sum(rew.values()) / self._team[i], not env.agents, False
 
     def _stack(self, obs: list[Any]) -> list[Any]:

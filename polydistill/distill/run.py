@@ -206,6 +206,9 @@ class DaggerRun:
             raise ConfigError(f"student_action='sample' needs a loss that trains the student's std; "
                               f"{self.distiller.loss_name!r} does not (use forward_kl, taid, ...)")
         tasks = self.rollout_tasks()
+        if config.total_steps < config.rounds * len(tasks):
+            raise ConfigError(f"total_steps ({config.total_steps}) must be at least rounds x tasks "
+                              f"({config.rounds} x {len(tasks)})")
         self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
                                          seed=config.seed)
         self.collector = Collector(tasks, self.student, config.n_envs, config.student_action,
@@ -214,7 +217,11 @@ class DaggerRun:
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(log_dir))
+            try:
+                self.writer = SummaryWriter(str(log_dir))
+            except BaseException:
+                self.collector.close()
+                raise
             self.writer.add_text("config", f"```\n{to_dict(config)}\n```")
         self.round = 0
         self.history: list[dict[str, float]] = []
@@ -319,9 +326,6 @@ class DaggerRun:
 
         cfg = self.config
         n_tasks = len(self.collector.tasks)
-        if cfg.total_steps < cfg.rounds * n_tasks:
-            raise ConfigError(f"total_steps ({cfg.total_steps}) must be at least rounds x tasks "
-                              f"({cfg.rounds} x {n_tasks})")
         steps = split_evenly(cfg.total_steps, cfg.rounds)
         updates = [int(round(cfg.updates_per_step * s)) for s in steps]
         bar = tqdm(total=cfg.rounds, initial=self.round, desc=f"distill ({self.setup})", unit="round",

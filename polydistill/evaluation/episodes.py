@@ -12,7 +12,7 @@ import numpy as np
 from polydistill.errors import ConfigError, ObservationError
 from polydistill.utils import make_env
 
-__all__ = ["EvalResult", "evaluate", "make_env", "TeamResult", "evaluate_team"]
+__all__ = ["EvalResult", "evaluate", "TeamResult", "evaluate_team"]
 
 
 @dataclass

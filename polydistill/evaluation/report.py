@@ -209,8 +209,8 @@ def _plot(rows: list[TaskRow], path: Path, title: str) -> None:
     x = np.arange(len(rows))
     teacher = [r.teacher_return if r.teacher_return is not None else 0.0 for r in rows]
     student = [r.student_return for r in rows]
-    ax.bar(x - 0.2, teacher, 0.4, label="teacher (specialist)", color="#888888")
-    ax.bar(x + 0.2, student, 0.4, label="generalist student", color="#1f77b4")
+    ax.bar(x - 0.2, teacher, 0.4, label="teacher", color="#888888")
+    ax.bar(x + 0.2, student, 0.4, label="student", color="#1f77b4")
     ax.set_xticks(x, [f"{r.name}\n({r.split})" for r in rows], rotation=30, ha="right",
                   fontsize=8)
     ax.set_ylabel("mean episode return (symlog)")

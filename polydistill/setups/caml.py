@@ -99,10 +99,9 @@ class TeamAdapter(StepAdapter):
     def label(self, obs: list[dict[str, Any]]) -> ActionTarget:
         """The teacher's actions ``(C, N, A)`` (zeros for absent slots)."""
         labels = np.zeros((len(obs), len(self.agents), self.fields["action"].shape[-1]), np.float32)
-        slot = {a: k for k, a in enumerate(self.agents)}
         for i, (env, o) in enumerate(zip(self.venv.envs, obs, strict=True)):
             for agent, a in self.teacher(env, o).items():
-                labels[i, slot[agent]] = a
+                labels[i, self.venv.slot[agent]] = a
         return ActionTarget("deterministic", labels)
 
     def act(self, student: Student, obs: list[dict[str, Any]], deterministic: bool,
@@ -163,7 +162,14 @@ class CamlRun(DaggerRun):
 
     def prepare(self) -> None:
         """Read the agents, modalities and action space; check the teacher can act."""
-        c, probe = self.config, self._make()
+        probe = self._make()
+        try:
+            self._read_spaces(probe)
+        finally:
+            probe.close()
+
+    def _read_spaces(self, probe: Any) -> None:
+        c = self.config
         if isinstance(self.teacher, ScriptedExpert) and not isinstance(probe.unwrapped, ExpertWorld):
             raise TeacherError(f"env {c.env!r} has no scripted expert (expert_actions): "
                                "pass teacher=act(env, obs)")
@@ -176,7 +182,6 @@ class CamlRun(DaggerRun):
                               f"it has {sorted(have)}")
         self.sizes = tuple(int(np.prod(space[m].shape)) for m in c.team.modalities)
         self.action_space = probe.action_space(self.agents[0])
-        probe.close()
 
     def make_student(self) -> TeamStudent:
         """One network shared by every agent."""
@@ -202,9 +207,15 @@ class CamlRun(DaggerRun):
         return {self.config.env: "deterministic"}
 
     def student_metadata(self) -> dict[str, Any]:
-        """The env, its kwargs and what the teacher knew."""
+        """The env, its kwargs, what the teacher knew, and whether the env was a custom one."""
         return {"env": self.config.env, "env_kwargs": dict(self.config.env_kwargs),
-                "teacher": self.config.teacher}
+                "teacher": self.config.teacher, "custom_env": self._custom_env}
+
+    def evaluate(self, episodes: int | None = None, seed: int = 12345) -> dict[str, float]:
+        """The students alone on this run's env (a custom ``make_env`` included)."""
+        r = self.evaluate_policy(episodes or self.config.eval_episodes, seed)
+        return {f"eval/return/{self.config.env}": r.mean_return, f"eval/accident_rate/{self.config.env}":
+                r.accident_rate}
 
     def _builder(self, make_env: Callable[[], Any] | None, env_kwargs: dict[str, Any]) -> Callable[[], Any]:
         if make_env is not None:
@@ -233,8 +244,17 @@ class CamlRun(DaggerRun):
 
     @classmethod
     def evaluate_student(cls, student: DeployedStudent, options: EvalOptions) -> list[TaskRow]:
-        """Students on their deployable modalities vs the scripted teacher: return and accidents."""
+        """Students on their deployable modalities vs the scripted teacher: return and accidents.
+
+        Raises:
+            ConfigError: for a student of a custom env (``make_env``), which its metadata cannot
+                rebuild: evaluate it with :func:`~polydistill.evaluation.evaluate_team`.
+        """
         meta, o = student.metadata, options
+        if meta.get("custom_env"):
+            raise ConfigError(f"this team student was distilled on a custom env (make_env=...), not "
+                              f"the shipped {meta['env']!r}: evaluate it with "
+                              "polydistill.evaluation.evaluate_team")
         make = functools.partial(_make_parallel, meta["env"], meta.get("env_kwargs", {}))
         s = evaluate_team(make, team_policy(student), o.episodes, o.seed)
         t = evaluate_team(make, ScriptedExpert(meta.get("teacher", "shared")), o.episodes, o.seed) \

@@ -100,7 +100,6 @@ class GeneralistAdapter(StepAdapter):
 
     def make_envs(self, n_envs: int, seed: int) -> ReplayVectorEnv:
         """``n_envs`` copies of the task's env."""
-        make_env(self.task.env_id, self.task.env_kwargs).close()  # validates id and kwargs, clear error
         self._emb = torch.full((n_envs,), self.e, dtype=torch.long)
         return ReplayVectorEnv([lambda: make_env(self.task.env_id, self.task.env_kwargs)] * n_envs, seed=seed)
 

@@ -143,14 +143,14 @@ class SequenceAdapter(VisionAdapter):
         self._state = torch.zeros(n_envs, self.config.vision.recurrent_size)
         self._first = np.ones(n_envs, dtype=bool)
         self._window: deque[dict[str, np.ndarray]] = deque(maxlen=self.config.seq_len)
-        self._since = 0
+        self._since = self._draws = self._teacher_draws = 0
         return super().make_envs(n_envs, seed)
 
     def act(self, student: Student, obs: dict[str, np.ndarray], deterministic: bool,
             generator: torch.Generator) -> np.ndarray:
         """One step of the student's state on every copy."""
         mine, self._state = student.step(self.inputs(obs), self._emb, self._state,  # type: ignore[operator]
-                                         torch.from_numpy(self._first), deterministic)
+                                         torch.from_numpy(self._first), deterministic, generator)
         return mine.numpy().astype(np.float64)
 
     def record(self, out: RowStore, obs: dict[str, np.ndarray], target: ActionTarget,
@@ -163,7 +163,9 @@ class SequenceAdapter(VisionAdapter):
         out.norm.append(rows["proprio"])
         self._since += 1
         stride, n = c.seq_len - c.burn_in, len(self._first)
-        labelled = 0
+        self._draws += n
+        self._teacher_draws += n if use_teacher is None else int(use_teacher.sum())
+        labelled = teacher = 0
         if len(self._window) == c.seq_len and self._since >= stride:
             k = min(n, -(-remaining // stride))
             seq = {key: np.stack([w[key][:k] for w in self._window], axis=1) for key in rows}
@@ -171,8 +173,10 @@ class SequenceAdapter(VisionAdapter):
             started = np.logical_or.accumulate(seq["first"], axis=1)
             seq["mask"] &= (started | (np.arange(c.seq_len) >= c.burn_in)[None, :])[:, :, None]
             out.add(seq)
-            labelled, self._since = k * stride, 0
-        return labelled, n if use_teacher is None else int(use_teacher.sum())
+            labelled = k * stride  # the teacher's share of the draws since the last sequences:
+            teacher = round(labelled * self._teacher_draws / self._draws)
+            self._since = self._draws = self._teacher_draws = 0
+        return labelled, teacher
 
     def after_step(self, done: np.ndarray) -> None:
         """Copies whose episode ended start the next one from a fresh state."""
@@ -181,7 +185,7 @@ class SequenceAdapter(VisionAdapter):
     def state_dict(self) -> dict[str, Any]:
         """Hidden states, episode-start flags, the open window of steps."""
         return {"hidden": self._state.clone(), "first": self._first.copy(), "window": list(self._window),
-                "since": self._since}
+                "since": self._since, "draws": [self._draws, self._teacher_draws]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`."""
@@ -189,6 +193,7 @@ class SequenceAdapter(VisionAdapter):
         self._first = np.asarray(state["first"], dtype=bool).copy()
         self._window = deque(state["window"], maxlen=self.config.seq_len)
         self._since = int(state["since"])
+        self._draws, self._teacher_draws = (int(x) for x in state["draws"])
 
 
 class VisionRun(DaggerRun):
@@ -214,9 +219,11 @@ class VisionRun(DaggerRun):
         c = self.config
         self.groups = ObsGroups(c.teacher_groups, c.student_groups, c.privileged_groups)
         env = make_env(c.env_id, c.env_kwargs)
-        self.groups.check(env.observation_space)
-        self.space = env.observation_space.spaces
-        env.close()
+        try:
+            self.groups.check(env.observation_space)
+            self.space = env.observation_space.spaces
+        finally:
+            env.close()
         if self.teacher is None:
             if not c.teacher:
                 raise ConfigError("VisionDistillConfig.teacher: path of the privileged teacher is required")
@@ -224,21 +231,25 @@ class VisionRun(DaggerRun):
         from gymnasium import spaces
 
         probe = make_env(c.env_id, {**c.env_kwargs, "pixels": False})
-        t_dim = sum(self.space[k].shape[0] for k in c.teacher_groups)
-        check_teacher_fits(self.teacher, spaces.Box(-np.inf, np.inf, (t_dim,)), probe.action_space,
-                           "privileged teacher")
-        self._probe_obs, _ = probe.reset(seed=0)
-        probe.close()
+        try:
+            t_dim = sum(self.space[k].shape[0] for k in c.teacher_groups)
+            check_teacher_fits(self.teacher, spaces.Box(-np.inf, np.inf, (t_dim,)), probe.action_space,
+                               "privileged teacher")
+            self._probe_obs, _ = probe.reset(seed=0)
+        finally:
+            probe.close()
 
     def make_student(self) -> VisionStudent:
         """The CNN + proprioception student (no image path for the blind control)."""
         c, act = self.config, self.teacher.action_space
         pixels = tuple(self.space["pixels"].shape) if "pixels" in c.student_groups else None
-        student = VisionStudent(self.space["proprio"].shape[0], act.low, act.high, pixels,  # type: ignore[attr-defined]
-                                c.student, c.vision)
-        # a row is one step, or (recurrent) a sequence of which seq_len - burn_in steps are new
-        self.steps_per_row = c.seq_len - c.burn_in if student.recurrent else 1
-        return student
+        return VisionStudent(self.space["proprio"].shape[0], act.low, act.high, pixels,  # type: ignore[attr-defined]
+                             c.student, c.vision)
+
+    @property
+    def steps_per_row(self) -> int:  # type: ignore[override]
+        """1, or (recurrent) the ``seq_len - burn_in`` new steps of a sequence."""
+        return self.config.seq_len - self.config.burn_in if self.config.vision.recurrent_size else 1
 
     def distiller_config(self) -> DistillerConfig:
         """Batches counted in labelled steps (sequences for a recurrent student)."""
@@ -274,7 +285,7 @@ class VisionRun(DaggerRun):
     def teacher_kinds(self) -> dict[str, str]:
         """The teacher's distribution on the env's first observation."""
         obs = self.groups.teacher_obs(self._probe_obs)[None]
-        return {self.config.env_id: self.teacher.action_dist(obs).kind}
+        return {self.config.env_id.split("/")[-1]: self.teacher.action_dist(obs).kind}
 
     def student_metadata(self) -> dict[str, Any]:
         """Env, its kwargs, both views and the teacher: what evaluation needs."""

@@ -45,7 +45,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Architecture of the generalist student."""
+    """Trunk and head of a student (every kind)."""
 
     hidden: tuple[int, ...] = (256, 256)
     """Widths of the hidden layers of the shared trunk."""

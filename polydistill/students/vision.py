@@ -178,8 +178,8 @@ class VisionStudent(Student):
         return torch.zeros(n, self.feature_dim if self.recurrent else 0)
 
     def step(self, obs: dict[str, torch.Tensor], emb: torch.Tensor, state: torch.Tensor,
-             first: torch.Tensor | None = None, deterministic: bool = True
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             first: torch.Tensor | None = None, deterministic: bool = True,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of ``B`` parallel episodes: ``(actions, next state)``.
 
         Args:
@@ -188,14 +188,15 @@ class VisionStudent(Student):
             state: ``(B, recurrent_size)`` from :meth:`initial_state` or the previous step.
             first: ``(B,)`` flags of episodes that start at this step (their state is reset).
             deterministic: Mean action (else sampled).
+            generator: Source of the sampling noise.
         """
         if not self.recurrent:
-            return self.act(obs, emb, deterministic), state  # type: ignore[arg-type]
+            return self.act(obs, emb, deterministic, generator), state  # type: ignore[arg-type]
         x = self.features({k: v for k, v in obs.items() if k != "first"}, emb)
         if first is not None:
             state = state * (~first.to(torch.bool)).to(state.dtype).unsqueeze(-1)
         h = self.core(x, state)
-        return self.action_from(self.output(h, emb), emb, deterministic), h
+        return self.action_from(self.output(h, emb), emb, deterministic, generator), h
 
     def act(self, obs: dict[str, torch.Tensor], emb: torch.Tensor,  # type: ignore[override]
             deterministic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
