@@ -18,7 +18,7 @@ os.umask(_UMASK)
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
            "agents_dir", "spawn_seeds", "split_evenly", "global_rng_state", "set_global_rng_state",
-           "json_roundtrip", "make_env", "resolve"]
+           "json_roundtrip", "make_env"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -137,13 +137,3 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwarg
         raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
     except TypeError as exc:
         raise ConfigError(f"bad env_kwargs {dict(env_kwargs or {})} for {env_id!r}: {exc}") from None
-
-
-def resolve(target: Any) -> Any:
-    """``target`` itself, or the object a ``"package.module:attribute"`` string names."""
-    if not isinstance(target, str):
-        return target
-    import importlib
-
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)

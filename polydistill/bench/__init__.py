@@ -52,12 +52,16 @@ def run_benchmark(name: str, options: BenchOptions) -> dict[str, Any]:
     Raises:
         ConfigError: for an unknown name (the message lists the known ones).
     """
+    import importlib
+
     from polydistill.setups import get_setup, list_setups
-    from polydistill.utils import resolve
 
     if options.seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {options.seeds}")
     target = OTHER_BENCHMARKS.get(name) or (get_setup(name).benchmark if name in list_setups() else None)
     if target is None:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(list_benchmarks())}")
-    return resolve(target)(options)
+    if isinstance(target, str):  # "package.module:function", imported when run
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target(options)

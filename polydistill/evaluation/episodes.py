@@ -104,18 +104,11 @@ def evaluate(
 
 
 @dataclass
-class TeamResult:
-    """Per-episode team figures of a multi-agent policy."""
+class TeamResult(EvalResult):
+    """Per-episode team figures: ``returns`` are each episode's mean over agents of their returns."""
 
-    returns: list[float] = field(default_factory=list)
-    """Mean over agents of each agent's episode return."""
     accidents: list[float] = field(default_factory=list)
     """Fraction of the episode's agents involved in at least one collision."""
-
-    @property
-    def mean_return(self) -> float:
-        """Mean team return over episodes."""
-        return float(np.mean(self.returns)) if self.returns else float("nan")
 
     @property
     def accident_rate(self) -> float:

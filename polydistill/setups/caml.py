@@ -29,12 +29,9 @@ from polydistill.evaluation.episodes import TeamResult, evaluate_team
 from polydistill.evaluation.report import EvalOptions, TaskRow, ratio
 from polydistill.setups import Setup, register_setup
 from polydistill.students import Student, TeamConfig, TeamStudent, flatten_modalities
-from polydistill.teachers import ActionTarget, ScriptedExpert, TeamTeacher, as_team_teacher
+from polydistill.teachers import ActionTarget, ScriptedExpert, TeamTeacher
 
-__all__ = ["CamlConfig", "CamlRun", "TeamAdapter", "TeamPolicy", "team_policy"]
-
-TeamPolicy = Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]
-"""``act(env, obs) -> {agent: action}`` for the live agents' observations ``obs``."""
+__all__ = ["CamlConfig", "CamlRun", "TeamAdapter", "team_policy"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,7 @@ class CamlRun(DaggerRun):
             Any PettingZoo ``ParallelEnv`` with ``Dict`` observations holding the deployable
             modalities plugs in here (wrap flat ones in ``ModalityGroups``, add ``SharedView``
             for a teacher that reads everyone's data).
-        teacher: A :class:`~polydistill.teachers.TeamTeacher` or ``act(env, obs)`` giving the
+        teacher: A :class:`~polydistill.teachers.TeamTeacher`: any ``act(env, obs)`` giving the
             teacher's actions for the live agents (it may read every modality of ``obs`` and
             the env); default: the world's :class:`~polydistill.teachers.ScriptedExpert` with
             ``config.teacher`` knowledge.
@@ -154,10 +151,10 @@ class CamlRun(DaggerRun):
     config: CamlConfig
 
     def __init__(self, config: CamlConfig, make_env: Callable[[], Any] | None = None,
-                 teacher: TeamTeacher | TeamPolicy | None = None, **kwargs: Any) -> None:
+                 teacher: TeamTeacher | None = None, **kwargs: Any) -> None:
         self._custom_env = make_env is not None
         self._make = make_env or functools.partial(_make_parallel, config.env, config.env_kwargs)
-        self.teacher = as_team_teacher(teacher, config.teacher)
+        self.teacher = teacher or ScriptedExpert(config.teacher)
         super().__init__(config, **kwargs)
 
     def prepare(self) -> None:
@@ -217,30 +214,20 @@ class CamlRun(DaggerRun):
         return {f"eval/return/{self.config.env}": r.mean_return, f"eval/accident_rate/{self.config.env}":
                 r.accident_rate}
 
-    def _builder(self, make_env: Callable[[], Any] | None, env_kwargs: dict[str, Any]) -> Callable[[], Any]:
-        if make_env is not None:
-            return make_env
+    def _env(self, env_kwargs: dict[str, Any]) -> Callable[[], Any]:
         if not env_kwargs:
             return self._make
         if self._custom_env:
-            raise ConfigError("this run uses a custom make_env: pass make_env=... instead of env kwargs")
+            raise ConfigError("this run uses a custom make_env: env kwargs cannot rebuild it")
         return functools.partial(_make_parallel, self.config.env, {**self.config.env_kwargs, **env_kwargs})
 
-    def evaluate_policy(self, episodes: int = 20, seed: int = 100_000,
-                        make_env: Callable[[], Any] | None = None, **env_kwargs: Any) -> TeamResult:
-        """The students acting alone on their deployable modalities.
+    def evaluate_policy(self, episodes: int = 20, seed: int = 100_000, **env_kwargs: Any) -> TeamResult:
+        """The students acting alone on their deployable modalities (``env_kwargs``: e.g. ``n_agents=5``)."""
+        return evaluate_team(self._env(env_kwargs), team_policy(self.deployed()), episodes, seed)
 
-        ``env_kwargs`` override the shipped env's arguments (e.g. ``n_agents=5``); ``make_env``
-        evaluates on any other env (e.g. a team of another size of a plugged-in env).
-        """
-        return evaluate_team(self._builder(make_env, env_kwargs), team_policy(self.deployed()), episodes,
-                             seed)
-
-    def evaluate_teacher(self, episodes: int = 20, seed: int = 100_000, knowledge: str | None = None,
-                         make_env: Callable[[], Any] | None = None, **env_kwargs: Any) -> TeamResult:
-        """The teacher on the same seeds (``knowledge`` picks another scripted expert's view)."""
-        teacher = self.teacher if knowledge is None else ScriptedExpert(knowledge)  # type: ignore[arg-type]
-        return evaluate_team(self._builder(make_env, env_kwargs), teacher, episodes, seed)
+    def evaluate_teacher(self, episodes: int = 20, seed: int = 100_000, **env_kwargs: Any) -> TeamResult:
+        """The teacher on the same seeds."""
+        return evaluate_team(self._env(env_kwargs), self.teacher, episodes, seed)
 
     @classmethod
     def evaluate_student(cls, student: DeployedStudent, options: EvalOptions) -> list[TaskRow]:
@@ -266,7 +253,7 @@ class CamlRun(DaggerRun):
                         extra=extra)]
 
 
-def team_policy(student: DeployedStudent) -> TeamPolicy:
+def team_policy(student: DeployedStudent) -> TeamTeacher:
     """``act(env, obs)`` of a team student: each live agent acts on its deployable modalities only."""
     mods = student.student.team.modalities  # type: ignore[attr-defined]
     return lambda env, obs: student.predict({a: {m: o[m] for m in mods} for a, o in obs.items()})

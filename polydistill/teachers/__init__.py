@@ -15,9 +15,9 @@ from polydistill.teachers.base import (
     load_teacher,
 )
 from polydistill.teachers.sb3 import SB3Teacher, load_vecnormalize_stats
-from polydistill.teachers.team import CallableTeamTeacher, ScriptedExpert, TeamTeacher, as_team_teacher
+from polydistill.teachers.team import ScriptedExpert, TeamTeacher
 
 __all__ = ["ActionTarget", "CallableTeacher", "ObsNormalizer", "Teacher", "TorchTeacher",
            "check_teacher_fits",
-           "clip_action", "load_teacher", "SB3Teacher", "load_vecnormalize_stats", "CallableTeamTeacher",
-           "ScriptedExpert", "TeamTeacher", "as_team_teacher"]
+           "clip_action", "load_teacher", "SB3Teacher", "load_vecnormalize_stats", "ScriptedExpert",
+           "TeamTeacher"]

@@ -8,32 +8,27 @@ frozen.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from polydistill.envs._base import ExpertWorld, Knowledge
 from polydistill.errors import ConfigError, TeacherError
 
-__all__ = ["TeamTeacher", "ScriptedExpert", "CallableTeamTeacher", "as_team_teacher"]
+__all__ = ["TeamTeacher", "ScriptedExpert"]
 
 
-class TeamTeacher(ABC):
-    """A frozen policy for the live agents of one multi-agent env copy."""
-
-    @abstractmethod
-    def act(self, env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Actions of the live agents, whose observations are ``obs``."""
+@runtime_checkable
+class TeamTeacher(Protocol):
+    """A frozen policy for the live agents of one multi-agent env copy: any ``act(env, obs)``."""
 
     def __call__(self, env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Same as :meth:`act` (a team teacher is a team policy)."""
-        return self.act(env, obs)
+        """Actions of the live agents, whose observations are ``obs``."""
+        ...
 
 
-class ScriptedExpert(TeamTeacher):
-    """The world's own privileged expert (:class:`~polydistill.envs._base.ExpertWorld`).
+class ScriptedExpert:
+    """The world's own privileged expert (:class:`~polydistill.envs._base.ExpertWorld`): a team teacher.
 
     Args:
         knowledge: ``shared`` (the CAML teacher: what any agent senses), ``own`` (the
@@ -45,28 +40,10 @@ class ScriptedExpert(TeamTeacher):
             raise ConfigError(f"ScriptedExpert.knowledge: expected shared, own or full, got {knowledge!r}")
         self.knowledge = knowledge
 
-    def act(self, env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+    def __call__(self, env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         """The expert's actions, computed by the (unwrapped) world."""
         world = env.unwrapped
         if not isinstance(world, ExpertWorld):
             raise TeacherError(f"{type(world).__name__} has no scripted expert (expert_actions, agent_pose): "
                                "pass teacher=act(env, obs)")
         return world.expert_actions(self.knowledge)
-
-
-class CallableTeamTeacher(TeamTeacher):
-    """A plain function ``act(env, obs) -> {agent: action}`` as a team teacher."""
-
-    def __init__(self, fn: Callable[[Any, dict[str, Any]], dict[str, np.ndarray]]) -> None:
-        self.fn = fn
-
-    def act(self, env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Whatever the function says."""
-        return self.fn(env, obs)
-
-
-def as_team_teacher(teacher: TeamTeacher | Callable[..., Any] | None, knowledge: Knowledge) -> TeamTeacher:
-    """``teacher`` as a :class:`TeamTeacher`; ``None`` is the world's :class:`ScriptedExpert`."""
-    if teacher is None:
-        return ScriptedExpert(knowledge)
-    return teacher if isinstance(teacher, TeamTeacher) else CallableTeamTeacher(teacher)
