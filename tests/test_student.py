@@ -340,7 +340,8 @@ def test_fast_policy_equals_the_generic_forward_bit_for_bit() -> None:
     for e, dim in ((0, 11), (1, 17)):
         for n in (1, 5, 64):
             obs = rng.normal(0, 20, (n, dim)).astype(np.float32)  # some clipped by obs_clip
-            fast = s.policy(e)(torch.from_numpy(obs)).numpy()
+            with torch.inference_mode():
+                fast = s.policy(e)(torch.from_numpy(obs)).numpy()
             padded = torch.from_numpy(table.pad_obs(obs, e))
             slow = table.unpad_action(s.act(padded, torch.full((n,), e)).detach().numpy(), e)
             np.testing.assert_array_equal(fast, slow)
@@ -352,4 +353,5 @@ def test_fast_policy_equals_the_generic_forward_bit_for_bit() -> None:
     obs = rng.normal(0, 1, (4, 11)).astype(np.float32)
     padded = torch.from_numpy(table.pad_obs(obs, 0))
     slow = table.unpad_action(s.act(padded, torch.zeros(4, dtype=torch.long)).detach().numpy(), 0)
-    np.testing.assert_array_equal(s.policy(0)(torch.from_numpy(obs)).numpy(), slow)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(s.policy(0)(torch.from_numpy(obs)).numpy(), slow)

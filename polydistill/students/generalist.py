@@ -56,8 +56,9 @@ class GeneralistStudent(Student):
         Profiled, the generic forward spent most of a single-observation call in small
         bookkeeping ops (token lookup, masks, gathers). This path does the same arithmetic on
         the same tensors (padded input with its token, every layer, the whole head), so its
-        actions equal :meth:`act`'s bit for bit for the same batch; it reads the live weights
-        and normalizer, so it never goes stale.
+        actions equal :meth:`act`'s bit for bit for the same batch; it reads the live weights,
+        and the normalizer's statistics again whenever they change, so it never goes stale.
+        Call it without gradients (``torch.inference_mode``, as ``predict`` and collection do).
 
         Returns:
             ``f(obs)``: raw float32 observations ``(B, obs_dim)`` -> clipped actions
@@ -73,11 +74,15 @@ class GeneralistStudent(Student):
         layers: list[Any] = [(m.weight, m.bias) if isinstance(m, nn.Linear) else m for m in self.trunk]
         layers.append((self.head.weight, self.head.bias))
         low, high = self.action_low[emb_id, :a].float(), self.action_high[emb_id, :a].float()
+        stats: list[Any] = [None]  # (key, mean, std) of this embodiment, kept while they do not change
 
-        @torch.inference_mode()
         def act(obs: torch.Tensor) -> torch.Tensor:
-            mean, std = self._norm_stats(obs.dtype)
-            x = torch.clamp((obs - mean[emb_id, :d]) / std[emb_id, :d], -clip, clip)
+            m, v = self.obs_mean, self.obs_var
+            key = (m._version, v._version, m.data_ptr(), v.data_ptr())
+            if stats[0] is None or stats[0][0] != key:
+                mean, std = self._norm_stats(torch.float32)
+                stats[0] = (key, mean[emb_id, :d], std[emb_id, :d])
+            x = torch.clamp((obs - stats[0][1]) / stats[0][2], -clip, clip)
             x = torch.cat([x, const.expand(obs.shape[0], -1)], 1)
             for layer in layers:
                 x = F.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
