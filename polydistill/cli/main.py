@@ -215,6 +215,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env-id", default=None, help="generalist: evaluate on one env (with --teacher optional)")
     p.add_argument("--teacher", default=None, help="yardstick teacher (generalist --env-id, vision)")
     p.add_argument("--embodiment", default=None, help="generalist: student token for --env-id")
+    p.add_argument("--task", default=None, help="generalist: task token for --env-id (task-token students)")
+    p.add_argument("--success-key", default=None,
+                   help="info key of the env's success flag: adds success rates (default: the student's)")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="generalist: override a gymnasium.make argument of every task (YAML value), "
+                        "e.g. seed=1000 for Meta-World goals never seen in collection")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--out", default=None, help="write report.md/json/png here")
@@ -224,15 +230,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import yaml
+
     from polydistill.deploy import load_student
     from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
     from polydistill.setups import get_setup
 
     student = load_student(args.student)
     setup = get_setup(student.metadata.get("setup", "generalist"))
+    env_kwargs = {}
+    for item in args.env_kwarg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env-kwarg: expected KEY=VALUE, got {item!r}")
+        env_kwargs[key] = yaml.safe_load(value)
     rows = setup.evaluate(student, EvalOptions(
         episodes=args.episodes, seed=args.seed, suite=args.suite, teachers_dir=args.teachers_dir,
-        env_id=args.env_id, teacher=args.teacher, embodiment=args.embodiment, video=args.video))
+        env_id=args.env_id, teacher=args.teacher, embodiment=args.embodiment, video=args.video,
+        task=args.task, success_key=args.success_key, env_kwargs=tuple(sorted(env_kwargs.items()))))
     print(markdown_table(rows))
     if args.out:
         print(f"report: {write_report(rows, args.out, f'evaluation of {args.student}')['md']}")

@@ -194,6 +194,11 @@ class DeployedStudent:
         """Names of the embodiments this student can drive."""
         return self.table.names
 
+    @property
+    def tasks(self) -> list[str]:
+        """Names of its task tokens (empty: one token per embodiment)."""
+        return list(self.table.task_names)
+
     def check_env(self, env: Any, embodiment: str | None = None) -> None:
         """Refuse an env whose spaces differ from the ones this student was trained for.
 
@@ -202,7 +207,8 @@ class DeployedStudent:
         """
         self.student.check_env(env, embodiment)
 
-    def export(self, path: str | Path, fmt: str = "onnx", embodiment: str | None = None) -> Path:
+    def export(self, path: str | Path, fmt: str = "onnx", embodiment: str | None = None,
+               task: str | None = None) -> Path:
         """Write this student as ONNX (``fmt="onnx"``) or TorchScript (``"torchscript"``).
 
         The exported graph includes the observation normalizer and the action clipping; see
@@ -210,7 +216,7 @@ class DeployedStudent:
         """
         from polydistill.deploy.export import export_student
 
-        return export_student(self, path, fmt, embodiment)  # type: ignore[arg-type]
+        return export_student(self, path, fmt, embodiment, task)  # type: ignore[arg-type]
 
     def _step(self, x: Any, emb: torch.Tensor, deterministic: bool) -> np.ndarray:
         n = emb.shape[0]
@@ -228,8 +234,12 @@ class DeployedStudent:
         return a.numpy()
 
     @torch.inference_mode()
-    def predict(self, obs: Any, embodiment: str | None = None, deterministic: bool = True) -> Any:
+    def predict(self, obs: Any, embodiment: str | None = None, deterministic: bool = True, *,
+                task: str | None = None) -> Any:
         """Action(s) for one observation or a batch (see the class docstring for ``obs``).
+
+        A student with task tokens (many tasks on one body) also needs ``task``; pass
+        :data:`~polydistill.students.UNSEEN_TASK` for a task it never saw.
 
         Continuous actions are clipped to the embodiment's bounds and cut to its action
         length; discrete actions are integer ids; a team student returns ``{agent: action}``.
@@ -237,7 +247,7 @@ class DeployedStudent:
         Raises:
             ObservationError: for an observation the student cannot act on.
         """
-        x, emb, single = self.student.prepare(obs, embodiment)
+        x, emb, single = self.student.prepare(obs, embodiment, task)
         if self.recurrent:
             a = self.table.unpad_action(self._step(x, emb, deterministic), 0)
         else:

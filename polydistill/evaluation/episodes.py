@@ -21,6 +21,13 @@ class EvalResult:
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    successes: list[bool] = field(default_factory=list)
+    """Per episode, whether the env's success flag was ever true (empty: no success key)."""
+
+    @property
+    def success_rate(self) -> float | None:
+        """Fraction of episodes that succeeded (None when the env reports no success)."""
+        return float(np.mean(self.successes)) if self.successes else None
 
     @property
     def mean_return(self) -> float:
@@ -46,6 +53,7 @@ def evaluate(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     on_episode_end: Callable[[np.ndarray], None] | None = None,
+    success_key: str | None = None,
 ) -> EvalResult:
     """Run ``n_episodes`` full episodes of the policy ``act`` and collect their returns.
 
@@ -63,6 +71,11 @@ def evaluate(
         on_episode_end: Called after every step with the ``(n_envs,)`` mask of copies whose
             episode just ended (their next observation starts a new one): recurrent policies
             reset their state there.
+        success_key: ``info`` key of the env's success flag (Meta-World: ``"success"``): an
+            episode succeeds if it was ever true; ``successes`` stays empty without one.
+
+    Raises:
+        ConfigError: for bad counts, or a ``success_key`` the env never reports.
     """
     if n_episodes < 1:
         raise ConfigError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -76,6 +89,8 @@ def evaluate(
     counts = np.zeros(n_envs, dtype=int)
     ep_ret = np.zeros(n_envs)
     ep_len = np.zeros(n_envs, dtype=int)
+    ep_succ = np.zeros(n_envs, dtype=bool)
+    seen_key = False
     result = EvalResult()
     try:
         obs, _ = venv.reset(seed=seed)
@@ -86,20 +101,33 @@ def evaluate(
                 raise ObservationError(
                     f"policy returned actions of shape {action.shape} for {env_id}; expected {want}"
                 )
-            obs, rew, term, trunc, _ = venv.step(action)
+            obs, rew, term, trunc, info = venv.step(action)
             ep_ret += rew
             ep_len += 1
+            if success_key is not None:
+                done = term | trunc
+                final = info.get("final_info", {})
+                for src, rows in ((info, ~done), (final, done)):
+                    if success_key in src:
+                        seen_key = True
+                        has = src.get(f"_{success_key}", np.ones(n_envs, dtype=bool))
+                        ep_succ |= rows & has & np.asarray(src[success_key], dtype=bool)
             if on_episode_end is not None:
                 on_episode_end(term | trunc)
             for i in np.flatnonzero(term | trunc):
                 if counts[i] < targets[i]:
                     result.returns.append(float(ep_ret[i]))
                     result.lengths.append(int(ep_len[i]))
+                    if success_key is not None:
+                        result.successes.append(bool(ep_succ[i]))
                     counts[i] += 1
                 ep_ret[i] = 0.0
                 ep_len[i] = 0
+                ep_succ[i] = False
     finally:
         venv.close()
+    if success_key is not None and not seen_key:
+        raise ConfigError(f"success_key {success_key!r}: {env_id} never reported it in info")
     return result
 
 

@@ -51,8 +51,14 @@ class EvalOptions:
     """Yardstick teacher of ``env_id`` (vision: instead of the recorded one)."""
     embodiment: str | None = None
     """Generalist: the token that drives ``env_id``."""
+    task: str | None = None
+    """Generalist: the task token that drives ``env_id`` (students with task tokens)."""
     video: str | None = None
     """Also save one GIF episode of the student per task into this folder."""
+    success_key: str | None = None
+    """``info`` key of the env's success flag: adds success rates (default: the student's own)."""
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    """Generalist: extra ``gymnasium.make`` arguments over each task's own (e.g. another goal seed)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class EvalTask:
     teacher: str | None = None
     """Path of the yardstick teacher (None: student only)."""
     env_kwargs: tuple[tuple[str, Any], ...] = ()
+    task: str | None = None
+    """Task token (students with task tokens; None: the embodiment's token alone)."""
 
 
 @dataclass
@@ -111,8 +119,8 @@ def suite_eval_tasks(suite: str, teachers_dir: str | Path,
 
 
 def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: int = 10,
-                     seed: int = 100_000, teacher_cache: dict[str, tuple[float, float]] | None = None
-                     ) -> list[TaskRow]:
+                     seed: int = 100_000, teacher_cache: dict[str, Any] | None = None,
+                     success_key: str | None = None) -> list[TaskRow]:
     """Evaluate ``student`` and each task's teacher on the same seeds.
 
     Args:
@@ -120,8 +128,10 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
         tasks: What to evaluate.
         episodes: Episodes per task and policy.
         seed: Seed of the first evaluation env.
-        teacher_cache: Optional ``{teacher_path: (mean, std)}`` reused across calls (teachers are
-            frozen, so a benchmark need not re-evaluate them for every student).
+        teacher_cache: Optional ``{key: EvalResult}`` of teachers reused across calls (teachers
+            are frozen, so a benchmark need not re-evaluate them for every student).
+        success_key: ``info`` key of the env's success flag: rows gain ``success`` (student)
+            and ``teacher_success`` columns, the fraction of episodes where it was ever true.
 
     Raises:
         ConfigError: if a task's token is unknown to the student.
@@ -134,25 +144,41 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
                 f"{student.embodiments}"
             )
         kwargs = dict(t.env_kwargs)
-        s = evaluate(t.env_id, lambda o, e=t.embodiment: student.predict(o, embodiment=e),
-                     n_episodes=episodes,
-                     seed=seed, env_kwargs=kwargs)
-        t_mean = t_std = None
+        s = evaluate(t.env_id, lambda o, e=t.embodiment, k=t.task: student.predict(o, embodiment=e, task=k),
+                     n_episodes=episodes, seed=seed, env_kwargs=kwargs, success_key=success_key)
+        tr = None
         if t.teacher is not None:
-            if teacher_cache is not None and t.teacher in teacher_cache:
-                t_mean, t_std = teacher_cache[t.teacher]
-            else:
-                r = evaluate(t.env_id, load_teacher(t.teacher).act, n_episodes=episodes,
-                             seed=seed, env_kwargs=kwargs)
-                t_mean, t_std = r.mean_return, r.std_return
+            key = repr((t.teacher, t.env_id, t.env_kwargs, episodes, seed, success_key))
+            tr = (teacher_cache or {}).get(key)
+            if tr is None:
+                tr = evaluate(t.env_id, task_teacher(t.teacher, t.env_id, kwargs).act, n_episodes=episodes,
+                              seed=seed, env_kwargs=kwargs, success_key=success_key)
                 if teacher_cache is not None:
-                    teacher_cache[t.teacher] = (t_mean, t_std)
+                    teacher_cache[key] = tr
+        t_mean, t_std = (tr.mean_return, tr.std_return) if tr is not None else (None, None)
+        extra = {} if success_key is None else {
+            "success": s.success_rate, "teacher_success": tr.success_rate if tr is not None else None}
         rows.append(TaskRow(t.name, t.split, t.embodiment, t_mean, s.mean_return,
-                            ratio(s.mean_return, t_mean), t_std, s.std_return))
+                            ratio(s.mean_return, t_mean), t_std, s.std_return, extra))
         log.debug("%-16s %-8s teacher %8s student %8.1f ratio %s", t.name, t.split,
                  "-" if t_mean is None else f"{t_mean:.1f}", s.mean_return,
                  "-" if rows[-1].ratio is None else f"{rows[-1].ratio:.3f}")
     return rows
+
+
+def task_teacher(spec: str, env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
+    """Load a task's teacher (an import path needs the env's spaces: read from one env copy)."""
+    from polydistill.teachers.base import is_import_path
+
+    if not is_import_path(spec):
+        return load_teacher(spec)
+    from polydistill.utils import make_env
+
+    env = make_env(env_id, env_kwargs)
+    try:
+        return load_teacher(spec, env.observation_space, env.action_space)
+    finally:
+        env.close()
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -184,11 +210,15 @@ def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydis
         "min_train_ratio": min(train) if train else None,
         "mean_train_ratio": float(np.mean(train)) if train else None,
     }
+    succ = [r.extra["success"] for r in rows if r.split == "train" and r.extra.get("success") is not None]
+    if succ:
+        summary["mean_train_success"] = float(np.mean(succ))
     atomic_write_json(out / "report.json", {"title": title, "summary": summary,
                                             "tasks": [asdict(r) for r in rows], **(extra or {})})
     md = [f"# {title}", "", markdown_table(rows), "",
           f"Training tasks: min ratio {_fmt(summary['min_train_ratio'], 3)}, "
-          f"mean ratio {_fmt(summary['mean_train_ratio'], 3)}.", ""]
+          f"mean ratio {_fmt(summary['mean_train_ratio'], 3)}"
+          + (f", mean success {summary['mean_train_success']:.3f}." if succ else "."), ""]
     if extra:
         md += ["```", *[f"{k}: {v}" for k, v in extra.items() if not isinstance(v, dict | list)],
                "```", ""]
@@ -205,20 +235,32 @@ def _plot(rows: list[TaskRow], path: Path, title: str) -> None:
 
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(rows)), 4.0))
+    succ = any(r.extra.get("success") is not None for r in rows)
+    fig, axes = plt.subplots(2 if succ else 1, 1, figsize=(max(6.0, 0.5 * len(rows)), 7.0 if succ else 4.0),
+                             squeeze=False)
+    ax = axes[0, 0]
     x = np.arange(len(rows))
+    labels = [f"{r.name}\n({r.split})" for r in rows]
     teacher = [r.teacher_return if r.teacher_return is not None else 0.0 for r in rows]
     student = [r.student_return for r in rows]
     ax.bar(x - 0.2, teacher, 0.4, label="teacher", color="#888888")
     ax.bar(x + 0.2, student, 0.4, label="student", color="#1f77b4")
-    ax.set_xticks(x, [f"{r.name}\n({r.split})" for r in rows], rotation=30, ha="right",
-                  fontsize=8)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean episode return (symlog)")
     ax.set_yscale("symlog", linthresh=10.0)
     top = max([abs(v) for v in teacher + student] + [10.0])
     ax.set_ylim(bottom=min(0.0, *teacher, *student), top=top * 4)
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8, ncols=2)
+    if succ:
+        ax2 = axes[1, 0]
+        for off, key, label, color in ((-0.2, "teacher_success", "teacher", "#888888"),
+                                       (0.2, "success", "student", "#1f77b4")):
+            ax2.bar(x + off, [r.extra.get(key) or 0.0 for r in rows], 0.4, label=label, color=color)
+        ax2.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax2.set_ylabel("success rate")
+        ax2.set_ylim(0, 1.05)
+        ax2.legend(loc="lower left", fontsize=8, ncols=2)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -8,6 +8,7 @@ pattern; :class:`~polydistill.students.GeneralistStudent`). The default suite is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +42,18 @@ class TaskConfig:
     env_id: str
     """Gymnasium id."""
     teacher: str
-    """Path of an SB3 zip, or of a folder holding ``model.zip`` (+ ``vecnormalize.pkl``)."""
+    """Path of an SB3 zip, of a folder holding ``model.zip`` (+ ``vecnormalize.pkl``), or an
+    import path ``"package.module:Name"`` (a class made with no arguments, or a function, whose
+    ``get_action(obs)`` or ``__call__(obs)`` gives the action; see
+    :func:`~polydistill.teachers.load_teacher`)."""
     embodiment: str | None = None
-    """Body type; tasks on one body share a student token. Defaults to ``env_id``."""
+    """Body type; tasks on one body share its spaces and observation statistics (default: ``env_id``)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gymnasium.make`` arguments."""
+    task: str | None = None
+    """Task token. When any task of a run sets one, the student gets task tokens beside the
+    embodiment token (many tasks on one body, e.g. Meta-World); tasks without one use their
+    ``name``. Without any, there is one token per embodiment."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,9 @@ class GeneralistConfig(RunConfig):
     """Folder with one ``<task>/model.zip`` per suite task (default: the shipped teachers)."""
     tasks: tuple[TaskConfig, ...] = ()
     """Explicit tasks; overrides ``suite``."""
+    success_key: str | None = None
+    """``info`` key of the envs' success flag (Meta-World: ``success``): evaluation then reports
+    each task's success rate (``eval/success/<task>``) beside its return."""
 
 
 def default_teachers_dir() -> Path:
@@ -83,6 +94,11 @@ def generalist_fields(table: EmbodimentTable, with_distribution: bool) -> dict[s
     return {"obs": FieldSpec((table.max_obs_dim,), "float32"), "emb": FieldSpec((), "int64"),
             "mask": FieldSpec((table.max_action_dim,), "bool"),
             **label_fields(table.action_kind, table.max_action_dim, with_distribution)}
+
+
+def task_token(table: EmbodimentTable, task: TaskConfig) -> str | None:
+    """The task token of ``task`` in ``table`` (None where the table has none)."""
+    return (task.task or task.name) if table.has_tasks else None
 
 
 class GeneralistAdapter(StepAdapter):
@@ -172,7 +188,8 @@ class GeneralistRun(DaggerRun):
         embodiments: dict[str, Embodiment] = {}
         for t in self.tasks:
             env = make_env(t.env_id, t.env_kwargs)
-            teacher = self._given.get(t.name) or load_teacher(t.teacher)
+            teacher = (self._given.get(t.name)
+                       or load_teacher(t.teacher, env.observation_space, env.action_space))
             check_teacher_fits(teacher, env.observation_space, env.action_space, f"task {t.name!r}")
             name = t.embodiment or t.env_id
             emb = Embodiment.from_spaces(name, env.observation_space, env.action_space)
@@ -182,7 +199,9 @@ class GeneralistRun(DaggerRun):
                     f"tasks of embodiment {name!r} disagree on spaces: {embodiments[name]} vs {emb}")
             embodiments[name] = emb
             self.teachers[t.name] = teacher
-        self.table = EmbodimentTable(list(embodiments.values()))
+        task_tokens = [(t.task or t.name, t.embodiment or t.env_id) for t in self.tasks]
+        self.table = EmbodimentTable(list(embodiments.values()),
+                                     task_tokens if any(t.task for t in self.tasks) else None)
 
     def make_student(self) -> GeneralistStudent:
         """One network over the table."""
@@ -198,7 +217,7 @@ class GeneralistRun(DaggerRun):
         seeds = self.task_seeds(len(self.tasks))
         out = []
         for i, t in enumerate(self.tasks):
-            e = self.table.id(t.embodiment or t.env_id)
+            e = self.table.id(t.embodiment or t.env_id, task_token(self.table, t))
             make = functools.partial(GeneralistAdapter, t, self.teachers[t.name], self.table, e, fields)
             out.append(RolloutTask(t.name, i, e, make, seeds[i]))
         return out
@@ -216,8 +235,10 @@ class GeneralistRun(DaggerRun):
     def student_metadata(self) -> dict[str, Any]:
         """The tasks (env, token, kwargs, teacher) and the suite they came from."""
         return {"tasks": [{"name": t.name, "env_id": t.env_id, "embodiment": t.embodiment or t.env_id,
-                           "env_kwargs": dict(t.env_kwargs), "teacher": t.teacher} for t in self.tasks],
-                "suite": None if self.config.tasks else self.config.suite}
+                           "env_kwargs": dict(t.env_kwargs), "teacher": t.teacher,
+                           "task": task_token(self.table, t)} for t in self.tasks],
+                "suite": None if self.config.tasks else self.config.suite,
+                "success_key": self.config.success_key}
 
     @classmethod
     def evaluate_student(cls, student: DeployedStudent, options: EvalOptions) -> list[TaskRow]:
@@ -232,15 +253,18 @@ class GeneralistRun(DaggerRun):
             emb = o.embodiment or (student.embodiments[0] if len(student.embodiments) == 1 else None)
             if emb is None:
                 raise ConfigError(f"--embodiment is required: the student knows {student.embodiments}")
-            tasks = [EvalTask(o.env_id.split("/")[-1], o.env_id, emb, "train", o.teacher)]
+            tasks = [EvalTask(o.env_id.split("/")[-1], o.env_id, emb, "train", o.teacher, task=o.task)]
         elif suite:
             tasks = suite_eval_tasks(suite, o.teachers_dir or default_teachers_dir())
         else:
             tasks = [EvalTask(t["name"], t["env_id"], t["embodiment"], "train", t.get("teacher"),
-                              tuple(sorted(t["env_kwargs"].items()))) for t in meta.get("tasks", [])]
-        if not o.with_teacher:
-            tasks = [EvalTask(t.name, t.env_id, t.embodiment, t.split, None, t.env_kwargs) for t in tasks]
-        rows = evaluate_student(student, tasks, episodes=o.episodes, seed=o.seed)
+                              tuple(sorted(t["env_kwargs"].items())), t.get("task"))
+                     for t in meta.get("tasks", [])]
+        tasks = [dataclasses.replace(
+            t, teacher=t.teacher if o.with_teacher else None,
+            env_kwargs=tuple(sorted({**dict(t.env_kwargs), **dict(o.env_kwargs)}.items()))) for t in tasks]
+        rows = evaluate_student(student, tasks, episodes=o.episodes, seed=o.seed,
+                                success_key=o.success_key or meta.get("success_key"))
         if o.video:
             from polydistill.evaluation.video import record_gif
 

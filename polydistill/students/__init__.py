@@ -10,11 +10,12 @@ from polydistill.students.base import (
     StudentOutput,
     student_class,
 )
-from polydistill.students.embodiment import Embodiment, EmbodimentTable
+from polydistill.students.embodiment import UNSEEN_TASK, Embodiment, EmbodimentTable
 from polydistill.students.generalist import GeneralistStudent
 from polydistill.students.team import TeamConfig, TeamStudent, flatten_modalities
 from polydistill.students.vision import VisionConfig, VisionStudent, random_shift
 
 __all__ = ["STUDENT_KINDS", "Student", "StudentConfig", "StudentOutput", "student_class", "Embodiment",
-           "EmbodimentTable", "GeneralistStudent", "TeamConfig", "TeamStudent", "flatten_modalities",
+           "EmbodimentTable", "UNSEEN_TASK", "GeneralistStudent", "TeamConfig", "TeamStudent",
+           "flatten_modalities",
            "VisionConfig", "VisionStudent", "random_shift"]

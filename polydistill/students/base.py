@@ -104,11 +104,11 @@ class Student(nn.Module):
         super().__init__()
         self.table = table
         self.config = config or StudentConfig()
-        e, d, a = len(table), table.max_obs_dim, table.max_action_dim
+        e, d, a = table.code_dim, table.max_obs_dim, table.max_action_dim
         self.discrete = table.action_kind == "discrete"
         act = ACTIVATIONS[self.config.activation]
         layers: list[nn.Module] = []
-        width = d + e + extra_features  # padded obs + token (+ e.g. image features)
+        width = d + e + extra_features  # padded obs + token code (+ e.g. image features)
         for h in self.config.hidden:
             layers += [nn.Linear(width, h), act()]
             width = h
@@ -118,10 +118,14 @@ class Student(nn.Module):
         with torch.no_grad():  # small initial actions, moderate initial std
             self.head.weight.mul_(0.01)
             self.head.bias.zero_()
-        # Observation statistics per embodiment (float64 for exact, order-independent updates).
-        self.register_buffer("obs_mean", torch.zeros(e, d, dtype=torch.float64))
-        self.register_buffer("obs_var", torch.ones(e, d, dtype=torch.float64))
-        self.register_buffer("obs_count", torch.zeros(e, dtype=torch.float64))
+        # Observation statistics per body (float64 for exact, order-independent updates).
+        b = len(table.bodies)
+        self.register_buffer("obs_mean", torch.zeros(b, d, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(b, d, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.zeros(b, dtype=torch.float64))
+        # Derived from the table (rebuilt from the metadata, so not part of the weights).
+        self.register_buffer("row_body", torch.from_numpy(table.row_body), persistent=False)
+        self.register_buffer("token_codes", torch.from_numpy(table.codes), persistent=False)
         self.register_buffer("action_mask", torch.tensor(table.action_mask))
         self.register_buffer("action_low", torch.tensor(table.action_low))
         self.register_buffer("action_high", torch.tensor(table.action_high))
@@ -130,7 +134,7 @@ class Student(nn.Module):
     # ----------------------------------------------------------------- normalization
     @torch.no_grad()
     def update_normalizer(self, obs: np.ndarray, emb_id: int) -> None:
-        """Fold a raw batch ``(N, obs_dim)`` of embodiment ``emb_id`` into its statistics.
+        """Fold a raw batch ``(N, obs_dim)`` of token row ``emb_id`` into its body's statistics.
 
         Raises:
             ObservationError: for a batch of the wrong shape or with non-finite values (they
@@ -145,6 +149,7 @@ class Student(nn.Module):
             raise ObservationError("normalizer update: observations contain NaN or inf")
         x = torch.tensor(obs, dtype=torch.float64)  # a copy: arrays from Ray are read-only
         n = float(x.shape[0])
+        emb_id = int(self.table.row_body[emb_id])
         b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
         count = self.obs_count[emb_id]
         mean, var = self.obs_mean[emb_id, :dim], self.obs_var[emb_id, :dim]
@@ -175,10 +180,10 @@ class Student(nn.Module):
         return cache[1]
 
     def normalize(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """Normalize padded raw observations ``(B, D)`` with each row's embodiment statistics."""
+        """Normalize padded raw observations ``(B, D)`` with each row's body statistics."""
         mean, std = self._norm_stats(obs.dtype)
-        clip = self.config.obs_clip
-        return torch.clamp((obs - mean[emb]) / std[emb], -clip, clip)
+        clip, body = self.config.obs_clip, self.row_body[emb]
+        return torch.clamp((obs - mean[body]) / std[body], -clip, clip)
 
     # ----------------------------------------------------------------- network
     def batch_obs(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
@@ -187,7 +192,7 @@ class Student(nn.Module):
 
     def features(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Trunk features ``(B, H)`` of padded raw observations ``(B, D)`` and token ids ``(B,)``."""
-        token = nn.functional.one_hot(emb, len(self.table)).to(obs.dtype)
+        token = self.token_codes[emb].to(obs.dtype)
         return self.trunk(torch.cat([self.normalize(obs, emb), token], dim=-1))
 
     def forward(self, obs: torch.Tensor, emb: torch.Tensor) -> StudentOutput:  # type: ignore[override]
@@ -233,16 +238,20 @@ class Student(nn.Module):
     # ----------------------------------------------------------------- the kind's hooks
     def metadata(self) -> dict[str, Any]:
         """JSON-safe description that :meth:`from_metadata` rebuilds this student from."""
-        return {"student": self.kind, "student_config": to_dict(self.config),
-                "embodiments": self.table.to_json()}
+        out = {"student": self.kind, "student_config": to_dict(self.config),
+               "embodiments": self.table.to_json()}
+        if self.table.has_tasks:
+            out["task_tokens"] = self.table.tasks_json()
+        return out
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Student:
         """A fresh (untrained) student of this kind from :meth:`metadata` output."""
-        return cls(EmbodimentTable.from_json(meta["embodiments"]),  # type: ignore[call-arg]
+        return cls(EmbodimentTable.from_json(meta["embodiments"], meta.get("task_tokens")),  # type: ignore[call-arg]
                    from_dict(StudentConfig, meta["student_config"]))
 
-    def prepare(self, obs: Any, embodiment: str | None = None) -> tuple[Any, torch.Tensor, bool]:
+    def prepare(self, obs: Any, embodiment: str | None = None,
+                task: str | None = None) -> tuple[Any, torch.Tensor, bool]:
         """Validate a deployment observation: (network input, token ids, was one row), or ObservationError."""
         raise NotImplementedError
 
@@ -259,33 +268,36 @@ class Student(nn.Module):
         """Raise SpaceMismatchError for an env whose spaces are not the ones the student was trained for."""
         raise NotImplementedError
 
-    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, ExportInput], list[str]]:
-        """What the exported graph of ``embodiment`` takes and gives: (embodiment id, inputs, outputs)."""
+    def export_spec(self, embodiment: str | None = None,
+                    task: str | None = None) -> tuple[int, dict[str, ExportInput], list[str]]:
+        """What the exported graph of ``embodiment`` (and ``task``) takes and gives (row, inputs, outputs)."""
         raise NotImplementedError
 
     def export_forward(self, emb_id: int, *inputs: torch.Tensor) -> Any:
         """Raw inputs of :meth:`export_spec` -> env actions, as :meth:`prepare` + ``predict`` compute them."""
         raise NotImplementedError
 
-    def export_module(self, embodiment: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
+    def export_module(self, embodiment: str | None = None,
+                      task: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
         """An exportable module mapping raw inputs to env actions, with input and output names."""
-        e, inputs, outputs = self.export_spec(embodiment)
+        e, inputs, outputs = self.export_spec(embodiment, task)
         return _Export(self, e), list(inputs), outputs
 
     def example_inputs(self, embodiment: str | None = None, batch: int = 2, agents: int = 3,
-                       seed: int = 0) -> tuple[torch.Tensor, ...]:
+                       seed: int = 0, task: str | None = None) -> tuple[torch.Tensor, ...]:
         """Random inputs of the right shapes and dtypes for :meth:`export_module`."""
         g, out = torch.Generator().manual_seed(seed), []
-        for shape, dtype in self.export_spec(embodiment)[1].values():
+        for shape, dtype in self.export_spec(embodiment, task)[1].values():
             size = (batch, *(agents if d == "agents" else d for d in shape))
             out.append(torch.randn(size, generator=g) if dtype == torch.float32 else
                        torch.ones(size, dtype=dtype) if dtype == torch.bool else
                        torch.randint(0, 256, size, generator=g, dtype=dtype))
         return tuple(out)
 
-    def dynamic_axes(self, embodiment: str | None = None) -> dict[str, dict[int, str]]:
+    def dynamic_axes(self, embodiment: str | None = None,
+                     task: str | None = None) -> dict[str, dict[int, str]]:
         """ONNX dynamic axes: the batch, and the team size where an input has one."""
-        _, inputs, outputs = self.export_spec(embodiment)
+        _, inputs, outputs = self.export_spec(embodiment, task)
         team = any("agents" in shape for shape, _ in inputs.values())
         return {name: {0: "batch", **({1: "agents"} if team else {})} for name in [*inputs, *outputs]}
 
@@ -315,6 +327,12 @@ class _Export(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         return self.student.export_forward(self.emb_id, *inputs)
+
+
+def no_task_tokens(task: str | None) -> None:
+    """Refuse a ``task`` for a kind without task tokens (ObservationError)."""
+    if task is not None:
+        raise ObservationError(f"this student has no task tokens; got task={task!r}")
 
 
 def space_shape(space: Any) -> tuple[int, ...]:

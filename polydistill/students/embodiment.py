@@ -16,7 +16,11 @@ import numpy as np
 
 from polydistill.errors import ConfigError, ObservationError
 
-__all__ = ["Embodiment", "EmbodimentTable"]
+__all__ = ["Embodiment", "EmbodimentTable", "UNSEEN_TASK"]
+
+UNSEEN_TASK = "<unseen>"
+"""The task name that selects a body's token with an all-zero task code: a task the student
+never saw (zero-shot evaluation)."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,22 @@ class Embodiment:
         )
 
 class EmbodimentTable:
-    """Ordered set of embodiments with the padding/masking arithmetic shared by all users."""
+    """The student's token rows, with the padding/masking arithmetic shared by all users.
 
-    def __init__(self, embodiments: Sequence[Embodiment]) -> None:
+    Without ``tasks`` there is one row (token) per embodiment, as in COMPASS. With ``tasks``
+    (many tasks on one body, e.g. Meta-World's Sawyer) there is one row per task plus one
+    :data:`UNSEEN_TASK` row per body, and a row's code is its body's one-hot followed by its
+    task's one-hot (zeros for the unseen row), so the task token is distinct from the
+    embodiment. ``embodiments[row]`` is the row's body either way; observation statistics are
+    kept per body (:attr:`row_body`).
+
+    Args:
+        embodiments: The distinct bodies.
+        tasks: ``(task, embodiment name)`` pairs, or None for one token per body.
+    """
+
+    def __init__(self, embodiments: Sequence[Embodiment],
+                 tasks: Sequence[tuple[str, str]] | None = None) -> None:
         if not embodiments:
             raise ConfigError("an embodiment table needs at least one embodiment")
         names = [e.name for e in embodiments]
@@ -95,13 +112,38 @@ class EmbodimentTable:
                 "one student cannot mix continuous and discrete action embodiments: "
                 + ", ".join(f"{e.name}={e.action_kind}" for e in embodiments)
             )
-        self.embodiments: tuple[Embodiment, ...] = tuple(embodiments)
-        self.index = {e.name: i for i, e in enumerate(self.embodiments)}
+        self.bodies: tuple[Embodiment, ...] = tuple(embodiments)
+        self.body_index = {e.name: i for i, e in enumerate(self.bodies)}
+        self.task_names: tuple[str, ...] = ()
+        if tasks is None:
+            rows = [(i, None) for i in range(len(self.bodies))]
+        else:
+            task_list = [(str(t), str(b)) for t, b in tasks]
+            tnames = [t for t, _ in task_list]
+            if not task_list or len(set(tnames)) != len(tnames) or UNSEEN_TASK in tnames:
+                raise ConfigError(f"task tokens need unique task names (not {UNSEEN_TASK!r}), got {tnames}")
+            for t, b in task_list:
+                if b not in self.body_index:
+                    raise ConfigError(f"task {t!r} names embodiment {b!r}; known: {names}")
+            self.task_names = tuple(tnames)
+            rows = [(self.body_index[b], t) for t, b in task_list]
+            rows += [(i, UNSEEN_TASK) for i in range(len(self.bodies))]
+        self.row_tasks: tuple[str | None, ...] = tuple(t for _, t in rows)
+        self.row_body = np.array([b for b, _ in rows], dtype=np.int64)
+        self.embodiments: tuple[Embodiment, ...] = tuple(self.bodies[b] for b, _ in rows)
+        self.index = {(self.embodiments[i].name, t): i for i, t in enumerate(self.row_tasks)}
+        nb, nt = len(self.bodies), len(self.task_names)
+        self.codes = np.zeros((len(rows), nb + nt), dtype=np.float32)
+        """Token code of each row: body one-hot, then task one-hot (identity without tasks)."""
+        for i, (b, t) in enumerate(rows):
+            self.codes[i, b] = 1.0
+            if t is not None and t != UNSEEN_TASK:
+                self.codes[i, nb + self.task_names.index(t)] = 1.0
         self.action_kind: str = embodiments[0].action_kind
         self.max_obs_dim = max(e.obs_dim for e in embodiments)
         self.max_action_dim = max(e.action_dim for e in embodiments)
-        n, a = len(embodiments), self.max_action_dim
-        self.action_mask = np.zeros((n, a), dtype=bool)  # (E, A)
+        n, a = len(rows), self.max_action_dim
+        self.action_mask = np.zeros((n, a), dtype=bool)  # (rows, A)
         self.action_low = np.zeros((n, a), dtype=np.float32)
         self.action_high = np.zeros((n, a), dtype=np.float32)
         for i, e in enumerate(self.embodiments):
@@ -114,29 +156,59 @@ class EmbodimentTable:
         # Per-dimension scale used to balance losses across embodiments of different ranges.
         self.action_scale = np.where(self.action_mask & (half > 0), half, 1.0).astype(np.float32)
 
+    @property
+    def has_tasks(self) -> bool:
+        """Whether rows are tasks (task tokens) rather than bodies."""
+        return bool(self.task_names)
+
+    @property
+    def code_dim(self) -> int:
+        """Length of a token code."""
+        return int(self.codes.shape[1])
+
     def __len__(self) -> int:
         return len(self.embodiments)
 
     def __getitem__(self, name: str) -> Embodiment:
-        return self.embodiments[self.id(name)]
+        return self.bodies[self.body_id(name)]
 
     @property
     def names(self) -> list[str]:
         """Embodiment names in token order."""
-        return [e.name for e in self.embodiments]
+        return [e.name for e in self.bodies]
 
-    def id(self, name: str) -> int:
-        """Token id of ``name``.
+    def body_id(self, name: str) -> int:
+        """Index of body ``name`` (its observation statistics)."""
+        try:
+            return self.body_index[name]
+        except KeyError:
+            raise ObservationError(f"unknown embodiment {name!r}; this student knows {self.names}") from None
+
+    def tasks_of(self, name: str) -> list[str]:
+        """The task tokens of body ``name`` (empty without task tokens)."""
+        return [t for e, t in zip(self.embodiments, self.row_tasks, strict=True)
+                if e.name == name and t not in (None, UNSEEN_TASK)]
+
+    def id(self, name: str, task: str | None = None) -> int:
+        """Token row of body ``name`` (and ``task``, for a table with task tokens).
 
         Raises:
-            ObservationError: if ``name`` is not in the table (lists the known names).
+            ObservationError: for an unknown body or task, a task without task tokens, or no
+                task where the table has task tokens (the messages list the known names).
         """
+        self.body_id(name)
+        if not self.has_tasks:
+            if task is not None:
+                raise ObservationError(f"this student has no task tokens; got task={task!r}")
+            return self.index[(name, None)]
+        if task is None:
+            raise ObservationError(f"this student has task tokens; pass task=NAME (embodiment {name!r} "
+                                   f"knows {self.tasks_of(name)}, or {UNSEEN_TASK!r} for an unseen task)")
         try:
-            return self.index[name]
+            return self.index[(name, task)]
         except KeyError:
-            raise ObservationError(
-                f"unknown embodiment {name!r}; this student knows {self.names}"
-            ) from None
+            raise ObservationError(f"unknown task {task!r} of embodiment {name!r}; known: "
+                                   f"{self.tasks_of(name)} (or {UNSEEN_TASK!r})") from None
 
     def pad_obs(self, obs: np.ndarray, emb_id: int) -> np.ndarray:
         """Zero-pad a batch ``(N, obs_dim)`` of one embodiment to ``(N, max_obs_dim)``.
@@ -163,12 +235,18 @@ class EmbodimentTable:
                        self.action_high[emb_id, : e.action_dim])
 
     def to_json(self) -> list[dict[str, Any]]:
-        """JSON-safe description (stored in checkpoints)."""
-        return [asdict(e) for e in self.embodiments]
+        """JSON-safe description of the bodies (stored in checkpoints; tasks: :meth:`tasks_json`)."""
+        return [asdict(e) for e in self.bodies]
+
+    def tasks_json(self) -> list[list[str]] | None:
+        """The ``(task, embodiment)`` pairs of the task tokens (None without them)."""
+        if not self.has_tasks:
+            return None
+        return [[t, self.embodiments[i].name] for i, t in enumerate(self.row_tasks) if t != UNSEEN_TASK]
 
     @classmethod
-    def from_json(cls, data: list[dict[str, Any]]) -> EmbodimentTable:
-        """Inverse of :meth:`to_json`."""
+    def from_json(cls, data: list[dict[str, Any]], tasks: list[list[str]] | None = None) -> EmbodimentTable:
+        """Inverse of :meth:`to_json` (and :meth:`tasks_json`)."""
         embs = []
         for d in data:
             d = dict(d)
@@ -176,4 +254,4 @@ class EmbodimentTable:
                 if d.get(k) is not None:
                     d[k] = tuple(d[k])
             embs.append(Embodiment(**d))
-        return cls(embs)
+        return cls(embs, None if tasks is None else [(t, b) for t, b in tasks])

@@ -21,23 +21,24 @@ class GeneralistStudent(Student):
 
     kind = "generalist"
 
-    def _embodiment(self, embodiment: str | None) -> int:
+    def _embodiment(self, embodiment: str | None, task: str | None = None) -> int:
         if embodiment is None:
-            if len(self.table) == 1:
-                return 0
-            raise ObservationError(
-                f"this student drives several embodiments {self.table.names}; pass embodiment=NAME"
-            )
-        return self.table.id(embodiment)
+            if len(self.table.bodies) != 1:
+                raise ObservationError(
+                    f"this student drives several embodiments {self.table.names}; pass embodiment=NAME"
+                )
+            embodiment = self.table.names[0]
+        return self.table.id(embodiment, task)
 
-    def prepare(self, obs: Any, embodiment: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def prepare(self, obs: Any, embodiment: str | None = None,
+                task: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """``obs`` as a finite float32 ``(N, obs_dim)`` tensor of its embodiment (unpadded).
 
         Raises:
-            ObservationError: unknown embodiment, wrong rank/shape, non-numeric dtype, empty
-                batch, or non-finite values.
+            ObservationError: unknown embodiment or task, wrong rank/shape, non-numeric dtype,
+                empty batch, or non-finite values.
         """
-        e = self._embodiment(embodiment)
+        e = self._embodiment(embodiment, task)
         x, single = obs_rows(obs, self.table.embodiments[e].obs_dim, repr(self.table.embodiments[e].name))
         return (torch.from_numpy(x.astype(np.float32, copy=False)),
                 torch.full((x.shape[0],), e, dtype=torch.long), single)
@@ -67,10 +68,10 @@ class GeneralistStudent(Student):
         cache = self.__dict__.setdefault("_policies", {})
         if emb_id in cache:
             return cache[emb_id]
-        e = self.table.embodiments[emb_id]
+        e, body = self.table.embodiments[emb_id], int(self.table.row_body[emb_id])
         d, a, clip = e.obs_dim, e.action_dim, float(self.config.obs_clip)
-        const = torch.zeros(1, self.table.max_obs_dim - d + len(self.table))
-        const[0, self.table.max_obs_dim - d + emb_id] = 1.0  # zero padding, then the one-hot token
+        const = torch.zeros(1, self.table.max_obs_dim - d + self.table.code_dim)
+        const[0, self.table.max_obs_dim - d:] = self.token_codes[emb_id]  # zero padding, then the token
         layers: list[Any] = [(m.weight, m.bias) if isinstance(m, nn.Linear) else m for m in self.trunk]
         layers.append((self.head.weight, self.head.bias))
         low, high = self.action_low[emb_id, :a].float(), self.action_high[emb_id, :a].float()
@@ -81,7 +82,7 @@ class GeneralistStudent(Student):
             key = (m._version, v._version, m.data_ptr(), v.data_ptr())
             if stats[0] is None or stats[0][0] != key:
                 mean, std = self._norm_stats(torch.float32)
-                stats[0] = (key, mean[emb_id, :d], std[emb_id, :d])
+                stats[0] = (key, mean[body, :d], std[body, :d])
             x = torch.clamp((obs - stats[0][1]) / stats[0][2], -clip, clip)
             x = torch.cat([x, const.expand(obs.shape[0], -1)], 1)
             for layer in layers:
@@ -95,22 +96,30 @@ class GeneralistStudent(Student):
 
     def check_env(self, env: Any, embodiment: str | None = None) -> None:
         """Refuse an env whose observation or action space is not the embodiment's."""
-        e = self._embodiment(embodiment)
+        e = self.table.body_id(embodiment) if embodiment is not None else self._body0()
+        e = int(np.flatnonzero(self.table.row_body == e)[0])
         emb = self.table.embodiments[e]
         need(env, f"observation shape of {emb.name!r}", (emb.obs_dim,), space_shape(env.observation_space))
         self._check_actions(env, env.action_space, e)
 
-    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
-        """``obs`` float32 ``(B, obs_dim)`` -> ``action`` of one embodiment.
+    def _body0(self) -> int:
+        if len(self.table.bodies) != 1:
+            raise ObservationError(
+                f"this student drives several embodiments {self.table.names}; pass embodiment=NAME")
+        return 0
+
+    def export_spec(self, embodiment: str | None = None,
+                    task: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
+        """``obs`` float32 ``(B, obs_dim)`` -> ``action`` of one embodiment (and task).
 
         Raises:
-            ConfigError: if a multi-embodiment student is exported without ``embodiment``.
+            ConfigError: if a multi-embodiment (or multi-task) student is exported without
+                ``embodiment`` (or ``task``).
         """
-        if embodiment is None and len(self.table) > 1:
-            raise ConfigError(
-                f"this student drives several embodiments {self.table.names}; export one: embodiment=NAME"
-            )
-        e = 0 if embodiment is None else self.table.id(embodiment)
+        try:
+            e = self._embodiment(embodiment, task)
+        except ObservationError as exc:
+            raise ConfigError(f"export: {exc}") from None
         return e, {"obs": ((self.table.embodiments[e].obs_dim,), torch.float32)}, ["action"]
 
     def export_forward(self, emb_id: int, *inputs: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,15 @@ from torch import nn
 
 from polydistill.config import from_dict, to_dict
 from polydistill.errors import ConfigError, ObservationError
-from polydistill.students.base import ACTIVATIONS, Student, StudentConfig, StudentOutput, need, space_shape
+from polydistill.students.base import (
+    ACTIVATIONS,
+    Student,
+    StudentConfig,
+    StudentOutput,
+    need,
+    no_task_tokens,
+    space_shape,
+)
 from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 __all__ = ["TeamConfig", "TeamStudent", "flatten_modalities"]
@@ -128,7 +136,7 @@ class TeamStudent(Student):
                    from_dict(StudentConfig, meta["student_config"]),
                    from_dict(TeamConfig, meta["team_config"]), tuple(meta["modality_sizes"]))
 
-    def prepare(self, obs: Any, embodiment: str | None = None
+    def prepare(self, obs: Any, embodiment: str | None = None, task: str | None = None
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """``{agent: {modality: array}}`` of the agents present -> one team of ``N`` agents.
 
@@ -136,6 +144,7 @@ class TeamStudent(Student):
             ObservationError: not a non-empty dict of agents, or an agent's modalities are
                 missing, not deployable, of the wrong size or non-finite.
         """
+        no_task_tokens(task)
         if not isinstance(obs, dict) or not obs:
             raise ObservationError(
                 "a team student takes {agent_id: {modality: array}} for the agents present, got "
@@ -172,12 +181,14 @@ class TeamStudent(Student):
              [int(np.prod(space_shape(have[m]))) for m in mods])
         self._check_actions(env, env.action_space(agent), 0)
 
-    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
+    def export_spec(self, embodiment: str | None = None,
+                    task: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
         """Teams in, actions out (zeros for absent agents); batch and team size are dynamic.
 
         ``obs`` float32 ``(B, N, D)`` (deployable modalities in order) and ``present`` bool
         ``(B, N)`` -> ``action`` ``(B, N, A)``.
         """
+        no_task_tokens(task)
         return 0, {"obs": (("agents", self.table.max_obs_dim), torch.float32),
                    "present": (("agents",), torch.bool)}, ["action"]
 

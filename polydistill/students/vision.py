@@ -16,7 +16,15 @@ from torch import nn
 
 from polydistill.config import from_dict, to_dict
 from polydistill.errors import ConfigError, ObservationError
-from polydistill.students.base import Student, StudentConfig, StudentOutput, need, obs_rows, space_shape
+from polydistill.students.base import (
+    Student,
+    StudentConfig,
+    StudentOutput,
+    need,
+    no_task_tokens,
+    obs_rows,
+    space_shape,
+)
 from polydistill.students.embodiment import Embodiment, EmbodimentTable
 
 __all__ = ["VisionConfig", "VisionStudent", "random_shift"]
@@ -236,13 +244,14 @@ class VisionStudent(Student):
     def _groups(self) -> tuple[str, ...]:
         return tuple(k for k in self.obs_keys if k != "first")  # "first": see DeployedStudent.reset
 
-    def prepare(self, obs: Any, embodiment: str | None = None
+    def prepare(self, obs: Any, embodiment: str | None = None, task: str | None = None
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """Validate a Dict observation holding exactly this student's groups (or a batch of them).
 
         Raises:
             ObservationError: missing or extra group, wrong shape, dtype or non-finite values.
         """
+        no_task_tokens(task)
         keys = self._groups()
         if not isinstance(obs, dict):
             raise ObservationError(f"this student takes a dict with groups {list(keys)}, "
@@ -274,12 +283,14 @@ class VisionStudent(Student):
             need(env, "pixels shape", tuple(self.pixel_shape), space_shape(have["pixels"]))
         self._check_actions(env, env.action_space, 0)
 
-    def export_spec(self, embodiment: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
+    def export_spec(self, embodiment: str | None = None,
+                    task: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
         """Proprioception and pixels in, actions out (and the state, when recurrent).
 
         ``proprio`` float32 ``(B, P)``, ``pixels`` uint8 ``(B, C, H, W)`` (not blind) and, when
         recurrent, ``state`` ``(B, S)`` and ``first`` bool ``(B,)`` -> ``action`` (+ ``next_state``).
         """
+        no_task_tokens(task)
         inputs: dict[str, Any] = {"proprio": ((self.table.embodiments[0].obs_dim,), torch.float32)}
         if self.pixel_shape:
             inputs["pixels"] = (tuple(self.pixel_shape), torch.uint8)

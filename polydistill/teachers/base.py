@@ -31,6 +31,8 @@ __all__ = [
     "CallableTeacher",
     "ObsNormalizer",
     "load_teacher",
+    "import_teacher",
+    "PolicyTeacher",
     "check_teacher_fits",
     "clip_action",
 ]
@@ -188,19 +190,130 @@ def _raw_target(out: Any, space: gym.spaces.Space) -> ActionTarget:
     return ActionTarget("deterministic", clip_action(space, a), mean=a)
 
 
-def load_teacher(spec: str | Path | Teacher) -> Teacher:
-    """Load a teacher from an SB3 zip path (or a folder holding ``model.zip``).
+def is_import_path(spec: Any) -> bool:
+    """Whether ``spec`` reads as ``"package.module:Name"`` (an import path, not a file)."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        return False
+    module, name = spec.split(":")
+    parts = (*module.split("."), *name.split("."))
+    return bool(module) and bool(name) and all(p.isidentifier() for p in parts)
+
+
+class PolicyTeacher(Teacher):
+    """A deterministic teacher from any object: ``get_action(obs)`` or ``__call__(obs)``.
+
+    Objects with ``get_action`` (Meta-World's scripted policies, the rllab/garage convention)
+    take one observation and are called once per row. A plain callable is probed once with a
+    two-row batch: if it answers with one action per row it labels whole batches, otherwise it
+    is called per row. Actions are clipped to the env's bounds (box spaces) before they reach
+    the env or the buffer; a non-finite action is a :class:`TeacherError`.
+
+    Args:
+        policy: The object or function.
+        observation_space: The env's observation space.
+        action_space: The env's action space.
+        name: What the teacher is called in errors (e.g. its import path).
+    """
+
+    def __init__(self, policy: Any, observation_space: gym.spaces.Box, action_space: gym.spaces.Space,
+                 name: str = "teacher") -> None:
+        fn = getattr(policy, "get_action", None)
+        self.per_row = callable(fn)
+        if fn is None or not callable(fn):
+            if not callable(policy):
+                raise TeacherError(f"{name}: expected an object with get_action(obs) or a callable, "
+                                   f"got {type(policy).__name__}")
+            fn = policy
+        self.fn, self.name = fn, name
+        self.observation_space, self.action_space = observation_space, action_space
+        if not self.per_row:
+            probe = np.stack([observation_space.sample(), observation_space.sample()]).astype(np.float64)
+            try:
+                out = np.asarray(fn(probe))
+                self.per_row = out.shape != (2, *(() if self._discrete else action_space.shape))
+            except Exception:  # a function of one observation fails on a batch
+                self.per_row = True
+
+    @property
+    def _discrete(self) -> bool:
+        return isinstance(self.action_space, gym.spaces.Discrete)
+
+    def action_dist(self, obs: np.ndarray) -> ActionTarget:
+        """Label raw observations (one call per row for single-observation policies)."""
+        obs = self._check_obs(obs)
+        try:
+            out = (np.stack([np.asarray(self.fn(o)) for o in obs]) if self.per_row
+                   else np.asarray(self.fn(obs)))
+        except Exception as exc:
+            raise TeacherError(f"{self.name} failed on a batch of shape {obs.shape}: {exc!r}") from exc
+        if self._discrete:
+            out = out.astype(np.int64)
+        elif not np.all(np.isfinite(out)):
+            raise TeacherError(f"{self.name} returned a non-finite action")
+        want = (len(obs),) if self._discrete else (len(obs), *self.action_space.shape)
+        if out.shape != want:
+            raise TeacherError(f"{self.name} returned actions of shape {out.shape}, expected {want}")
+        a = clip_action(self.action_space, out.astype(np.float64) if not self._discrete else out)
+        return ActionTarget("deterministic", a, mean=None if self._discrete else a)
+
+
+def import_teacher(path: str, observation_space: gym.spaces.Box, action_space: gym.spaces.Space) -> Teacher:
+    """The teacher at import path ``"package.module:Name"``: a class (made with no arguments) or a function.
+
+    Raises:
+        TeacherError: if the module does not import, has no such name, or the object has
+            neither ``get_action`` nor ``__call__`` (the message names what was tried).
+    """
+    import importlib
+
+    module, name = path.split(":")
+    try:
+        obj: Any = importlib.import_module(module)
+    except Exception as exc:
+        raise TeacherError(f"teacher {path!r}: cannot import module {module!r} ({exc!r})") from None
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise TeacherError(f"teacher {path!r}: module {module!r} has no attribute {name!r}")
+        obj = getattr(obj, part)
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise TeacherError(f"teacher {path!r}: {name}() failed ({exc!r}); classes are made "
+                               "with no arguments") from None
+    if isinstance(obj, Teacher):
+        return obj
+    if not callable(getattr(obj, "get_action", None)) and not callable(obj):
+        raise TeacherError(f"teacher {path!r}: {type(obj).__name__} has neither get_action(obs) nor "
+                           "__call__(obs)")
+    return PolicyTeacher(obj, observation_space, action_space, name=f"teacher {path!r}")
+
+
+def load_teacher(spec: str | Path | Teacher, observation_space: gym.spaces.Box | None = None,
+                 action_space: gym.spaces.Space | None = None) -> Teacher:
+    """Load a teacher: an SB3 zip path (or a folder holding ``model.zip``), or an import path.
+
+    Args:
+        spec: ``"path/model.zip"``, ``"folder"`` or ``"package.module:Name"`` (see
+            :func:`import_teacher`).
+        observation_space: The env's observation space (import paths need it).
+        action_space: The env's action space (import paths need it).
 
     Raises:
         TeacherError: if nothing loadable is found there.
     """
     if isinstance(spec, Teacher):
         return spec
+    if is_import_path(spec) and not Path(spec).exists():
+        if observation_space is None or action_space is None:
+            raise TeacherError(f"teacher {spec!r}: an import-path teacher needs the env's spaces")
+        return import_teacher(str(spec), observation_space, action_space)
     p = Path(spec)
     if p.is_dir():
         p = p / "model.zip"
     if p.suffix != ".zip":
-        raise TeacherError(f"expected an SB3 .zip teacher (or a folder with model.zip), got {str(spec)!r}")
+        raise TeacherError(f"expected an SB3 .zip teacher (a folder with model.zip, or an import path "
+                           f"'package.module:Name'), got {str(spec)!r}")
     from polydistill.teachers.sb3 import SB3Teacher
 
     return SB3Teacher.load(p)
