@@ -124,6 +124,10 @@ def json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+OPTIONAL_ENV_PACKAGES: dict[str, tuple[str, str]] = {"Meta-World": ("metaworld", "metaworld")}
+"""Env id namespaces registered by an optional package: ``{namespace: (module, pip extra)}``."""
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwargs: Any) -> Any:
     """``gymnasium.make`` with user errors (unknown id, bad keyword) turned into ConfigError."""
     import gymnasium as gym
@@ -131,8 +135,21 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwarg
     import polydistill.envs  # noqa: F401  (registers polydistill/ ids)
     from polydistill.errors import ConfigError
 
+    namespace = env_id.split("/")[0] if "/" in env_id and ":" not in env_id else None
+    if namespace in OPTIONAL_ENV_PACKAGES and env_id not in gym.registry:
+        module, extra = OPTIONAL_ENV_PACKAGES[namespace]
+        try:
+            __import__(module)  # registers the namespace's ids
+        except ImportError as exc:
+            raise ConfigError(f"{env_id!r} needs the {module!r} package: pip install -e \".[{extra}]\" "
+                              f"({exc})") from None
     try:
-        return gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
+        env = gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
+        if namespace == "Meta-World":
+            from polydistill.wrappers.gymnasium import SeedTaskChoice
+
+            env = SeedTaskChoice(env)
+        return env
     except gym.error.Error as exc:
         raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
     except TypeError as exc:

@@ -12,7 +12,7 @@ from polydistill.errors import ConfigError
 
 __all__ = ["BenchOptions", "list_benchmarks", "run_benchmark"]
 
-OTHER_BENCHMARKS = {"perf": "polydistill.bench.perf:run"}
+OTHER_BENCHMARKS = {"perf": "polydistill.bench.perf:run", "metaworld": "polydistill.bench.metaworld:run"}
 """Benchmarks that belong to no setup."""
 
 
@@ -37,6 +37,8 @@ class BenchOptions:
     """Tiny budgets: every path runs, figures only indicative."""
     workers: int = 0
     """Benchmark cells run in this many processes (0: one per CPU core)."""
+    suite: str | None = None
+    """Benchmarks with several suites (``metaworld``: ``mt10`` or ``mt50``)."""
 
 
 def list_benchmarks() -> list[str]:

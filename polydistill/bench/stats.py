@@ -35,6 +35,9 @@ def interval_stats(scores: Sequence[float] | np.ndarray, seed: int = 0) -> dict[
     except ImportError as exc:
         raise ConfigError(f"benchmark statistics need rliable: pip install 'polydistill[bench]' ({exc})"
                           ) from None
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rliable logs every estimate at INFO
     x = np.asarray(scores, dtype=np.float64)
     x = x.reshape(len(x), -1)  # (runs, tasks)
     point, ci = rly.get_interval_estimates(

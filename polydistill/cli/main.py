@@ -289,7 +289,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measured benchmarks: a setup's, or perf (see scripts/benchmark.py)")
-    p.add_argument("name", help="generalist, vision, caml (any registered setup with a benchmark) or perf")
+    p.add_argument("name", help="generalist, vision, caml (any registered setup with a benchmark), "
+                                "metaworld or perf")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="results.json")
     p.add_argument("--steps", type=float, default=None, help="labelled steps of distillation per run")
@@ -302,6 +303,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="tiny budgets (checks every path runs; figures only indicative)")
     p.add_argument("--workers", type=int, default=0,
                    help="benchmark cells run in this many processes (0: one per CPU core)")
+    p.add_argument("--suite", default=None, help="metaworld: mt10 (default) or mt50")
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -310,7 +312,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     opts = BenchOptions(seeds=args.seeds, out=args.out, steps=args.steps, episodes=args.episodes,
                         teachers_dir=args.teachers_dir, progress_bar=not args.no_progress,
-                        envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers)
+                        envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers,
+                        suite=args.suite)
     report = run_benchmark(args.name, opts)
     print(report["markdown"])
     print(f"results: {args.out}")

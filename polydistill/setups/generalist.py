@@ -25,7 +25,7 @@ from polydistill.distill.run import DaggerRun, RunConfig
 from polydistill.errors import ConfigError, SpaceMismatchError, TeacherError
 from polydistill.evaluation.report import EvalOptions, EvalTask, TaskRow, evaluate_student, suite_eval_tasks
 from polydistill.setups import Setup, register_setup
-from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student
+from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student, student_for
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
 
@@ -204,8 +204,8 @@ class GeneralistRun(DaggerRun):
                                      task_tokens if any(t.task for t in self.tasks) else None)
 
     def make_student(self) -> GeneralistStudent:
-        """One network over the table."""
-        return GeneralistStudent(self.table, self.config.student)
+        """One network over the table, of the configured architecture."""
+        return student_for(self.table, self.config.student)
 
     def buffer_fields(self) -> dict[str, FieldSpec]:
         """Padded observation, token, action mask and the teacher's labels."""

@@ -1,4 +1,4 @@
-"""Students by kind (``generalist``, ``vision``, ``team``), found through :func:`student_class`.
+"""Students by kind (generalist, multihead, moe, vision, team), found through :func:`student_class`.
 
 A new kind is one subclass of :class:`Student` with a ``kind`` name and its hooks.
 """
@@ -12,10 +12,11 @@ from polydistill.students.base import (
 )
 from polydistill.students.embodiment import UNSEEN_TASK, Embodiment, EmbodimentTable
 from polydistill.students.generalist import GeneralistStudent
+from polydistill.students.multitask import ARCHITECTURES, MoEStudent, MultiHeadStudent, student_for
 from polydistill.students.team import TeamConfig, TeamStudent, flatten_modalities
 from polydistill.students.vision import VisionConfig, VisionStudent, random_shift
 
 __all__ = ["STUDENT_KINDS", "Student", "StudentConfig", "StudentOutput", "student_class", "Embodiment",
            "EmbodimentTable", "UNSEEN_TASK", "GeneralistStudent", "TeamConfig", "TeamStudent",
-           "flatten_modalities",
+           "flatten_modalities", "ARCHITECTURES", "MoEStudent", "MultiHeadStudent", "student_for",
            "VisionConfig", "VisionStudent", "random_shift"]

@@ -57,6 +57,12 @@ class StudentConfig:
     """Upper clamp of the predicted log standard deviation."""
     obs_clip: float = 10.0
     """Normalized observations are clipped to ``[-obs_clip, obs_clip]``."""
+    architecture: Literal["dense", "multihead", "moe"] = "dense"
+    """Generalist students: ``dense`` (one MLP), ``multihead`` (shared trunk, one head per
+    token) or ``moe`` (experts mixed by a router over token and observation). The last two
+    scale their widths to the dense network's parameter count (within 10%)."""
+    experts: int = 4
+    """Experts of a ``moe`` student."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -70,6 +76,11 @@ class StudentConfig:
             raise ConfigError("StudentConfig.log_std_min must be below log_std_max")
         if not self.obs_clip > 0:
             raise ConfigError(f"StudentConfig.obs_clip must be > 0, got {self.obs_clip}")
+        if self.architecture not in ("dense", "multihead", "moe"):
+            raise ConfigError(f"StudentConfig.architecture: expected dense, multihead or moe, "
+                              f"got {self.architecture!r}")
+        if self.experts < 2:
+            raise ConfigError(f"StudentConfig.experts must be >= 2, got {self.experts}")
 
 
 @dataclass
@@ -93,6 +104,8 @@ class Student(nn.Module):
     """Buffer fields this student reads (see :meth:`batch_obs`)."""
     recurrent: bool = False
     """Whether the student carries a state between steps (:meth:`step`)."""
+    architecture: ClassVar[str] = "dense"
+    """The :attr:`StudentConfig.architecture` this class builds."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -104,6 +117,9 @@ class Student(nn.Module):
         super().__init__()
         self.table = table
         self.config = config or StudentConfig()
+        if self.config.architecture != self.architecture:
+            raise ConfigError(f"{type(self).__name__} builds architecture {self.architecture!r}, the config "
+                              f"asks for {self.config.architecture!r}")
         e, d, a = table.code_dim, table.max_obs_dim, table.max_action_dim
         self.discrete = table.action_kind == "discrete"
         act = ACTIVATIONS[self.config.activation]
