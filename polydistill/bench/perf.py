@@ -17,6 +17,9 @@ machine a single figure says little (load swings ratios by a third from run to r
   with 1 vs 2 Ray rollout workers.
 - **growth**: collection time, buffer memory and training speed for 1, 2, 4, 8 embodiments,
   and for buffer capacities from 10k to 1M rows.
+- **task_growth** (with the ``metaworld`` extra): labelled collection of 1, 16, 32 and 50
+  Meta-World tasks (scripted experts labelling every step, DAgger beta 0.5) vs plain stepping
+  of the same envs with random actions.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent,
 from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions, make_env
 
 __all__ = ["PerfBudget", "run_perf_benchmark", "run", "measure_collection", "measure_training",
-           "measure_inference", "measure_scale_out", "measure_growth", "paired"]
+           "measure_inference", "measure_scale_out", "measure_growth", "measure_task_growth", "paired"]
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,19 @@ class PerfBudget:
     buffer_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     scale_repeats: int = 3
     """Paired repeats of the (expensive) scale-out measurements."""
+    task_counts: tuple[int, ...] = (1, 16, 32, 50)
+    """Meta-World task counts of the task-growth table."""
+    task_steps: int = 200
+    """Labelled env steps per task in one task-growth measurement."""
+    task_repeats: int = 3
 
     @classmethod
     def quick(cls) -> PerfBudget:
         """Tiny budgets: every code path runs in about a minute."""
         return cls(collect_steps=800, repeats=2, train_updates=5, predict_calls=50,
                    teacher_steps=512, scale_collect_steps=400, growth_steps=200, growth_updates=3,
-                   buffer_sizes=(2_000, 20_000), scale_repeats=1)
+                   buffer_sizes=(2_000, 20_000), scale_repeats=1, task_counts=(1, 2), task_steps=20,
+                   task_repeats=1)
 
 
 def paired(ours: list[float], reference: list[float]) -> dict[str, float]:
@@ -383,6 +392,64 @@ def measure_growth(budget: PerfBudget) -> list[dict[str, float]]:
     return rows
 
 
+def measure_task_growth(budget: PerfBudget, n_envs: int = 2) -> list[dict[str, Any]]:
+    """Labelled collection of k Meta-World tasks vs plain stepping of the same envs (empty without it)."""
+    try:
+        from polydistill.bench.metaworld import suite_config
+
+        config = suite_config("mt50")
+    except Exception as exc:  # the extra is not installed
+        log.info("perf: task growth skipped (%s)", exc)
+        return []
+    rows = [_task_growth_row(config, k, budget, n_envs) for k in budget.task_counts]
+    for r in rows:
+        log.info("perf: %d Meta-World tasks: labelled %.0f vs plain %.0f env steps/s", r["tasks"],
+                 r["labelled_sps"], r["plain_sps"])
+    return rows
+
+
+def _task_growth_row(config: GeneralistConfig, k: int, budget: PerfBudget, n_envs: int) -> dict[str, Any]:
+    import gymnasium as gym
+
+    from polydistill.config import override
+
+    tasks, steps = config.tasks[:k], budget.task_steps
+    run_ = GeneralistRun(override(config, {"tasks": tasks, "n_envs": n_envs, "workers": 0,
+                                           "buffer": {"capacity": k * steps * 2}}), progress_bar=False)
+    col, buf = run_.collector, run_.buffer
+    col.collect([n_envs * 5] * k, 0.5, buf)  # warm-up
+    venvs = [gym.vector.SyncVectorEnv([lambda t=t: make_env(t.env_id, t.env_kwargs)] * n_envs,
+                                      autoreset_mode=gym.vector.AutoresetMode.SAME_STEP) for t in tasks]
+    for i, v in enumerate(venvs):
+        v.reset(seed=i)
+        v.action_space.seed(i)
+    n_steps = steps // n_envs
+    actions = [[v.action_space.sample() for _ in range(n_steps)] for v in venvs]
+
+    def labelled() -> float:
+        t0 = time.perf_counter()
+        col.collect([steps] * k, 0.5, buf)
+        return k * steps / (time.perf_counter() - t0)
+
+    def plain() -> float:
+        t0 = time.perf_counter()
+        for j in range(n_steps):
+            for v, a in zip(venvs, actions, strict=True):
+                v.step(a[j])
+        return k * n_steps * n_envs / (time.perf_counter() - t0)
+
+    ours, ref = [], []
+    for _ in range(budget.task_repeats):  # alternate, so load changes hit both sides alike
+        ours.append(labelled())
+        ref.append(plain())
+    run_.close()
+    for v in venvs:
+        v.close()
+    return {"tasks": k, "n_envs_per_task": n_envs, "steps_per_task": steps,
+            "labelled_sps": float(statistics.median(ours)), "plain_sps": float(statistics.median(ref)),
+            "labelled_vs_plain": paired(ours, ref)}
+
+
 # ---------------------------------------------------------------------------- report
 def _markdown(r: dict[str, Any]) -> str:
     c, t, i, s = r["collection"], r["training"], r["inference"], r["scale_out"]
@@ -424,6 +491,13 @@ def _markdown(r: dict[str, Any]) -> str:
     for g in r["growth"]:
         if g["kind"] == "buffer_size":
             lines.append(f"| {g['buffer_rows']:,} | {g['buffer_mb']:.1f} | {g['train_sps']:,.0f} |")
+    if r.get("task_growth"):
+        lines += ["", "| Meta-World tasks | labelled collection, DAgger beta 0.5 (env steps/s) "
+                  "| plain stepping, random actions (env steps/s) | ratio: median (min-max) | target |",
+                  "|---:|---:|---:|---:|---|"]
+        for g in r["task_growth"]:
+            lines.append(f"| {g['tasks']} | {g['labelled_sps']:,.0f} | {g['plain_sps']:,.0f} | "
+                         f"{ratio(g['labelled_vs_plain'])} | {'>= 80%' if g['tasks'] == 50 else ''} |")
     return "\n".join(lines)
 
 
@@ -434,7 +508,7 @@ def run(options: Any) -> dict[str, Any]:
 
 def run_perf_benchmark(out: str | Path = "perf.json", budget: PerfBudget | None = None,
                        sections: tuple[str, ...] = ("collection", "training", "inference",
-                                                    "scale_out", "growth")) -> dict[str, Any]:
+                                                    "scale_out", "growth", "task_growth")) -> dict[str, Any]:
     """Measure every section and write ``out`` (JSON) and ``out`` with ``.md`` (table)."""
     import polydistill.envs  # noqa: F401
 
@@ -451,6 +525,7 @@ def run_perf_benchmark(out: str | Path = "perf.json", budget: PerfBudget | None 
             "inference": lambda: measure_inference(budget),
             "scale_out": lambda: measure_scale_out(budget, Path(tmp)),
             "growth": lambda: measure_growth(budget),
+            "task_growth": lambda: measure_task_growth(budget),
         }
         for name in sections:
             t0 = time.perf_counter()
