@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import multitask_fixture as fx  # noqa: E402
 
+import polydistill  # noqa: E402
 from polydistill import load_student  # noqa: E402
 from polydistill.errors import ConfigError, ObservationError, TeacherError  # noqa: E402
 from polydistill.evaluation.episodes import evaluate  # noqa: E402
@@ -190,3 +192,21 @@ def test_an_architecture_other_kinds_do_not_build_is_a_config_error() -> None:
         GeneralistStudent(_table(2), StudentConfig(architecture="moe"))
     with pytest.raises(ConfigError, match="architecture"):
         StudentConfig(architecture="transformer")  # type: ignore[arg-type]
+
+
+def test_a_run_state_from_before_the_new_config_fields_still_loads() -> None:
+    run = GeneralistRun(_two_task_config(total_steps=400, rounds=2))
+    run.learn(max_rounds=1)
+    state = run.state_dict()
+    old = dict(state["config"])
+    del old["success_key"]
+    old["student"] = {k: v for k, v in old["student"].items() if k not in ("architecture", "experts")}
+    old["tasks"] = [{k: v for k, v in t.items() if k != "task"} for t in old["tasks"]]
+    fresh = GeneralistRun(_two_task_config(total_steps=400, rounds=2, success_key=None,
+                                           tasks=tuple(dataclasses.replace(t, task=None)
+                                                       for t in _two_task_config().tasks)))
+    fresh.load_state_dict({**fresh.state_dict(), "config": old})  # defaults fill the missing fields
+    with pytest.raises(polydistill.CheckpointError, match="another config"):
+        run.load_state_dict({**state, "config": {**old, "rounds": 7}})
+    run.close()
+    fresh.close()

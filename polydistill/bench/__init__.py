@@ -63,6 +63,8 @@ def run_benchmark(name: str, options: BenchOptions) -> dict[str, Any]:
     target = OTHER_BENCHMARKS.get(name) or (get_setup(name).benchmark if name in list_setups() else None)
     if target is None:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(list_benchmarks())}")
+    if options.suite is not None and name != "metaworld":
+        raise ConfigError(f"--suite applies to the metaworld benchmark, not {name!r}")
     if isinstance(target, str):  # "package.module:function", imported when run
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)

@@ -71,7 +71,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
     base = override(default_distill_config(), {"teachers_dir": teachers, "suite": SUITE})
     if options.steps is not None:
         base = override(base, {"total_steps": int(options.steps)})
-    cache: dict[str, tuple[float, float]] = {}
+    cache: dict[str, Any] = {}
     results: dict[str, list[list[TaskRow]]] = {"dagger": [], "bc": []}
     timing: dict[str, list[float]] = {"dagger": [], "bc": []}
     for seed in range(options.seeds):

@@ -392,7 +392,7 @@ def measure_growth(budget: PerfBudget) -> list[dict[str, float]]:
     return rows
 
 
-def measure_task_growth(budget: PerfBudget, n_envs: int = 2) -> list[dict[str, Any]]:
+def measure_task_growth(budget: PerfBudget, n_envs: int = 0) -> list[dict[str, Any]]:
     """Labelled collection of k Meta-World tasks vs plain stepping of the same envs (empty without it)."""
     try:
         from polydistill.bench.metaworld import suite_config
@@ -401,7 +401,7 @@ def measure_task_growth(budget: PerfBudget, n_envs: int = 2) -> list[dict[str, A
     except Exception as exc:  # the extra is not installed
         log.info("perf: task growth skipped (%s)", exc)
         return []
-    rows = [_task_growth_row(config, k, budget, n_envs) for k in budget.task_counts]
+    rows = [_task_growth_row(config, k, budget, n_envs or config.n_envs) for k in budget.task_counts]
     for r in rows:
         log.info("perf: %d Meta-World tasks: labelled %.0f vs plain %.0f env steps/s", r["tasks"],
                  r["labelled_sps"], r["plain_sps"])
@@ -409,17 +409,30 @@ def measure_task_growth(budget: PerfBudget, n_envs: int = 2) -> list[dict[str, A
 
 
 def _task_growth_row(config: GeneralistConfig, k: int, budget: PerfBudget, n_envs: int) -> dict[str, Any]:
-    import gymnasium as gym
 
     from polydistill.config import override
 
     tasks, steps = config.tasks[:k], budget.task_steps
     run_ = GeneralistRun(override(config, {"tasks": tasks, "n_envs": n_envs, "workers": 0,
                                            "buffer": {"capacity": k * steps * 2}}), progress_bar=False)
+    venvs: list[Any] = []
+    try:
+        return _task_growth_pairs(run_, venvs, tasks, k, budget, n_envs)
+    finally:
+        run_.close()
+        for v in venvs:
+            v.close()
+
+
+def _task_growth_pairs(run_: GeneralistRun, venvs: list[Any], tasks: Any, k: int, budget: PerfBudget,
+                       n_envs: int) -> dict[str, Any]:
+    import gymnasium as gym
+
+    steps = budget.task_steps
     col, buf = run_.collector, run_.buffer
     col.collect([n_envs * 5] * k, 0.5, buf)  # warm-up
-    venvs = [gym.vector.SyncVectorEnv([lambda t=t: make_env(t.env_id, t.env_kwargs)] * n_envs,
-                                      autoreset_mode=gym.vector.AutoresetMode.SAME_STEP) for t in tasks]
+    venvs += [gym.vector.SyncVectorEnv([lambda t=t: make_env(t.env_id, t.env_kwargs)] * n_envs,
+                                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP) for t in tasks]
     for i, v in enumerate(venvs):
         v.reset(seed=i)
         v.action_space.seed(i)
@@ -442,9 +455,6 @@ def _task_growth_row(config: GeneralistConfig, k: int, budget: PerfBudget, n_env
     for _ in range(budget.task_repeats):  # alternate, so load changes hit both sides alike
         ours.append(labelled())
         ref.append(plain())
-    run_.close()
-    for v in venvs:
-        v.close()
     return {"tasks": k, "n_envs_per_task": n_envs, "steps_per_task": steps,
             "labelled_sps": float(statistics.median(ours)), "plain_sps": float(statistics.median(ref)),
             "labelled_vs_plain": paired(ours, ref)}

@@ -107,7 +107,8 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                    "agents/distill.yaml, the generalist)")
     p.add_argument("--env-id", default=None, help="generalist: distil one task, any registered Gymnasium id")
     p.add_argument("--teacher", default=None, help="generalist with --env-id: SB3 .zip (vecnormalize.pkl "
-                   "beside it is picked up) or a folder holding model.zip; vision: the privileged teacher")
+                   "beside it is picked up), a folder holding model.zip, or an import path "
+                   "package.module:Name; vision: the privileged teacher (SB3)")
     p.add_argument("--suite", default=None, help="generalist: distil the training split of this suite")
     p.add_argument("--teachers-dir", default=None, help="generalist: folder of <task>/model.zip teachers")
     p.add_argument("--steps", type=float, default=None, help="labelled steps of collection in total")

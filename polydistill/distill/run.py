@@ -390,7 +390,12 @@ class DaggerRun:
             CheckpointError: if the state belongs to a run with another config or an env does
                 not replay identically (:meth:`resume` also reports a damaged state as one).
         """
-        check_same_config(state.get("config"), to_dict(self.config), ignore=self.resume_may_differ)
+        saved = state.get("config")
+        try:  # fields added since the state was written take their defaults
+            saved = to_dict(from_dict(type(self.config), saved))
+        except Exception:  # noqa: BLE001  (an unreadable config is reported as different below)
+            pass
+        check_same_config(saved, to_dict(self.config), ignore=self.resume_may_differ)
         self.student.load_state_dict(state["student"])
         self.distiller.load_state_dict(state["distiller"])
         self.buffer.load_state(state["buffer"]["state"], state["buffer"]["data"])

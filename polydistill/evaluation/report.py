@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from polydistill.deploy.checkpoint import DeployedStudent
-from polydistill.errors import ConfigError
+from polydistill.errors import ConfigError, ObservationError
 from polydistill.evaluation.episodes import evaluate
 from polydistill.teachers import load_teacher
 from polydistill.utils import atomic_write_bytes, atomic_write_json
@@ -93,6 +93,14 @@ class TaskRow:
     """More figures of the row (e.g. accident rates), shown as extra columns."""
 
 
+def refuse_generalist_options(options: EvalOptions, setup: str) -> None:
+    """ConfigError for evaluation options only the generalist setup takes."""
+    given = [f for f, v in (("--success-key", options.success_key), ("--env-kwarg", options.env_kwargs),
+                            ("--task", options.task)) if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)} do not apply to a {setup} student")
+
+
 def ratio(student: float, teacher: float | None) -> float | None:
     """``student / teacher``, or None where the teacher's return is missing or not positive."""
     if teacher is None or not math.isfinite(teacher) or teacher <= 0:
@@ -143,6 +151,11 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
                 f"task {t.name!r} needs embodiment {t.embodiment!r}; the student knows "
                 f"{student.embodiments}"
             )
+        try:
+            student.table.id(t.embodiment, t.task)
+        except ObservationError as exc:
+            raise ConfigError(f"task {t.name!r}: {exc}") from None
+    for t in tasks:
         kwargs = dict(t.env_kwargs)
         s = evaluate(t.env_id, lambda o, e=t.embodiment, k=t.task: student.predict(o, embodiment=e, task=k),
                      n_episodes=episodes, seed=seed, env_kwargs=kwargs, success_key=success_key)
@@ -158,7 +171,8 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
         t_mean, t_std = (tr.mean_return, tr.std_return) if tr is not None else (None, None)
         extra = {} if success_key is None else {
             "success": s.success_rate, "teacher_success": tr.success_rate if tr is not None else None}
-        rows.append(TaskRow(t.name, t.split, t.embodiment, t_mean, s.mean_return,
+        token = t.embodiment if t.task is None else f"{t.embodiment}/{t.task}"
+        rows.append(TaskRow(t.name, t.split, token, t_mean, s.mean_return,
                             ratio(s.mean_return, t_mean), t_std, s.std_return, extra))
         log.debug("%-16s %-8s teacher %8s student %8.1f ratio %s", t.name, t.split,
                  "-" if t_mean is None else f"{t_mean:.1f}", s.mean_return,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
 from polydistill.deploy.checkpoint import DeployedStudent
 from polydistill.errors import ConfigError
 from polydistill.evaluation.report import EvalTask
+from polydistill.utils import make_env
 
 __all__ = ["record_gif"]
 
@@ -33,8 +33,7 @@ def record_gif(student: DeployedStudent, task: EvalTask, path: str | Path, seed:
     except ImportError as exc:  # pillow comes with matplotlib
         raise ConfigError("saving videos needs pillow: pip install pillow") from exc
     try:
-        env = gym.make(task.env_id, render_mode="rgb_array", width=240, height=180,
-                       **dict(task.env_kwargs))
+        env = make_env(task.env_id, dict(task.env_kwargs), render_mode="rgb_array", width=240, height=180)
         obs, _ = env.reset(seed=seed)
         env.render()
     except Exception as exc:
@@ -44,7 +43,8 @@ def record_gif(student: DeployedStudent, task: EvalTask, path: str | Path, seed:
         ) from exc
     frames = []
     for i in range(max_frames * every):
-        obs, _, term, trunc, _ = env.step(student.predict(np.asarray(obs), embodiment=task.embodiment))
+        obs, _, term, trunc, _ = env.step(student.predict(np.asarray(obs), embodiment=task.embodiment,
+                                                          task=task.task))
         if i % every == 0:
             frames.append(Image.fromarray(env.render()))
         if term or trunc:

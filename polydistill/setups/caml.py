@@ -26,7 +26,7 @@ from polydistill.distill.run import DaggerRun, RunConfig
 from polydistill.envs._base import ExpertWorld
 from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.evaluation.episodes import TeamResult, evaluate_team
-from polydistill.evaluation.report import EvalOptions, TaskRow, ratio
+from polydistill.evaluation.report import EvalOptions, TaskRow, ratio, refuse_generalist_options
 from polydistill.setups import Setup, register_setup
 from polydistill.students import Student, TeamConfig, TeamStudent, flatten_modalities
 from polydistill.teachers import ActionTarget, ScriptedExpert, TeamTeacher
@@ -238,6 +238,7 @@ class CamlRun(DaggerRun):
                 rebuild: evaluate it with :func:`~polydistill.evaluation.evaluate_team`.
         """
         meta, o = student.metadata, options
+        refuse_generalist_options(o, "caml")
         if meta.get("custom_env"):
             raise ConfigError(f"this team student was distilled on a custom env (make_env=...), not "
                               f"the shipped {meta['env']!r}: evaluate it with "

@@ -248,6 +248,8 @@ class GeneralistRun(DaggerRun):
             ConfigError: if ``env_id`` is given for a multi-embodiment student without a token.
         """
         o, meta = options, student.metadata
+        if o.task is not None and not o.env_id:
+            raise ConfigError("--task goes with --env-id (the student's own tasks carry their task tokens)")
         suite = o.suite or (None if o.train_only else meta.get("suite"))
         if o.env_id:
             emb = o.embodiment or (student.embodiments[0] if len(student.embodiments) == 1 else None)

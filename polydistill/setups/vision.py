@@ -27,7 +27,7 @@ from polydistill.distill.distiller import DistillerConfig
 from polydistill.distill.run import DaggerRun, RunConfig
 from polydistill.errors import ConfigError, TeacherError
 from polydistill.evaluation.episodes import EvalResult, evaluate
-from polydistill.evaluation.report import EvalOptions, TaskRow, ratio
+from polydistill.evaluation.report import EvalOptions, TaskRow, ratio, refuse_generalist_options
 from polydistill.setups import Setup, register_setup
 from polydistill.students import Student, VisionConfig, VisionStudent
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
@@ -306,6 +306,7 @@ class VisionRun(DaggerRun):
     def evaluate_student(cls, student: DeployedStudent, options: EvalOptions) -> list[TaskRow]:
         """The student on its groups vs the privileged teacher, same seeds."""
         meta, o = student.metadata, options
+        refuse_generalist_options(o, "vision")
         s = _student_episodes(student, o.episodes, o.seed)
         path = o.teacher or meta.get("teacher")
         t_mean = _teacher_episodes(load_teacher(path), meta, o.episodes, o.seed).mean_return \

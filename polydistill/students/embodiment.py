@@ -96,7 +96,8 @@ class EmbodimentTable:
 
     Args:
         embodiments: The distinct bodies.
-        tasks: ``(task, embodiment name)`` pairs, or None for one token per body.
+        tasks: ``(task, embodiment name)`` pairs, or None for one token per body. Task names are
+            unique across bodies (a task code names one task of one body).
     """
 
     def __init__(self, embodiments: Sequence[Embodiment],
@@ -125,6 +126,9 @@ class EmbodimentTable:
             for t, b in task_list:
                 if b not in self.body_index:
                     raise ConfigError(f"task {t!r} names embodiment {b!r}; known: {names}")
+            idle = sorted(set(names) - {b for _, b in task_list})
+            if idle:
+                raise ConfigError(f"with task tokens every embodiment needs a task; {idle} have none")
             self.task_names = tuple(tnames)
             rows = [(self.body_index[b], t) for t, b in task_list]
             rows += [(i, UNSEEN_TASK) for i in range(len(self.bodies))]

@@ -217,7 +217,7 @@ class VisionStudent(Student):
         """Fuse normalized proprioception, the embodiment token and the image embedding."""
         proprio = obs["proprio"].to(torch.float32)
         parts = [self.normalize(proprio, emb),
-                 nn.functional.one_hot(emb, len(self.table)).to(torch.float32)]
+                 self.token_codes[emb].to(torch.float32)]
         if self.pixel_shape is not None:
             pix = obs["pixels"]
             if self.training:
