@@ -39,6 +39,8 @@ class BenchOptions:
     """Benchmark cells run in this many processes (0: one per CPU core)."""
     suite: str | None = None
     """Benchmarks with several suites (``metaworld``: ``mt10`` or ``mt50``)."""
+    students: tuple[str, ...] | None = None
+    """``metaworld``: only these students (architectures, and ``bc``)."""
 
 
 def list_benchmarks() -> list[str]:

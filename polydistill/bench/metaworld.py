@@ -188,7 +188,8 @@ def _table(report: dict[str, Any]) -> str:
     out += ["", f"Zero-shot tasks (ML10 test tasks this suite never trains on): "
                 f"{', '.join(report['heldout']['zero_shot_tasks']) or 'none'}. Distillation seconds are "
                 "measured with cells running side by side in worker processes."]
-    out += ["", f"Default architecture (highest mean training-goal success): **{report['default']}**."]
+    if report["default"]:
+        out += ["", f"Default architecture (highest mean training-goal success): **{report['default']}**."]
     return "\n".join(out)
 
 
@@ -203,8 +204,14 @@ def run(options: BenchOptions) -> dict[str, Any]:
     if options.quick:
         base = override(base, {"total_steps": 400 * len(base.tasks), "rounds": 2, "n_envs": 2})
     episodes = options.episodes or (2 if options.quick else 10)
-    methods = {a: {"student": {**_student(base), "architecture": a}} for a in ARCHS}
+    methods: dict[str, dict[str, Any]] = {a: {"student": {**_student(base), "architecture": a}}
+                                          for a in ARCHS}
     methods["bc"] = {"beta": {"kind": "constant", "start": 1.0}}
+    if options.students:
+        unknown = sorted(set(options.students) - set(methods))
+        if unknown:
+            raise ConfigError(f"--students: unknown {unknown}; valid: {', '.join(methods)}")
+        methods = {m: v for m, v in methods.items() if m in options.students}
     jobs: list[tuple[Any, ...]] = [("teacher", 0, "teacher", _teacher_cell, base, episodes)]
     for seed in range(options.seeds):
         for m, sets in methods.items():
@@ -232,7 +239,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
         report["cost"][m] = {k: float(np.mean([c[k] for c in cells]))
                              for k in ("distill_seconds", "eval_seconds")}
         report["cost"][m]["env_steps"] = int(cells[0]["env_steps"])
-    report["default"] = max(ARCHS, key=lambda a: report["students"][a]["mean_success"])
+    archs = [a for a in ARCHS if a in methods]
+    report["default"] = max(archs, key=lambda a: report["students"][a]["mean_success"]) if archs else None
     report["budget"] = {"total_env_steps": base.total_steps, "rounds": base.rounds, "n_envs": base.n_envs,
                         "updates_per_step": base.updates_per_step, "eval_episodes": episodes,
                         "student_hidden": list(base.student.hidden), "held_out_goal_seed": HELD_OUT_GOAL_SEED}

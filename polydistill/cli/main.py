@@ -305,6 +305,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="benchmark cells run in this many processes (0: one per CPU core)")
     p.add_argument("--suite", default=None, help="metaworld: mt10 (default) or mt50")
+    p.add_argument("--students", nargs="+", default=None,
+                   help="metaworld: only these students (dense, multihead, moe, bc)")
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -314,7 +316,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     opts = BenchOptions(seeds=args.seeds, out=args.out, steps=args.steps, episodes=args.episodes,
                         teachers_dir=args.teachers_dir, progress_bar=not args.no_progress,
                         envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers,
-                        suite=args.suite)
+                        suite=args.suite, students=tuple(args.students) if args.students else None)
     report = run_benchmark(args.name, opts)
     print(report["markdown"])
     print(f"results: {args.out}")
