@@ -2,7 +2,7 @@
 
 Every cell distils the suite's recipe (``agents/metaworld_<suite>.yaml``) for one seed with one
 student architecture (dense, multi-head, mixture of experts: one parameter budget) by DAgger,
-plus the dense student by teacher-rollout behaviour cloning on the same budget. Each student
+plus the recipe's student by teacher-rollout behaviour cloning on the same budget. Each student
 is evaluated per task on the training goal set (``env_kwargs.seed`` of the recipe, fresh reset
 seeds) and on goals never seen in collection (another goal seed), and zero-shot on those of
 ML10's five test tasks the suite does not train on (MT10: four; drawer-open-v3 is an MT10 task;
@@ -171,7 +171,8 @@ def _table(report: dict[str, Any]) -> str:
     lines.append("| **mean** | {:.3f} | ".format(report["students"][archs[0]]["teacher_mean_success"])
                  + " | ".join(f"**{report['students'][a]['mean_success']:.3f}** ± "
                               f"{report['students'][a]['mean_success_std']:.3f}" for a in archs) + " |")
-    out = ["Success rate on training goals (mean ± std over seeds; DAgger except `bc`):", "", *lines, ""]
+    bc = f" (`bc`: behaviour cloning of the {report.get('bc_architecture', 'recipe')} student)"
+    out = [f"Success rate on training goals (mean ± std over seeds; DAgger except `bc`{bc}):", "", *lines, ""]
     out.append("| student | train goals | held-out goals | ML10 test tasks, zero-shot | distill s "
                "| env steps |")
     out.append("|---|---:|---:|---:|---:|---:|")
@@ -194,7 +195,7 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def run(options: BenchOptions) -> dict[str, Any]:
-    """Every architecture by DAgger and the dense one by BC, ``options.seeds`` runs each."""
+    """Every architecture by DAgger and the recipe's by BC, ``options.seeds`` runs each."""
     suite = options.suite or "mt10"
     base = suite_config(suite)
     if options.envs:
@@ -241,6 +242,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
         report["cost"][m]["env_steps"] = int(cells[0]["env_steps"])
     archs = [a for a in ARCHS if a in methods]
     report["default"] = max(archs, key=lambda a: report["students"][a]["mean_success"]) if archs else None
+    report["bc_architecture"] = base.student.architecture
     report["budget"] = {"total_env_steps": base.total_steps, "rounds": base.rounds, "n_envs": base.n_envs,
                         "updates_per_step": base.updates_per_step, "eval_episodes": episodes,
                         "student_hidden": list(base.student.hidden), "held_out_goal_seed": HELD_OUT_GOAL_SEED}
