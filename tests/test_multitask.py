@@ -175,7 +175,18 @@ def test_multitask_students_round_trip_predict_and_export(cls: type, tmp_path: P
         e = s.table.id("point", "away")
         fast = s.student.policy(e)(torch.from_numpy(obs.astype(np.float32)))
         generic = s.student.act(torch.from_numpy(obs.astype(np.float32)), torch.full((5,), e))
-    np.testing.assert_array_equal(fast.numpy(), generic.numpy())
+    if cls is MoEStudent:  # its fast path folds the token into biases: equal up to rounding
+        np.testing.assert_allclose(fast.numpy(), generic.numpy(), atol=1e-5)
+    else:
+        np.testing.assert_array_equal(fast.numpy(), generic.numpy())
+    with torch.no_grad():  # the fast path follows weight and statistics updates
+        for p in s.student.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        s.student.update_normalizer(obs * 3.0 + 1.0, e)
+    with torch.inference_mode():
+        fast = s.student.policy(e)(torch.from_numpy(obs.astype(np.float32)))
+        generic = s.student.act(torch.from_numpy(obs.astype(np.float32)), torch.full((5,), e))
+    np.testing.assert_allclose(fast.numpy(), generic.numpy(), atol=1e-5)
     ort = pytest.importorskip("onnxruntime")
     onnx = s.export(tmp_path / "away.onnx", embodiment="point", task="away")
     sess = ort.InferenceSession(str(onnx))
