@@ -69,7 +69,7 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
     assert main(["benchmark", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown setup 'nope'; registered setups: caml, generalist, toy, vision" in err
-    assert "unknown benchmark 'nope'; valid: caml, generalist, perf, toy, vision" in err
+    assert "unknown benchmark 'nope'; valid: caml, generalist, metaworld, perf, toy, vision" in err
 
 
 @pytest.mark.parametrize("setup", sorted(RECIPES))
