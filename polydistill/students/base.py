@@ -217,7 +217,10 @@ class Student(nn.Module):
 
     def output(self, features: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
         """Action distribution from trunk (or core) features ``(..., H)`` and token ids ``(...)``."""
-        out = self.head(features)
+        return self.distribution(self.head(features), emb)
+
+    def distribution(self, out: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
+        """Raw head outputs ``(..., A or 2A)`` -> masked logits, or mean and clamped log-std."""
         mask = self.action_mask[emb]
         if self.discrete:
             return StudentOutput(logits=out.masked_fill(~mask, float("-inf")))

@@ -87,14 +87,6 @@ class _MultiTask(GeneralistStudent):
 
         return act
 
-    def _head_out(self, out: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
-        mask = self.action_mask[emb]
-        if self.discrete:
-            return StudentOutput(logits=out.masked_fill(~mask, float("-inf")))
-        mean, log_std = out.chunk(2, dim=-1)
-        log_std = log_std.clamp(self.config.log_std_min, self.config.log_std_max)
-        return StudentOutput(mean=mean * mask, log_std=log_std * mask)
-
 
 class MultiHeadStudent(_MultiTask):
     """Shared trunk, one linear head per token row (module docstring)."""
@@ -135,7 +127,7 @@ class MultiHeadStudent(_MultiTask):
         m = self.row_heads[emb]  # (B, heads)
         w = torch.einsum("bh,hio->bio", m, self.head_weight)
         out = torch.einsum("bi,bio->bo", features, w) + m @ self.head_bias
-        return self._head_out(out, emb)
+        return self.distribution(out, emb)
 
 
 class MoEStudent(_MultiTask):
@@ -183,7 +175,7 @@ class MoEStudent(_MultiTask):
 
     def output(self, features: torch.Tensor, emb: torch.Tensor) -> StudentOutput:
         """The mixture already is the head's output."""
-        return self._head_out(features, emb)
+        return self.distribution(features, emb)
 
     def policy(self, emb_id: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """The deterministic policy of one token row, with the token's constant inputs folded in.
