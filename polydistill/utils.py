@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ os.umask(_UMASK)
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "library_versions", "seed_everything",
            "agents_dir", "spawn_seeds", "split_evenly", "global_rng_state", "set_global_rng_state",
-           "json_roundtrip", "make_env"]
+           "json_roundtrip", "make_env", "EnvNamespace", "ENV_NAMESPACES"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -124,31 +125,50 @@ def json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-OPTIONAL_ENV_PACKAGES: dict[str, tuple[str, str]] = {"Meta-World": ("metaworld", "metaworld")}
-"""Env id namespaces registered by an optional package: ``{namespace: (module, pip extra)}``."""
+@dataclass(frozen=True)
+class EnvNamespace:
+    """An env id namespace that an optional package registers (e.g. ``Meta-World/``)."""
+
+    module: str
+    """Imported to register the namespace's ids."""
+    extra: str
+    """The pip extra that installs it."""
+    wrapper: str | None = None
+    """``"module:Name"`` of a wrapper :func:`make_env` puts on every env of the namespace."""
+
+
+ENV_NAMESPACES: dict[str, EnvNamespace] = {
+    "Meta-World": EnvNamespace("metaworld", "metaworld", "polydistill.wrappers.gymnasium:SeedTaskChoice"),
+}
+"""Namespaces :func:`make_env` knows how to bring in; add an entry to support another package."""
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwargs: Any) -> Any:
-    """``gymnasium.make`` with user errors (unknown id, bad keyword) turned into ConfigError."""
+    """``gymnasium.make`` with user errors (unknown id, bad keyword) turned into ConfigError.
+
+    Ids of an :data:`ENV_NAMESPACES` namespace import their package first (a missing package
+    names the extra to install) and get the namespace's wrapper.
+    """
+    import importlib
+
     import gymnasium as gym
 
     import polydistill.envs  # noqa: F401  (registers polydistill/ ids)
     from polydistill.errors import ConfigError
 
-    namespace = env_id.split("/")[0] if "/" in env_id and ":" not in env_id else None
-    if namespace in OPTIONAL_ENV_PACKAGES and env_id not in gym.registry:
-        module, extra = OPTIONAL_ENV_PACKAGES[namespace]
+    name = env_id.split("/")[0] if "/" in env_id and ":" not in env_id else None
+    space = ENV_NAMESPACES.get(name) if name is not None else None
+    if space is not None and env_id not in gym.registry:
         try:
-            __import__(module)  # registers the namespace's ids
+            importlib.import_module(space.module)  # registers the namespace's ids
         except ImportError as exc:
-            raise ConfigError(f"{env_id!r} needs the {module!r} package: pip install -e \".[{extra}]\" "
-                              f"({exc})") from None
+            raise ConfigError(f"{env_id!r} needs the {space.module!r} package: pip install -e "
+                              f"\".[{space.extra}]\" ({exc})") from None
     try:
         env = gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
-        if namespace == "Meta-World":
-            from polydistill.wrappers.gymnasium import SeedTaskChoice
-
-            env = SeedTaskChoice(env)
+        if space is not None and space.wrapper is not None:
+            module, attr = space.wrapper.split(":")
+            env = getattr(importlib.import_module(module), attr)(env)
         return env
     except gym.error.Error as exc:
         raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None

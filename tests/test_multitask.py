@@ -221,3 +221,20 @@ def test_a_run_state_from_before_the_new_config_fields_still_loads() -> None:
         run.load_state_dict({**state, "config": {**old, "rounds": 7}})
     run.close()
     fresh.close()
+
+
+def test_env_namespaces_import_their_package_name_the_extra_and_wrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gymnasium as gym
+
+    from polydistill import utils
+    from polydistill.errors import ConfigError
+
+    missing = utils.EnvNamespace("polydistill_no_such_pkg", "nowhere")
+    monkeypatch.setitem(utils.ENV_NAMESPACES, "Nowhere", missing)
+    with pytest.raises(ConfigError, match=r"polydistill_no_such_pkg.*pip install -e \"\.\[nowhere\]\""):
+        utils.make_env("Nowhere/Task-v0")
+    monkeypatch.setitem(utils.ENV_NAMESPACES, "polydistill", utils.EnvNamespace(
+        "polydistill.envs", "test", "gymnasium.wrappers:RecordEpisodeStatistics"))
+    env = utils.make_env("polydistill/Hopper-v0")
+    assert isinstance(env, gym.wrappers.RecordEpisodeStatistics)
+    env.close()

@@ -153,3 +153,27 @@ def test_toy_run_learns_the_teacher() -> None:
     after = ToyRun.evaluate_student(run.deployed(), EvalOptions(episodes=3))[0]
     gap = abs(before.student_return - before.teacher_return)
     assert abs(after.student_return - after.teacher_return) < 0.5 * gap, (before, after)
+
+
+def _square_cell(x: int, log: str) -> dict[str, float]:
+    with open(log, "a") as f:
+        f.write(f"{x}\n")
+    return {"value": float(x * x)}
+
+
+def test_benchmark_cells_are_kept_and_reused_from_a_cells_dir(tmp_path: Path) -> None:
+    from polydistill.bench.stats import run_cells
+
+    log, cells = str(tmp_path / "calls.txt"), tmp_path / "cells"
+    jobs = [("sq", s, "m", s + 2, log) for s in range(3)]
+    first = run_cells(jobs, _square_cell, 1, "t", False, cells)
+    assert first == {("sq", s, "m"): {"value": float((s + 2) ** 2)} for s in range(3)}
+    assert len(list(cells.glob("*.json"))) == 3
+    again = run_cells(jobs + [("sq", 3, "m", 5, log)], _square_cell, 1, "t", False, cells)
+    assert again[("sq", 3, "m")] == {"value": 25.0} and again[("sq", 0, "m")] == first[("sq", 0, "m")]
+    assert Path(log).read_text().split() == ["2", "3", "4", "5"]  # only the new cell ran again
+    changed = run_cells([("sq", 0, "m", 7, log)], _square_cell, 1, "t", False, cells)  # other args
+    assert changed[("sq", 0, "m")] == {"value": 49.0}
+    next(iter(cells.glob("sq-m-seed1-*.json"))).write_text("{damaged")
+    run_cells(jobs[1:2], _square_cell, 1, "t", False, cells)  # a damaged cell runs again
+    assert Path(log).read_text().split()[-1] == "3"

@@ -219,3 +219,30 @@ def test_nan_observation_from_env_stops_collection() -> None:
     with pytest.raises(TrainingError, match="non-finite observation"):
         trainer.learn()
     trainer.close()
+
+
+@pytest.mark.parametrize("student_action", ["mean", "sample"])
+def test_tasks_collected_in_lockstep_give_the_rows_each_collects_alone(student_action: str) -> None:
+    from polydistill.collect.rollout import collect_together
+
+    def rows(together: bool) -> list[dict[str, np.ndarray]]:
+        run_ = GeneralistRun(_config(seed=3, student_action=student_action,
+                                     distiller=DistillerConfig(batch_size=64, loss="forward_kl")),
+                             teachers=_teachers(), progress_bar=False)
+        try:
+            rollouts = list(run_.collector.rollouts.values())
+            quotas, beta = [48, 20], 0.5  # uneven: one task finishes early
+            if together:
+                results = collect_together(rollouts, run_.student, quotas, beta)
+            else:
+                results = [r.collect(run_.student, q, beta) for r, q in zip(rollouts, quotas, strict=True)]
+            return [res.rows for res in results]
+        finally:
+            run_.close()
+
+    alone, together = rows(False), rows(True)
+    for a, b in zip(alone, together, strict=True):
+        assert set(a) == set(b)
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+    assert len(alone[0]["obs"]) == 48 and len(alone[1]["obs"]) == 20

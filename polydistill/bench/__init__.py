@@ -41,6 +41,9 @@ class BenchOptions:
     """Benchmarks with several suites (``metaworld``: ``mt10`` or ``mt50``)."""
     students: tuple[str, ...] | None = None
     """``metaworld``: only these students (architectures, and ``bc``)."""
+    cells_dir: str | None = None
+    """Keep every finished cell here and reuse the ones already there (see
+    :func:`polydistill.bench.stats.run_cells`)."""
 
 
 def list_benchmarks() -> list[str]:

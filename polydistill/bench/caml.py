@@ -126,7 +126,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
                      (name, seed, "single_agent_aux", override(alone, {"teacher": "own"}))]
     t0 = time.perf_counter()
     cells = [(n, s, m, cfg, m, episodes, rl_budget[n]) for n, s, m, cfg in jobs]
-    results = run_cells(cells, _cell, options.workers, "caml benchmark", options.progress_bar)
+    results = run_cells(cells, _cell, options.workers, "caml benchmark", options.progress_bar,
+                        options.cells_dir)
     rows = []
     for name in envs:
         cfg = caml_recipe(name)

@@ -194,8 +194,12 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run(options: BenchOptions) -> dict[str, Any]:
-    """Every architecture by DAgger and the recipe's by BC, ``options.seeds`` runs each."""
+def grid(options: BenchOptions) -> tuple[GeneralistConfig, list[str], int, list[tuple[Any, ...]]]:
+    """The benchmark's cells: ``(base config, methods, episodes, jobs)`` (jobs for :func:`run_cells`).
+
+    Raises:
+        ConfigError: for an unknown name in ``options.students``.
+    """
     suite = options.suite or "mt10"
     base = suite_config(suite)
     if options.envs:
@@ -217,9 +221,16 @@ def run(options: BenchOptions) -> dict[str, Any]:
     for seed in range(options.seeds):
         for m, sets in methods.items():
             jobs.append((m, seed, m, _cell, override(base, {**sets, "seed": seed}), episodes, m != "bc"))
+    return base, list(methods), episodes, jobs
+
+
+def run(options: BenchOptions) -> dict[str, Any]:
+    """Every architecture by DAgger and the recipe's by BC, ``options.seeds`` runs each."""
+    suite = options.suite or "mt10"
+    base, methods, episodes, jobs = grid(options)
     t0 = time.perf_counter()
-    res = run_cells([(*j[:3], *j[3:]) for j in jobs], _dispatch, options.workers, f"metaworld {suite}",
-                    options.progress_bar)
+    res = run_cells(jobs, _dispatch, options.workers, f"metaworld {suite}",
+                    options.progress_bar, options.cells_dir)
     names = [t.name for t in base.tasks]
     teacher = res[("teacher", 0, "teacher")]
     unseen = zero_shot_names(base)

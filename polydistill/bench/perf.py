@@ -392,8 +392,15 @@ def measure_growth(budget: PerfBudget) -> list[dict[str, float]]:
     return rows
 
 
-def measure_task_growth(budget: PerfBudget, n_envs: int = 0) -> list[dict[str, Any]]:
-    """Labelled collection of k Meta-World tasks vs plain stepping of the same envs (empty without it)."""
+def measure_task_growth(budget: PerfBudget, n_envs: int = 0,
+                        architecture: str | None = None) -> list[dict[str, Any]]:
+    """Labelled collection of k Meta-World tasks vs plain stepping of the same envs (empty without it).
+
+    Args:
+        budget: Task counts, steps per task and repeats.
+        n_envs: Env copies per task (default: the MT50 recipe's).
+        architecture: Student architecture (default: the MT50 recipe's).
+    """
     try:
         from polydistill.bench.metaworld import suite_config
 
@@ -401,6 +408,10 @@ def measure_task_growth(budget: PerfBudget, n_envs: int = 0) -> list[dict[str, A
     except Exception as exc:  # the extra is not installed
         log.info("perf: task growth skipped (%s)", exc)
         return []
+    if architecture is not None:
+        from polydistill.config import override
+
+        config = override(config, {"student": {"architecture": architecture}})
     rows = [_task_growth_row(config, k, budget, n_envs or config.n_envs) for k in budget.task_counts]
     for r in rows:
         log.info("perf: %d Meta-World tasks: labelled %.0f vs plain %.0f env steps/s", r["tasks"],

@@ -18,7 +18,7 @@ import numpy as np
 from polydistill.errors import ConfigError
 from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions
 
-__all__ = ["interval_stats", "run_cells", "effective_workers", "finish_report"]
+__all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report"]
 
 BOOTSTRAP_REPS = 5000
 
@@ -53,9 +53,66 @@ def effective_workers(n_jobs: int, workers: int) -> int:
     return max(1, min(n_jobs, workers or os.cpu_count() or 1))
 
 
+def cell_fingerprint(job: tuple[Any, ...]) -> str:
+    """A stable digest of a cell: its name, seed, method, function and arguments.
+
+    Dataclass arguments (run configs) enter as their field dicts, functions as their import
+    path, everything else as JSON (``repr`` where JSON has no form).
+    """
+    import dataclasses
+    import hashlib
+    import json
+
+    def canon(x: Any) -> Any:
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return {"__dataclass__": type(x).__qualname__, **{f.name: canon(getattr(x, f.name))
+                                                              for f in dataclasses.fields(x)}}
+        if callable(x):
+            return f"{getattr(x, '__module__', '?')}:{getattr(x, '__qualname__', repr(x))}"
+        if isinstance(x, dict):
+            return {str(k): canon(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [canon(v) for v in x]
+        return x if isinstance(x, str | int | float | bool | type(None)) else repr(x)
+
+    text = json.dumps(canon(list(job)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cell_path(cache_dir: Path, job: tuple[Any, ...]) -> Path:
+    name, seed, method = (str(v).replace("/", "_") for v in job[:3])
+    return cache_dir / f"{name}-{method}-seed{seed}-{cell_fingerprint(job)}.json"
+
+
+def _load_cell(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())["result"]
+    except (OSError, ValueError, KeyError):
+        return None  # absent or damaged: the cell runs again
+
+
+def _save_cell(path: Path, job: tuple[Any, ...], result: Any) -> None:
+    import time
+
+    try:
+        atomic_write_json(path, {"cell": [str(v) for v in job[:3]], "fingerprint": cell_fingerprint(job),
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 "versions": library_versions(), "result": result})
+    except TypeError as exc:
+        raise ConfigError(f"--cells-dir: the result of cell {job[:3]} is not JSON ({exc})") from None
+
+
 def run_cells(jobs: list[tuple[Any, ...]], run: Callable[..., Any], workers: int, desc: str,
-              progress_bar: bool) -> dict[tuple[Any, ...], Any]:
+              progress_bar: bool, cache_dir: str | Path | None = None) -> dict[tuple[Any, ...], Any]:
     """``run(*job[3:])`` for every job ``(name, seed, method, *args)``, in ``workers`` processes.
+
+    With ``cache_dir``, every finished cell is written there at once (atomically, JSON) under
+    its :func:`cell_fingerprint`, and a cell whose file is already there is not run again: a
+    long grid survives an interruption, and grows seed by seed over several invocations.
+    The fingerprint covers the cell's configuration, not the code: after changing the code,
+    use a fresh folder.
 
     Returns ``{(name, seed, method): result}``.
     """
@@ -64,19 +121,31 @@ def run_cells(jobs: list[tuple[Any, ...]], run: Callable[..., Any], workers: int
 
     from tqdm.auto import tqdm
 
-    workers = effective_workers(len(jobs), workers)
     results: dict[tuple[Any, ...], Any] = {}
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress_bar)
-    if workers == 1:
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
         for job in jobs:
-            results[job[:3]] = run(*job[3:])
-            bar.update()
+            if (hit := _load_cell(_cell_path(cache, job))) is not None:
+                results[job[:3]] = hit
+    todo = [job for job in jobs if job[:3] not in results]
+
+    def done(job: tuple[Any, ...], result: Any) -> None:
+        if cache is not None:
+            _save_cell(_cell_path(cache, job), job, result)
+        results[job[:3]] = result
+        bar.update()
+
+    workers = effective_workers(len(todo), workers)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, disable=not progress_bar)
+    if workers == 1:
+        for job in todo:
+            done(job, run(*job[3:]))
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futs = {pool.submit(run, *job[3:]): job[:3] for job in jobs}
+            futs = {pool.submit(run, *job[3:]): job for job in todo}
             for fut in as_completed(futs):
-                results[futs[fut]] = fut.result()
-                bar.update()
+                done(futs[fut], fut.result())
     bar.close()
     return results
 

@@ -117,7 +117,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
     jobs.sort(key=lambda j: j[2] == "blind")  # the slow image students first
     cells = [(n, s, m, cfg, episodes, m == "student" and s == 0, False) for n, s, m, cfg in jobs]
     t0 = time.perf_counter()
-    results = run_cells(cells, _cell, options.workers, "vision benchmark", options.progress_bar)
+    results = run_cells(cells, _cell, options.workers, "vision benchmark", options.progress_bar,
+                        options.cells_dir)
     wall = time.perf_counter() - t0
     rows = []
     for name in tasks:

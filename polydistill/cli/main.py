@@ -307,6 +307,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default=None, help="metaworld: mt10 (default) or mt50")
     p.add_argument("--students", nargs="+", default=None,
                    help="metaworld: only these students (dense, multihead, moe, bc)")
+    p.add_argument("--cells-dir", default=None,
+                   help="keep each finished cell (JSON) here and reuse those already there: an "
+                        "interrupted grid resumes, a grid grows seed by seed (use a fresh folder "
+                        "after changing the code)")
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -316,7 +320,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     opts = BenchOptions(seeds=args.seeds, out=args.out, steps=args.steps, episodes=args.episodes,
                         teachers_dir=args.teachers_dir, progress_bar=not args.no_progress,
                         envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers,
-                        suite=args.suite, students=tuple(args.students) if args.students else None)
+                        suite=args.suite, students=tuple(args.students) if args.students else None,
+                        cells_dir=args.cells_dir)
     report = run_benchmark(args.name, opts)
     print(report["markdown"])
     print(f"results: {args.out}")

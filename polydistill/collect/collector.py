@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from polydistill.buffer import DistillationBuffer
-from polydistill.collect.rollout import Rollout, RolloutTask
+from polydistill.collect.rollout import Rollout, RolloutTask, collect_together
 from polydistill.errors import CheckpointError, ConfigError
 from polydistill.students.base import Student
 
@@ -115,7 +115,9 @@ class Collector:
         if self.pool is not None:
             results = self.pool.collect(quotas, beta)
         else:
-            results = {n: r.collect(self.student, quotas[n], beta) for n, r in self.rollouts.items()}
+            names = list(self.rollouts)
+            results = dict(zip(names, collect_together([self.rollouts[n] for n in names], self.student,
+                                                       [quotas[n] for n in names], beta), strict=True))
         dt = time.perf_counter() - t0
         labelled = teacher_steps = 0
         metrics: dict[str, float] = {}

@@ -78,8 +78,13 @@ class RolloutWorker:
 
     def collect(self, student_state: dict[str, Any], quotas: dict[str, int], beta: float) -> dict[str, Any]:
         """Load the student's weights, then collect ``quotas[task]`` steps of each own task."""
+        from polydistill.collect.rollout import collect_together
+
         self.student.load_state_dict(student_state)
-        return {n: r.collect(self.student, quotas[n], beta) for n, r in self.rollouts.items()}
+        names = list(self.rollouts)
+        results = collect_together([self.rollouts[n] for n in names], self.student,
+                                   [quotas[n] for n in names], beta)
+        return dict(zip(names, results, strict=True))
 
     def state_dict(self) -> dict[str, Any]:
         """Replayable state of every own task (``Rollout.state_dict``)."""
