@@ -49,7 +49,7 @@ import gymnasium as gym
 from polydistill.errors import ConfigError
 
 __all__ = ["TaskSpec", "SUITES", "get_suite", "list_parallel_envs", "list_suites", "make_parallel",
-           "register_envs"]
+           "register_envs", "make_body", "body_descriptor", "list_families"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ _BASE: dict[str, tuple[str, int]] = {
     "polydistill/HalfCheetahVel-v0": ("polydistill.envs.locomotion:HalfCheetahVelEnv", 1000),
     "polydistill/Swimmer-v0": ("polydistill.envs.locomotion:MorphSwimmerEnv", 1000),
     "polydistill/DoublePendulum-v0": ("polydistill.envs.locomotion:MorphDoublePendulumEnv", 1000),
+    "polydistill/HopperBody-v0": ("polydistill.envs.families:HopperBodyEnv", 1000),
+    "polydistill/HalfCheetahBody-v0": ("polydistill.envs.families:HalfCheetahBodyEnv", 1000),
+    "polydistill/SwimmerBody-v0": ("polydistill.envs.families:SwimmerBodyEnv", 1000),
 }
 
 _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -173,6 +176,28 @@ def get_suite(name: str) -> tuple[TaskSpec, ...]:
     if name not in SUITES:
         raise ConfigError(f"unknown suite {name!r}; valid suites: {', '.join(list_suites())}")
     return SUITES[name]
+
+
+def make_body(family: str, params: dict[str, Any] | None = None, seed: int | None = None,
+              **kwargs: Any) -> gym.Env:
+    """One body of a procedural family (see :func:`polydistill.envs.families.make_body`)."""
+    from polydistill.envs.families import make_body as _make_body
+
+    return _make_body(family, params, seed, **kwargs)
+
+
+def body_descriptor(env: gym.Env) -> Any:
+    """A family body's normalised parameters (see :func:`polydistill.envs.families.body_descriptor`)."""
+    from polydistill.envs.families import body_descriptor as _body_descriptor
+
+    return _body_descriptor(env)
+
+
+def list_families() -> list[str]:
+    """Names of the procedural body families (``polydistill.envs.families``)."""
+    from polydistill.envs.families import list_families as _list_families
+
+    return _list_families()
 
 
 register_envs()

@@ -1,0 +1,467 @@
+"""Procedural body families: hoppers, half-cheetahs and swimmers sampled from parameter ranges.
+
+A family is one MuJoCo body plan with per-limb parameters (limb lengths, mass, actuator gear,
+joint damping; the swimmer's number of segments). A body is a dict of those parameters; it is
+built by editing Gymnasium's v5 MJCF through :class:`mujoco.MjSpec` (or, for swimmers with other
+segment counts, by growing the chain), so every body is a real rigid-body model whose masses and
+inertias the compiler derives from the edited geometry.
+
+Every family has a documented, seeded split (:meth:`BodyFamily.split`):
+
+=========  ======  ===========================================================================
+split      bodies  how they are drawn
+=========  ======  ===========================================================================
+train      16      uniformly inside every parameter's training range
+interp     4       inside the training ranges (never one of the training bodies)
+extrap     4       about half the parameters outside their training range (the rest inside)
+=========  ======  ===========================================================================
+
+A body's *descriptor* (:func:`body_descriptor`) is its parameter vector normalised so that each
+training range maps to [-1, 1]: what a deployed robot knows about itself, the way it knows its
+URDF. Values beyond +-1 mean the body is outside the training ranges.
+
+Example:
+    >>> from polydistill.envs import make_body, body_descriptor
+    >>> env = make_body("hopper", {"thigh_length": 1.1})
+    >>> body_descriptor(env).shape
+    (7,)
+
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
+from gymnasium.spaces import Box
+
+from polydistill.errors import ConfigError
+
+__all__ = ["Param", "BodyFamily", "FAMILIES", "Split", "make_body", "body_descriptor", "get_family",
+           "list_families", "build_body"]
+
+Split = Literal["train", "interp", "extrap"]
+SPLIT_SIZES: dict[str, int] = {"train": 16, "interp": 4, "extrap": 4}
+"""Bodies per split in every family."""
+_SPLIT_IDS = {"train": 0, "interp": 1, "extrap": 2}
+_FAMILY_ENTROPY = 20261129
+"""Root of every family's split streams: changing it changes every shipped split."""
+
+_ASSETS = Path(gym.__file__).parent / "envs" / "mujoco" / "assets"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One body parameter and its training range."""
+
+    name: str
+    low: float
+    """Training range, lower end."""
+    high: float
+    """Training range, upper end."""
+    nominal: float
+    """Value of Gymnasium's body."""
+    doc: str
+    integer: bool = False
+    """Whole numbers only (a segment count)."""
+    limit: tuple[float, float] = (0.3, 3.0)
+    """What the builder accepts at all (a ``ConfigError`` outside)."""
+
+    @property
+    def half(self) -> float:
+        """Half-width of the training range."""
+        return 0.5 * (self.high - self.low)
+
+    def normalise(self, value: float) -> float:
+        """``value`` with the training range mapped to [-1, 1]."""
+        return (float(value) - 0.5 * (self.low + self.high)) / self.half if self.half else 0.0
+
+    def check(self, value: Any) -> float:
+        """``value`` as a float, or a ``ConfigError`` naming the parameter and its limits."""
+        ok = isinstance(value, int | float | np.integer | np.floating) and math.isfinite(float(value))
+        if ok and self.integer:
+            ok = float(value) == int(value)
+        if not ok or not self.limit[0] <= float(value) <= self.limit[1]:
+            kind = "a whole number" if self.integer else "a finite number"
+            raise ConfigError(f"body parameter {self.name!r} must be {kind} in [{self.limit[0]}, "
+                              f"{self.limit[1]}], got {value!r}")
+        return float(value)
+
+
+def _draw(p: Param, rng: np.random.Generator, where: Literal["inside", "inner", "outside"]) -> float:
+    if p.integer:
+        if where == "outside":
+            return float(p.high + 1)
+        return float(rng.integers(int(p.low), int(p.high) + 1))
+    if where == "inside":
+        return float(rng.uniform(p.low, p.high))
+    if where == "inner":  # inside, away from the edges
+        return float(rng.uniform(p.low + 0.1 * p.half, p.high - 0.1 * p.half))
+    width = 0.5 * p.half  # outside: up to half the range's half-width beyond either end
+    lo, hi = max(p.limit[0], p.low - width), min(p.limit[1], p.high + width)
+    return float(rng.uniform(lo, p.low) if rng.random() < 0.5 else rng.uniform(p.high, hi))
+
+
+@dataclass(frozen=True)
+class BodyFamily:
+    """A body plan with parameter ranges, a seeded split and the env class that drives it."""
+
+    name: str
+    params: tuple[Param, ...]
+    env_id: str
+    """Gymnasium id whose ``body`` keyword takes a parameter dict."""
+    build: Callable[[dict[str, float]], mujoco.MjSpec]
+    """Parameters -> the edited spec (not compiled)."""
+
+    @property
+    def param_names(self) -> list[str]:
+        """Parameter names, in descriptor order."""
+        return [p.name for p in self.params]
+
+    def nominal(self) -> dict[str, float]:
+        """Gymnasium's body."""
+        return {p.name: p.nominal for p in self.params}
+
+    def resolve(self, body: dict[str, Any] | None) -> dict[str, float]:
+        """Every parameter of ``body`` (missing ones nominal), checked.
+
+        Raises:
+            ConfigError: for an unknown name or a value out of the builder's limits.
+        """
+        body = dict(body or {})
+        unknown = sorted(set(body) - set(self.param_names))
+        if unknown:
+            raise ConfigError(f"{self.name} bodies have no parameter(s) {unknown}; valid: "
+                              f"{', '.join(self.param_names)}")
+        return {p.name: p.check(body.get(p.name, p.nominal)) for p in self.params}
+
+    def descriptor(self, body: dict[str, Any]) -> np.ndarray:
+        """The normalised parameter vector of ``body`` (training ranges -> [-1, 1])."""
+        full = self.resolve(body)
+        return np.array([p.normalise(full[p.name]) for p in self.params], dtype=np.float64)
+
+    def sample(self, rng: np.random.Generator, where: Literal["inside", "inner"] = "inside"
+               ) -> dict[str, float]:
+        """One body drawn inside the training ranges."""
+        return {p.name: _draw(p, rng, where) for p in self.params}
+
+    def split(self, split: Split) -> list[dict[str, float]]:
+        """The family's bodies of ``split`` (the same on every machine and run).
+
+        Raises:
+            ConfigError: for an unknown split.
+        """
+        if split not in SPLIT_SIZES:
+            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLIT_SIZES)}")
+        family_id = sum(map(ord, self.name))
+        out = []
+        for i in range(SPLIT_SIZES[split]):
+            rng = np.random.default_rng(np.random.SeedSequence(_FAMILY_ENTROPY,
+                                                               spawn_key=(family_id, _SPLIT_IDS[split], i)))
+            if split == "extrap":
+                outside = rng.permutation(len(self.params))[: max(1, len(self.params) // 2)]
+                body = {p.name: _draw(p, rng, "outside" if k in outside else "inner")
+                        for k, p in enumerate(self.params)}
+            else:
+                body = self.sample(rng, "inside" if split == "train" else "inner")
+            out.append(body)
+        return out
+
+    def body_names(self, split: Split) -> list[str]:
+        """Names of the split's bodies: ``<family>-<split>-<i>``."""
+        return [f"{self.name}-{split}-{i:02d}" for i in range(SPLIT_SIZES[split])]
+
+
+# ---------------------------------------------------------------------------- spec editing
+def _from_file(name: str) -> mujoco.MjSpec:
+    return mujoco.MjSpec.from_file(str(_ASSETS / name))
+
+
+def _origin_at_joint(spec: mujoco.MjSpec, body_name: str) -> None:
+    """Move a body's frame to its (single hinge) joint, keeping the world geometry.
+
+    Gymnasium's hopper puts the leg's frame at the leg's centre; with every limb's frame at its
+    joint, scaling a limb is scaling its own geoms and its children's offsets.
+    """
+    body = spec.body(body_name)
+    if not np.allclose(body.quat, [1, 0, 0, 0]):
+        raise ConfigError(f"cannot re-anchor rotated body {body_name!r}")
+    (joint,) = list(body.joints)
+    j = np.asarray(joint.pos, dtype=np.float64).copy()
+    body.pos = np.asarray(body.pos) + j
+    joint.pos = np.zeros(3)
+    for g in body.geoms:
+        g.pos = np.asarray(g.pos) - j
+    for child in body.bodies:
+        child.pos = np.asarray(child.pos) - j
+
+
+def _scale_limb(spec: mujoco.MjSpec, body_name: str, s: float) -> None:
+    """Scale one limb's length: its capsules' half-lengths and offsets, and where its children attach."""
+    body = spec.body(body_name)
+    for g in body.geoms:
+        fromto = np.asarray(g.fromto, dtype=np.float64)
+        if not np.isnan(fromto[0]):
+            g.fromto = fromto * s
+        else:
+            g.pos = np.asarray(g.pos) * s
+            size = np.asarray(g.size, dtype=np.float64).copy()
+            size[1] *= s  # half-length; the radius stays
+            g.size = size
+    for child in body.bodies:
+        child.pos = np.asarray(child.pos) * s
+
+
+def _scale_common(spec: mujoco.MjSpec, body: dict[str, float], joints: list[str]) -> None:
+    """Mass (geom density), gear and joint damping scales shared by every family."""
+    for g in spec.geoms:
+        if g.type != mujoco.mjtGeom.mjGEOM_PLANE:
+            g.density = float(g.density) * body["mass"]
+            if float(g.mass) > 0:  # an explicit mass wins over density in MuJoCo
+                g.mass = float(g.mass) * body["mass"]
+    for a in spec.actuators:
+        gear = np.asarray(a.gear, dtype=np.float64).copy()
+        gear[0] *= body["gear"]
+        a.gear = gear
+    for name in joints:  # (families without a damping parameter pass none)
+        j = spec.joint(name)
+        j.damping = np.asarray(j.damping, dtype=np.float64) * body["damping"]
+
+
+def _lowest_point(spec: mujoco.MjSpec) -> float:
+    """Height of the body's lowest point in its initial pose (capsules and spheres)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*")
+        model = spec.compile()
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    low = np.inf
+    for g in range(model.ngeom):
+        if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_PLANE:
+            continue
+        r, half = model.geom_size[g, 0], model.geom_size[g, 1]
+        axis = data.geom_xmat[g].reshape(3, 3)[:, 2]  # a capsule's axis is its local z
+        low = min(low, data.geom_xpos[g, 2] - abs(axis[2]) * half - r)
+    return float(low)
+
+
+@functools.cache
+def _nominal_clearance(xml: str) -> float:
+    return _lowest_point(_from_file(xml))
+
+
+def _settle_height(spec: mujoco.MjSpec, root: str, slide_z: str, xml: str) -> None:
+    """Lift or lower the root so the lowest point starts as high above the floor as in ``xml``."""
+    body = spec.body(root)
+    dz = _nominal_clearance(xml) - _lowest_point(spec)
+    body.pos = np.asarray(body.pos) + np.array([0.0, 0.0, dz])
+    j = spec.joint(slide_z)  # the hopper's rootz reads the height (ref), the cheetah's the offset
+    if float(j.ref) != 0.0:
+        j.ref = float(j.ref) + dz
+    if float(np.asarray(j.pos)[2]) != 0.0:
+        j.pos = np.asarray(j.pos) - np.array([0.0, 0.0, dz])
+
+
+def _build_hopper(body: dict[str, float]) -> mujoco.MjSpec:
+    spec = _from_file("hopper.xml")
+    for name in ("leg", "foot"):
+        _origin_at_joint(spec, name)
+    _scale_limb(spec, "torso", body["torso_length"])
+    _scale_limb(spec, "thigh", body["thigh_length"])
+    _scale_limb(spec, "leg", body["leg_length"])
+    _scale_limb(spec, "foot", body["foot_length"])
+    _scale_common(spec, body, ["thigh_joint", "leg_joint", "foot_joint"])
+    _settle_height(spec, "torso", "rootz", "hopper.xml")
+    return spec
+
+
+_CHEETAH_BACK, _CHEETAH_FRONT = ("bthigh", "bshin", "bfoot"), ("fthigh", "fshin", "ffoot")
+
+
+def _build_cheetah(body: dict[str, float]) -> mujoco.MjSpec:
+    spec = _from_file("half_cheetah.xml")
+    _scale_limb(spec, "torso", body["torso_length"])
+    for name in _CHEETAH_BACK:
+        _scale_limb(spec, name, body["back_leg_length"])
+    for name in _CHEETAH_FRONT:
+        _scale_limb(spec, name, body["front_leg_length"])
+    _scale_common(spec, body, list(_CHEETAH_BACK + _CHEETAH_FRONT))
+    _settle_height(spec, "torso", "rootz", "half_cheetah.xml")
+    return spec
+
+
+def _build_swimmer(body: dict[str, float]) -> mujoco.MjSpec:
+    spec = _from_file("swimmer.xml")
+    n = int(body["segments"])
+    last = spec.body("back")
+    for k in range(3, n):  # grow the chain: segment k hangs off the previous one's tail
+        seg = last.add_body(name=f"seg{k}", pos=[-1.0, 0.0, 0.0])
+        seg.add_geom(type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[0, 0, 0, -1, 0, 0], size=[0.1, 0, 0],
+                     density=1000.0)
+        seg.add_joint(name=f"motor{k}_rot", type=mujoco.mjtJoint.mjJNT_HINGE, axis=[0, 0, 1],
+                      limited=mujoco.mjtLimited.mjLIMITED_TRUE, range=[-100.0, 100.0])  # degrees, as the XML
+        act = spec.add_actuator(name=f"motor{k}", target=f"motor{k}_rot", trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.gear = np.array([150.0, 0, 0, 0, 0, 0])
+        act.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        act.ctrlrange = np.array([-1.0, 1.0])
+        last = seg
+    if n < 3:
+        raise ConfigError(f"swimmers have at least 3 segments, got {n}")
+    for name in ["torso", "mid", "back"] + [f"seg{k}" for k in range(3, n)]:
+        _scale_limb(spec, name, body["segment_length"])
+    _scale_common(spec, body, [])
+    return spec
+
+
+_LEN = "length scale of the "
+FAMILIES: dict[str, BodyFamily] = {
+    "hopper": BodyFamily("hopper", (
+        Param("torso_length", 0.8, 1.2, 1.0, _LEN + "torso"),
+        Param("thigh_length", 0.8, 1.2, 1.0, _LEN + "thigh"),
+        Param("leg_length", 0.8, 1.2, 1.0, _LEN + "shin"),
+        Param("foot_length", 0.8, 1.2, 1.0, _LEN + "foot"),
+        Param("mass", 0.8, 1.25, 1.0, "density scale of every limb"),
+        Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
+        Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint"),
+    ), "polydistill/HopperBody-v0", _build_hopper),
+    "halfcheetah": BodyFamily("halfcheetah", (
+        Param("torso_length", 0.8, 1.2, 1.0, _LEN + "torso"),
+        Param("back_leg_length", 0.8, 1.2, 1.0, _LEN + "back leg (thigh, shin, foot)"),
+        Param("front_leg_length", 0.8, 1.2, 1.0, _LEN + "front leg (thigh, shin, foot)"),
+        Param("mass", 0.8, 1.25, 1.0, "density scale of every limb"),
+        Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
+        Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint"),
+    ), "polydistill/HalfCheetahBody-v0", _build_cheetah),
+    "swimmer": BodyFamily("swimmer", (
+        Param("segments", 3, 5, 3, "number of segments (joints: segments - 1)", integer=True,
+              limit=(3, 8)),
+        Param("segment_length", 0.8, 1.2, 1.0, _LEN + "every segment"),
+        Param("mass", 0.8, 1.25, 1.0, "density scale of every segment"),
+        Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
+    ), "polydistill/SwimmerBody-v0", _build_swimmer),
+}
+"""The procedural families; ``extrap`` swimmers outside the segment range have 6 segments."""
+
+
+def list_families() -> list[str]:
+    """Names of the body families."""
+    return sorted(FAMILIES)
+
+
+def get_family(name: str) -> BodyFamily:
+    """The family ``name``.
+
+    Raises:
+        ConfigError: for an unknown name (listing the valid ones).
+    """
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown body family {name!r}; valid: {', '.join(list_families())}")
+    return FAMILIES[name]
+
+
+def build_body(family: str, body: dict[str, Any] | None = None) -> mujoco.MjModel:
+    """Compile one body of ``family`` (missing parameters nominal)."""
+    fam = get_family(family)
+    full = fam.resolve(body)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*")
+        return fam.build(full).compile()
+
+
+# ---------------------------------------------------------------------------- envs
+class _BodyMixin:
+    """A Gymnasium MuJoCo env whose model is a family body (see :func:`make_body`)."""
+
+    family: str
+    body: dict[str, float]
+    width: int
+    height: int
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        model = build_body(self.family, self.body)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
+    @property
+    def body_descriptor(self) -> np.ndarray:
+        """The normalised parameters of this body (see :func:`body_descriptor`)."""
+        return get_family(self.family).descriptor(self.body)
+
+
+class HopperBodyEnv(_BodyMixin, HopperEnv):
+    """Gymnasium's Hopper-v5 task on a hopper of the family (the healthy height scales with it)."""
+
+    def __init__(self, body: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.family, self.body = "hopper", FAMILIES["hopper"].resolve(body)
+        scale = float(build_body("hopper", self.body).body_pos[1, 2]) / 1.25  # standing height
+        kwargs.setdefault("healthy_z_range", (0.7 * scale, float("inf")))
+        HopperEnv.__init__(self, **kwargs)
+        utils.EzPickle.__init__(self, body, **kwargs)
+
+
+class HalfCheetahBodyEnv(_BodyMixin, HalfCheetahEnv):
+    """Gymnasium's HalfCheetah-v5 task on a half-cheetah of the family."""
+
+    def __init__(self, body: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.family, self.body = "halfcheetah", FAMILIES["halfcheetah"].resolve(body)
+        HalfCheetahEnv.__init__(self, **kwargs)
+        utils.EzPickle.__init__(self, body, **kwargs)
+
+
+class SwimmerBodyEnv(_BodyMixin, SwimmerEnv):
+    """Gymnasium's Swimmer-v5 task on a swimmer of the family (obs and action sizes follow the segments)."""
+
+    def __init__(self, body: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.family, self.body = "swimmer", FAMILIES["swimmer"].resolve(body)
+        SwimmerEnv.__init__(self, **kwargs)
+        utils.EzPickle.__init__(self, body, **kwargs)
+        skip = 2 * int(self._exclude_current_positions_from_observation)
+        n = self.data.qpos.size + self.data.qvel.size - skip
+        self.observation_space = Box(low=-np.inf, high=np.inf, shape=(n,), dtype=np.float64)
+
+
+def make_body(family: str, params: dict[str, Any] | None = None, seed: int | None = None,
+              **kwargs: Any) -> gym.Env:
+    """A Gymnasium env (with its ``TimeLimit``) driving one body of ``family``.
+
+    Args:
+        family: ``hopper``, ``halfcheetah`` or ``swimmer`` (:func:`list_families`).
+        params: The body's parameters; missing ones are nominal.
+        seed: Without ``params``: draw the body inside the training ranges from this seed
+            (neither given: Gymnasium's nominal body).
+        **kwargs: Passed to the env (e.g. ``render_mode``).
+
+    Raises:
+        ConfigError: for an unknown family or parameter, or a value out of range.
+    """
+    fam = get_family(family)
+    if params is not None and seed is not None:
+        raise ConfigError("make_body takes params or seed, not both")
+    body = params if params is not None else (
+        fam.sample(np.random.default_rng(seed)) if seed is not None else fam.nominal())
+    return gym.make(fam.env_id, body=fam.resolve(body), **kwargs)
+
+
+def body_descriptor(env: gym.Env) -> np.ndarray:
+    """The body descriptor of a family env (through any wrappers).
+
+    Raises:
+        ConfigError: if the env is not a family body.
+    """
+    inner = env.unwrapped
+    if not isinstance(inner, _BodyMixin):
+        raise ConfigError(f"{type(inner).__name__} is not a body of a family (see make_body)")
+    return inner.body_descriptor

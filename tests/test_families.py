@@ -1,0 +1,125 @@
+"""Procedural body families (issue 13): generation, descriptors, splits and env conformance."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import polydistill.envs  # noqa: F401  (registers the ids)
+from polydistill.envs import body_descriptor, list_families, make_body
+from polydistill.envs.families import SPLIT_SIZES, build_body, get_family
+from polydistill.errors import ConfigError
+
+UPSTREAM = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "swimmer": "Swimmer-v5"}
+
+
+def test_three_families_ship() -> None:
+    assert list_families() == ["halfcheetah", "hopper", "swimmer"]
+
+
+@pytest.mark.parametrize("family", sorted(UPSTREAM))
+def test_splits_are_seeded_sized_and_where_they_say(family: str) -> None:
+    fam = get_family(family)
+    for split, n in SPLIT_SIZES.items():
+        bodies = fam.split(split)
+        assert len(bodies) == n and bodies == fam.split(split)  # the same every call
+        d = np.stack([fam.descriptor(b) for b in bodies])
+        if split == "extrap":
+            assert (np.abs(d) > 1 + 1e-9).any(1).all()  # every body leaves a training range
+        else:
+            assert (np.abs(d) <= 1 + 1e-9).all()
+    assert len(fam.split("train")) >= 16
+    train = {tuple(sorted(b.items())) for b in fam.split("train")}
+    assert not train & {tuple(sorted(b.items())) for b in fam.split("interp")}
+
+
+@pytest.mark.parametrize("family", sorted(UPSTREAM))
+def test_make_body_is_deterministic_per_seed(family: str) -> None:
+    a, b, c = (make_body(family, seed=s) for s in (3, 3, 4))
+    assert np.array_equal(body_descriptor(a), body_descriptor(b))
+    assert not np.array_equal(body_descriptor(a), body_descriptor(c))
+    oa, _ = a.reset(seed=0)
+    ob, _ = b.reset(seed=0)
+    assert np.array_equal(oa, ob)
+
+
+@pytest.mark.parametrize("family", sorted(UPSTREAM))
+def test_nominal_body_is_gymnasiums(family: str) -> None:
+    ours, ref = make_body(family), gym.make(UPSTREAM[family])
+    assert ours.observation_space.shape == ref.observation_space.shape
+    assert np.allclose(ours.unwrapped.model.body_mass, ref.unwrapped.model.body_mass)
+    o1, _ = ours.reset(seed=0)
+    o2, _ = ref.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = rng.uniform(-1, 1, ref.action_space.shape)
+        o1, r1, *_ = ours.step(a)
+        o2, r2, *_ = ref.step(a)
+    assert np.allclose(o1, o2, atol=1e-6) and r1 == pytest.approx(r2, abs=1e-6)
+
+
+def test_descriptor_matches_the_built_hopper() -> None:
+    fam = get_family("hopper")
+    body = fam.split("extrap")[0]
+    m, nominal = build_body("hopper", body), build_body("hopper")
+    half = {n: m.geom_size[m.geom(n).id, 1] / nominal.geom_size[nominal.geom(n).id, 1]
+            for n in ("torso_geom", "thigh_geom", "leg_geom", "foot_geom")}
+    assert half["torso_geom"] == pytest.approx(body["torso_length"])
+    assert half["thigh_geom"] == pytest.approx(body["thigh_length"])
+    assert half["leg_geom"] == pytest.approx(body["leg_length"])
+    assert half["foot_geom"] == pytest.approx(body["foot_length"])
+    same_shape = build_body("hopper", {**body, "mass": 1.0})
+    assert m.body_mass.sum() / same_shape.body_mass.sum() == pytest.approx(body["mass"])
+    assert np.allclose(m.actuator_gear[:, 0], nominal.actuator_gear[:, 0] * body["gear"])
+    act = [m.joint(n).dofadr[0] for n in ("thigh_joint", "leg_joint", "foot_joint")]
+    assert np.allclose(m.dof_damping[act], nominal.dof_damping[act] * body["damping"])
+    d = fam.descriptor(body)
+    back = [p.low + (v + 1) * p.half for p, v in zip(fam.params, d, strict=True)]
+    assert np.allclose(back, [body[p.name] for p in fam.params])
+    # the longer the legs, the higher the hopper starts: feet start where the nominal ones do
+    data = __import__("mujoco").MjData(m)
+    __import__("mujoco").mj_kinematics(m, data)
+    foot = data.geom_xpos[m.geom("foot_geom").id, 2]
+    assert foot == pytest.approx(0.1, abs=1e-6)
+
+
+def test_swimmer_segments_set_the_joint_count() -> None:
+    for n in (3, 4, 5, 6):
+        env = make_body("swimmer", {"segments": n, "segment_length": 0.9})
+        assert env.action_space.shape == (n - 1,)
+        assert env.observation_space.shape == (2 * n + 2,)
+        assert env.unwrapped.model.nbody == n + 1
+        assert body_descriptor(env)[0] == pytest.approx(get_family("swimmer").params[0].normalise(n))
+
+
+@pytest.mark.parametrize("family", sorted(UPSTREAM))
+@pytest.mark.parametrize("split", ["train", "interp", "extrap"])
+def test_sampled_bodies_pass_check_env(family: str, split: str) -> None:
+    body = get_family(family).split(split)[0]
+    env = gym.make(get_family(family).env_id, body=body)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.reset(seed=0)
+    for _ in range(200):  # a random policy must not blow the simulation up
+        obs, rew, term, trunc, _ = env.step(env.action_space.sample())
+        assert np.isfinite(obs).all() and np.isfinite(rew)
+        if term or trunc:
+            env.reset()
+
+
+def test_bad_bodies_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown body family 'ant'"):
+        make_body("ant")
+    with pytest.raises(ConfigError, match="no parameter.*'wings'"):
+        make_body("hopper", {"wings": 2})
+    with pytest.raises(ConfigError, match="'thigh_length' must be a finite number"):
+        make_body("hopper", {"thigh_length": float("nan")})
+    with pytest.raises(ConfigError, match="'segments' must be a whole number"):
+        make_body("swimmer", {"segments": 4.5})
+    with pytest.raises(ConfigError, match="params or seed"):
+        make_body("hopper", {"mass": 1.1}, seed=0)
+    with pytest.raises(ConfigError, match="not a body of a family"):
+        body_descriptor(gym.make("Hopper-v5"))
+    with pytest.raises(ConfigError, match="unknown split"):
+        get_family("hopper").split("test")
