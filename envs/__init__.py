@@ -93,6 +93,14 @@ _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "polydistill/DoublePendulum-Heavy-v0": ("polydistill/DoublePendulum-v0", {"mass": 1.5}),
 }
 
+_FAMILY_IDS: dict[str, str] = {
+    "polydistill/HopperFamily-v0": "hopper",
+    "polydistill/HalfCheetahFamily-v0": "halfcheetah",
+    "polydistill/SwimmerFamily-v0": "swimmer",
+}
+"""Domain randomisation over a body family's training split, descriptor in the observation
+(``polydistill.envs.families.FamilyEnv``): what a family's privileged teacher trains on."""
+
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "locomotion": (
         TaskSpec("hopper", "polydistill/Hopper-v0", "hopper"),
@@ -128,6 +136,10 @@ def register_envs() -> None:
     for env_id, (entry_point, steps) in _BASE.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry_point, max_episode_steps=steps)
+    for env_id, family in _FAMILY_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="polydistill.envs.families:FamilyEnv", max_episode_steps=1000,
+                         kwargs={"family": family})
     for env_id, (base, kwargs) in _VARIANTS.items():
         if env_id not in gym.registry:
             entry_point, steps = _BASE[base]

@@ -49,8 +49,8 @@ from gymnasium.spaces import Box
 
 from polydistill.errors import ConfigError
 
-__all__ = ["Param", "BodyFamily", "FAMILIES", "Split", "make_body", "body_descriptor", "get_family",
-           "list_families", "build_body"]
+__all__ = ["Param", "BodyFamily", "FAMILIES", "FamilyEnv", "Split", "make_body", "body_descriptor",
+           "get_family", "list_families", "build_body"]
 
 Split = Literal["train", "interp", "extrap"]
 SPLIT_SIZES: dict[str, int] = {"train": 16, "interp": 4, "extrap": 4}
@@ -124,6 +124,8 @@ class BodyFamily:
     """Gymnasium id whose ``body`` keyword takes a parameter dict."""
     build: Callable[[dict[str, float]], mujoco.MjSpec]
     """Parameters -> the edited spec (not compiled)."""
+    family_env_id: str
+    """Gymnasium id of :class:`FamilyEnv` over the training split (the family teacher's env)."""
 
     @property
     def param_names(self) -> list[str]:
@@ -335,7 +337,7 @@ FAMILIES: dict[str, BodyFamily] = {
         Param("mass", 0.8, 1.25, 1.0, "density scale of every limb"),
         Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
         Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint"),
-    ), "polydistill/HopperBody-v0", _build_hopper),
+    ), "polydistill/HopperBody-v0", _build_hopper, "polydistill/HopperFamily-v0"),
     "halfcheetah": BodyFamily("halfcheetah", (
         Param("torso_length", 0.8, 1.2, 1.0, _LEN + "torso"),
         Param("back_leg_length", 0.8, 1.2, 1.0, _LEN + "back leg (thigh, shin, foot)"),
@@ -343,14 +345,14 @@ FAMILIES: dict[str, BodyFamily] = {
         Param("mass", 0.8, 1.25, 1.0, "density scale of every limb"),
         Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
         Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint"),
-    ), "polydistill/HalfCheetahBody-v0", _build_cheetah),
+    ), "polydistill/HalfCheetahBody-v0", _build_cheetah, "polydistill/HalfCheetahFamily-v0"),
     "swimmer": BodyFamily("swimmer", (
         Param("segments", 3, 5, 3, "number of segments (joints: segments - 1)", integer=True,
               limit=(3, 8)),
         Param("segment_length", 0.8, 1.2, 1.0, _LEN + "every segment"),
         Param("mass", 0.8, 1.25, 1.0, "density scale of every segment"),
         Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
-    ), "polydistill/SwimmerBody-v0", _build_swimmer),
+    ), "polydistill/SwimmerBody-v0", _build_swimmer, "polydistill/SwimmerFamily-v0"),
 }
 """The procedural families; ``extrap`` swimmers outside the segment range have 6 segments."""
 
@@ -431,6 +433,96 @@ class SwimmerBodyEnv(_BodyMixin, SwimmerEnv):
         skip = 2 * int(self._exclude_current_positions_from_observation)
         n = self.data.qpos.size + self.data.qvel.size - skip
         self.observation_space = Box(low=-np.inf, high=np.inf, shape=(n,), dtype=np.float64)
+
+
+_ENV_CLASSES: dict[str, type[gym.Env]] = {
+    "hopper": HopperBodyEnv, "halfcheetah": HalfCheetahBodyEnv, "swimmer": SwimmerBodyEnv}
+
+
+def _dims(family: str, body: dict[str, float]) -> tuple[int, int]:
+    """Observation and action sizes of one body (without building an env)."""
+    if family == "swimmer":
+        n = int(body["segments"])
+        return 2 * n + 2, n - 1
+    return {"hopper": (11, 3), "halfcheetah": (17, 6)}[family]
+
+
+class FamilyEnv(gym.Env):
+    """Domain randomisation over a family: every episode drives one body of a list.
+
+    The observation is the body's own, zero-padded to the family's largest body over all its
+    splits, followed by the body's descriptor (a *privileged* observation when the descriptor
+    would not be known, as the teacher's simulator state in the vision setup). Actions are
+    sized for the largest body; a smaller body uses the leading entries. Which body an episode
+    gets is drawn from the reset seed's stream, so a seeded run is reproducible. ``info``
+    carries ``body`` (its index in the list).
+
+    Args:
+        family: A family name (:func:`list_families`).
+        bodies: A split name of the family, or a list of parameter dicts.
+        descriptor: Append the body descriptor to the observation.
+        **kwargs: Passed to every body's env (e.g. ``render_mode``).
+
+    Raises:
+        ConfigError: for an unknown family or split, or an empty or bad body list.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
+
+    def __init__(self, family: str, bodies: str | list[dict[str, Any]] = "train", descriptor: bool = True,
+                 **kwargs: Any) -> None:
+        self.family = get_family(family)
+        listed = self.family.split(bodies) if isinstance(bodies, str) else list(bodies)  # type: ignore[arg-type]
+        if not listed:
+            raise ConfigError(f"FamilyEnv({family!r}) needs at least one body")
+        self.bodies = [self.family.resolve(b) for b in listed]
+        self.descriptor = descriptor
+        everything = [b for sp in SPLIT_SIZES for b in self.family.split(sp)] + self.bodies  # type: ignore[arg-type]
+        self.obs_dim = max(_dims(family, b)[0] for b in everything)
+        self.act_dim = max(_dims(family, b)[1] for b in everything)
+        self._kwargs = kwargs
+        self.render_mode = kwargs.get("render_mode")
+        self._envs: dict[int, gym.Env] = {}
+        self._current = 0
+        extra = len(self.family.params) if descriptor else 0
+        self.observation_space = Box(-np.inf, np.inf, (self.obs_dim + extra,), np.float64)
+        self.action_space = Box(-1.0, 1.0, (self.act_dim,), np.float32)
+
+    def _env(self, i: int) -> gym.Env:
+        if i not in self._envs:
+            self._envs[i] = _ENV_CLASSES[self.family.name](body=self.bodies[i], **self._kwargs)
+        return self._envs[i]
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.observation_space.shape, np.float64)
+        out[: len(obs)] = obs
+        if self.descriptor:
+            out[self.obs_dim:] = self.family.descriptor(self.bodies[self._current])
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw the episode's body, then reset it (seeded from this env's stream)."""
+        super().reset(seed=seed)
+        self._current = int(self.np_random.integers(len(self.bodies)))
+        obs, info = self._env(self._current).reset(seed=int(self.np_random.integers(2**31)), options=options)
+        return self._obs(obs), {**info, "body": self._current}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Step the current body with the leading entries of ``action``."""
+        env = self._env(self._current)
+        n = env.action_space.shape[0]
+        obs, rew, term, trunc, info = env.step(np.asarray(action, dtype=np.float64)[:n])
+        return self._obs(obs), float(rew), bool(term), bool(trunc), {**info, "body": self._current}
+
+    def render(self) -> Any:
+        """The current body's frame."""
+        return self._env(self._current).render()
+
+    def close(self) -> None:
+        """Close every body's env."""
+        for env in self._envs.values():
+            env.close()
 
 
 def make_body(family: str, params: dict[str, Any] | None = None, seed: int | None = None,

@@ -123,3 +123,46 @@ def test_bad_bodies_are_config_errors() -> None:
         body_descriptor(gym.make("Hopper-v5"))
     with pytest.raises(ConfigError, match="unknown split"):
         get_family("hopper").split("test")
+
+
+@pytest.mark.parametrize("family", sorted(UPSTREAM))
+def test_family_env_randomises_bodies_and_shows_their_descriptor(family: str) -> None:
+    from polydistill.envs.families import FamilyEnv
+
+    env = gym.make(get_family(family).family_env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    fam, inner = get_family(family), env.unwrapped
+    assert isinstance(inner, FamilyEnv)
+    seen, first = set(), []
+    for episode in range(12):
+        obs, info = env.reset(seed=100 + episode)
+        seen.add(info["body"])
+        body = fam.split("train")[info["body"]]
+        d = fam.descriptor(body)
+        assert np.array_equal(obs[-len(d):], d)
+        own = make_body(family, body).observation_space.shape[0]
+        assert not obs[own: obs.size - len(d)].any()  # padding of a smaller swimmer stays zero
+        obs, rew, *_ = env.step(env.action_space.sample())
+        assert np.isfinite(obs).all() and np.isfinite(rew)
+        first.append(obs)
+    assert len(seen) > 3  # episodes drive different bodies
+    again = gym.make(get_family(family).family_env_id)
+    for episode in range(3):  # the same seeds give the same bodies and observations
+        again.reset(seed=100 + episode)
+        env.reset(seed=100 + episode)
+        a = env.action_space.sample()
+        assert np.array_equal(again.step(a)[0], env.step(a)[0])
+    if family == "swimmer":  # padded to the largest swimmer of any split (6 segments)
+        assert inner.action_space.shape == (5,) and inner.observation_space.shape == (14 + 4,)
+
+
+def test_family_env_on_one_held_out_body_is_that_body() -> None:
+    from polydistill.envs.families import FamilyEnv
+
+    body = get_family("hopper").split("interp")[2]
+    env = FamilyEnv("hopper", [body])
+    obs, info = env.reset(seed=0)
+    ref = make_body("hopper", body)
+    assert np.array_equal(obs[-7:], body_descriptor(ref)) and info["body"] == 0
+    with pytest.raises(ConfigError, match="at least one body"):
+        FamilyEnv("hopper", [])
