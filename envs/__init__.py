@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gymnasium as gym
+import numpy as np
 
 from polydistill.errors import ConfigError
 
@@ -198,7 +199,7 @@ def make_body(family: str, params: dict[str, Any] | None = None, seed: int | Non
     return _make_body(family, params, seed, **kwargs)
 
 
-def body_descriptor(env: gym.Env) -> Any:
+def body_descriptor(env: gym.Env) -> np.ndarray:
     """A family body's normalised parameters (see :func:`polydistill.envs.families.body_descriptor`)."""
     from polydistill.envs.families import body_descriptor as _body_descriptor
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ class Param:
 
     def check(self, value: Any) -> float:
         """``value`` as a float, or a ``ConfigError`` naming the parameter and its limits."""
-        ok = isinstance(value, int | float | np.integer | np.floating) and math.isfinite(float(value))
+        ok = (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+              and math.isfinite(float(value)))
         if ok and self.integer:
             ok = float(value) == int(value)
         if not ok or not self.limit[0] <= float(value) <= self.limit[1]:
@@ -167,7 +169,7 @@ class BodyFamily:
         """
         if split not in SPLIT_SIZES:
             raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLIT_SIZES)}")
-        family_id = sum(map(ord, self.name))
+        family_id = zlib.crc32(self.name.encode())
         out = []
         for i in range(SPLIT_SIZES[split]):
             rng = np.random.default_rng(np.random.SeedSequence(_FAMILY_ENTROPY,
@@ -226,6 +228,35 @@ def _scale_limb(spec: mujoco.MjSpec, body_name: str, s: float) -> None:
         child.pos = np.asarray(child.pos) * s
 
 
+def _compile(spec: mujoco.MjSpec) -> mujoco.MjModel:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*")
+        return spec.compile()
+
+
+@functools.cache
+def _raw_nominal_mass(xml: str) -> float:
+    spec = _from_file(xml)
+    spec.compiler.settotalmass = -1.0
+    return float(_compile(spec).body_mass.sum())
+
+
+def _keep_total_mass_rule(spec: mujoco.MjSpec, xml: str) -> None:
+    """Honour an upstream ``settotalmass`` without cancelling the body's own mass changes.
+
+    Gymnasium's half-cheetah rescales its masses to 14 kg, which would undo any change of
+    density or limb length. The target becomes 14 kg times the edited body's geometric mass
+    over the nominal one's, so the nominal body keeps its 14 kg and a denser or longer body
+    weighs more.
+    """
+    total = float(spec.compiler.settotalmass)
+    if total <= 0:
+        return
+    spec.compiler.settotalmass = -1.0
+    raw = float(_compile(spec).body_mass.sum())
+    spec.compiler.settotalmass = total * raw / _raw_nominal_mass(xml)
+
+
 def _scale_common(spec: mujoco.MjSpec, body: dict[str, float], joints: list[str]) -> None:
     """Mass (geom density), gear and joint damping scales shared by every family."""
     for g in spec.geoms:
@@ -244,9 +275,7 @@ def _scale_common(spec: mujoco.MjSpec, body: dict[str, float], joints: list[str]
 
 def _lowest_point(spec: mujoco.MjSpec) -> float:
     """Height of the body's lowest point in its initial pose (capsules and spheres)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*settotalmass.*")
-        model = spec.compile()
+    model = _compile(spec)
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
     low = np.inf
@@ -285,6 +314,7 @@ def _build_hopper(body: dict[str, float]) -> mujoco.MjSpec:
     _scale_limb(spec, "leg", body["leg_length"])
     _scale_limb(spec, "foot", body["foot_length"])
     _scale_common(spec, body, ["thigh_joint", "leg_joint", "foot_joint"])
+    _keep_total_mass_rule(spec, "hopper.xml")
     _settle_height(spec, "torso", "rootz", "hopper.xml")
     return spec
 
@@ -300,6 +330,7 @@ def _build_cheetah(body: dict[str, float]) -> mujoco.MjSpec:
     for name in _CHEETAH_FRONT:
         _scale_limb(spec, name, body["front_leg_length"])
     _scale_common(spec, body, list(_CHEETAH_BACK + _CHEETAH_FRONT))
+    _keep_total_mass_rule(spec, "half_cheetah.xml")
     _settle_height(spec, "torso", "rootz", "half_cheetah.xml")
     return spec
 
@@ -324,6 +355,7 @@ def _build_swimmer(body: dict[str, float]) -> mujoco.MjSpec:
     for name in ["torso", "mid", "back"] + [f"seg{k}" for k in range(3, n)]:
         _scale_limb(spec, name, body["segment_length"])
     _scale_common(spec, body, [])
+    _keep_total_mass_rule(spec, "swimmer.xml")
     return spec
 
 
@@ -376,10 +408,7 @@ def get_family(name: str) -> BodyFamily:
 def build_body(family: str, body: dict[str, Any] | None = None) -> mujoco.MjModel:
     """Compile one body of ``family`` (missing parameters nominal)."""
     fam = get_family(family)
-    full = fam.resolve(body)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*settotalmass.*")
-        return fam.build(full).compile()
+    return _compile(fam.build(fam.resolve(body)))
 
 
 # ---------------------------------------------------------------------------- envs
@@ -392,7 +421,7 @@ class _BodyMixin:
     height: int
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
-        model = build_body(self.family, self.body)
+        model = self.__dict__.pop("_built", None) or build_body(self.family, self.body)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         return model, mujoco.MjData(model)
@@ -408,7 +437,8 @@ class HopperBodyEnv(_BodyMixin, HopperEnv):
 
     def __init__(self, body: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.family, self.body = "hopper", FAMILIES["hopper"].resolve(body)
-        scale = float(build_body("hopper", self.body).body_pos[1, 2]) / 1.25  # standing height
+        self._built = build_body("hopper", self.body)  # compiled once, used by the simulation
+        scale = float(self._built.body_pos[1, 2]) / 1.25  # standing height
         kwargs.setdefault("healthy_z_range", (0.7 * scale, float("inf")))
         HopperEnv.__init__(self, **kwargs)
         utils.EzPickle.__init__(self, body, **kwargs)
@@ -439,23 +469,16 @@ _ENV_CLASSES: dict[str, type[gym.Env]] = {
     "hopper": HopperBodyEnv, "halfcheetah": HalfCheetahBodyEnv, "swimmer": SwimmerBodyEnv}
 
 
-def _dims(family: str, body: dict[str, float]) -> tuple[int, int]:
-    """Observation and action sizes of one body (without building an env)."""
-    if family == "swimmer":
-        n = int(body["segments"])
-        return 2 * n + 2, n - 1
-    return {"hopper": (11, 3), "halfcheetah": (17, 6)}[family]
-
-
 class FamilyEnv(gym.Env):
     """Domain randomisation over a family: every episode drives one body of a list.
 
-    The observation is the body's own, zero-padded to the family's largest body over all its
-    splits, followed by the body's descriptor (a *privileged* observation when the descriptor
-    would not be known, as the teacher's simulator state in the vision setup). Actions are
-    sized for the largest body; a smaller body uses the leading entries. Which body an episode
-    gets is drawn from the reset seed's stream, so a seeded run is reproducible. ``info``
-    carries ``body`` (its index in the list).
+    The observation is the body's own, its position part and its velocity part each
+    zero-padded to the family's largest body over all its splits (so a slot means the same
+    quantity on every body), followed by the body's descriptor: a *privileged* observation
+    where the descriptor would not be known, as the teacher's simulator state in the vision
+    setup. Actions are sized for the largest body; a smaller body uses the leading entries.
+    Which body an episode gets is drawn from the reset seed's stream, so a seeded run is
+    reproducible. ``info`` carries ``body`` (its index in the list).
 
     Args:
         family: A family name (:func:`list_families`).
@@ -467,7 +490,7 @@ class FamilyEnv(gym.Env):
         ConfigError: for an unknown family or split, or an empty or bad body list.
     """
 
-    metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array", "depth_array"]}
 
     def __init__(self, family: str, bodies: str | list[dict[str, Any]] = "train", descriptor: bool = True,
                  **kwargs: Any) -> None:
@@ -477,16 +500,36 @@ class FamilyEnv(gym.Env):
             raise ConfigError(f"FamilyEnv({family!r}) needs at least one body")
         self.bodies = [self.family.resolve(b) for b in listed]
         self.descriptor = descriptor
-        everything = [b for sp in SPLIT_SIZES for b in self.family.split(sp)] + self.bodies  # type: ignore[arg-type]
-        self.obs_dim = max(_dims(family, b)[0] for b in everything)
-        self.act_dim = max(_dims(family, b)[1] for b in everything)
         self._kwargs = kwargs
         self.render_mode = kwargs.get("render_mode")
+        if self.render_mode is not None and self.render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"FamilyEnv renders {self.metadata['render_modes']}, got {self.render_mode!r}")
+        everything = [b for sp in SPLIT_SIZES for b in self.family.split(sp)] + self.bodies  # type: ignore[arg-type]
+        self._layouts: dict[int, tuple[int, int, int]] = {}  # layout key -> (positions, velocities, actions)
+        dt = 0.0
+        for b in everything:
+            key = self._layout_key(b)
+            if key not in self._layouts:
+                env = _ENV_CLASSES[self.family.name](body=b, **{k: v for k, v in kwargs.items()
+                                                              if k != "render_mode"})
+                nv, n = env.unwrapped.model.nv, env.observation_space.shape[0]
+                self._layouts[key] = (n - nv, nv, env.action_space.shape[0])
+                dt = float(env.unwrapped.dt)
+                env.close()
+        self.n_pos = max(v[0] for v in self._layouts.values())
+        self.n_vel = max(v[1] for v in self._layouts.values())
+        self.act_dim = max(v[2] for v in self._layouts.values())
+        self.obs_dim = self.n_pos + self.n_vel
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / dt))}
         self._envs: dict[int, gym.Env] = {}
         self._current = 0
         extra = len(self.family.params) if descriptor else 0
         self.observation_space = Box(-np.inf, np.inf, (self.obs_dim + extra,), np.float64)
         self.action_space = Box(-1.0, 1.0, (self.act_dim,), np.float32)
+
+    @staticmethod
+    def _layout_key(body: dict[str, float]) -> int:
+        return int(body.get("segments", 0))  # only the swimmer's sizes vary within a family
 
     def _env(self, i: int) -> gym.Env:
         if i not in self._envs:
@@ -494,8 +537,10 @@ class FamilyEnv(gym.Env):
         return self._envs[i]
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
+        n_pos, n_vel, _ = self._layouts[self._layout_key(self.bodies[self._current])]
         out = np.zeros(self.observation_space.shape, np.float64)
-        out[: len(obs)] = obs
+        out[:n_pos] = obs[:n_pos]
+        out[self.n_pos: self.n_pos + n_vel] = obs[n_pos:]
         if self.descriptor:
             out[self.obs_dim:] = self.family.descriptor(self.bodies[self._current])
         return out
@@ -523,6 +568,8 @@ class FamilyEnv(gym.Env):
         """Close every body's env."""
         for env in self._envs.values():
             env.close()
+        self._envs.clear()
+        super().close()
 
 
 def make_body(family: str, params: dict[str, Any] | None = None, seed: int | None = None,

@@ -136,6 +136,12 @@ class EnvNamespace:
     wrapper: str | None = None
     """``"module:Name"`` of a wrapper :func:`make_env` puts on every env of the namespace."""
 
+    def __post_init__(self) -> None:
+        from polydistill.errors import ConfigError
+
+        if self.wrapper is not None and len(self.wrapper.split(":")) != 2:
+            raise ConfigError(f"EnvNamespace.wrapper must be 'module:Name', got {self.wrapper!r}")
+
 
 ENV_NAMESPACES: dict[str, EnvNamespace] = {
     "Meta-World": EnvNamespace("metaworld", "metaworld", "polydistill.wrappers.gymnasium:SeedTaskChoice"),
@@ -166,11 +172,15 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **make_kwarg
                               f"\".[{space.extra}]\" ({exc})") from None
     try:
         env = gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
-        if space is not None and space.wrapper is not None:
-            module, attr = space.wrapper.split(":")
-            env = getattr(importlib.import_module(module), attr)(env)
-        return env
     except gym.error.Error as exc:
         raise ConfigError(f"unknown env id {env_id!r}: {exc}") from None
     except TypeError as exc:
         raise ConfigError(f"bad env_kwargs {dict(env_kwargs or {})} for {env_id!r}: {exc}") from None
+    if space is None or space.wrapper is None:
+        return env
+    module, attr = space.wrapper.split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)(env)
+    except Exception as exc:
+        env.close()
+        raise ConfigError(f"wrapper {space.wrapper!r} of the {name!r} envs failed: {exc!r}") from None

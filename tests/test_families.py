@@ -140,8 +140,12 @@ def test_family_env_randomises_bodies_and_shows_their_descriptor(family: str) ->
         body = fam.split("train")[info["body"]]
         d = fam.descriptor(body)
         assert np.array_equal(obs[-len(d):], d)
-        own = make_body(family, body).observation_space.shape[0]
-        assert not obs[own: obs.size - len(d)].any()  # padding of a smaller swimmer stays zero
+        own = inner._env(info["body"]).unwrapped._get_obs()  # the body's own observation
+        nv = inner._env(info["body"]).unwrapped.model.nv
+        n_pos = own.size - nv
+        padded = np.zeros(inner.obs_dim)
+        padded[:n_pos], padded[inner.n_pos: inner.n_pos + nv] = own[:n_pos], own[n_pos:]
+        assert np.array_equal(obs[: inner.obs_dim], padded)  # positions, then velocities, each padded
         obs, rew, *_ = env.step(env.action_space.sample())
         assert np.isfinite(obs).all() and np.isfinite(rew)
         first.append(obs)
@@ -154,6 +158,7 @@ def test_family_env_randomises_bodies_and_shows_their_descriptor(family: str) ->
         assert np.array_equal(again.step(a)[0], env.step(a)[0])
     if family == "swimmer":  # padded to the largest swimmer of any split (6 segments)
         assert inner.action_space.shape == (5,) and inner.observation_space.shape == (14 + 4,)
+        assert (inner.n_pos, inner.n_vel) == (6, 8)
 
 
 def test_family_env_on_one_held_out_body_is_that_body() -> None:
@@ -166,3 +171,27 @@ def test_family_env_on_one_held_out_body_is_that_body() -> None:
     assert np.array_equal(obs[-7:], body_descriptor(ref)) and info["body"] == 0
     with pytest.raises(ConfigError, match="at least one body"):
         FamilyEnv("hopper", [])
+
+
+@pytest.mark.parametrize("family", sorted(UPSTREAM))
+def test_every_parameter_changes_the_built_model(family: str) -> None:
+    fam = get_family(family)
+
+    def fields(m) -> dict[str, np.ndarray]:  # noqa: ANN001
+        return {"mass": m.body_mass, "inertia": m.body_inertia, "size": m.geom_size, "pos": m.body_pos,
+                "gear": m.actuator_gear, "damping": m.dof_damping, "nbody": np.array([m.nbody])}
+
+    nominal = fields(build_body(family))
+    for p in fam.params:
+        changed = fields(build_body(family, {p.name: p.high}))
+        differs = [k for k in nominal if nominal[k].shape != changed[k].shape
+                   or not np.allclose(nominal[k], changed[k])]
+        assert differs, p.name
+        if p.name == "mass":  # heavier, even where upstream fixes the total mass (half-cheetah)
+            assert build_body(family, {"mass": p.high}).body_mass.sum() == pytest.approx(
+                p.high * build_body(family).body_mass.sum())
+
+
+def test_a_bool_is_not_a_body_parameter() -> None:
+    with pytest.raises(ConfigError, match="finite number"):
+        make_body("hopper", {"mass": True})

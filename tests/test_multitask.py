@@ -238,3 +238,9 @@ def test_env_namespaces_import_their_package_name_the_extra_and_wrap(monkeypatch
     env = utils.make_env("polydistill/Hopper-v0")
     assert isinstance(env, gym.wrappers.RecordEpisodeStatistics)
     env.close()
+    broken = utils.EnvNamespace("polydistill.envs", "test", "polydistill.envs:NoSuchWrapper")
+    monkeypatch.setitem(utils.ENV_NAMESPACES, "polydistill", broken)
+    with pytest.raises(ConfigError, match="NoSuchWrapper"):
+        utils.make_env("polydistill/Hopper-v0")
+    with pytest.raises(ConfigError, match="module:Name"):
+        utils.EnvNamespace("x", "x", "no_colon")

@@ -177,3 +177,35 @@ def test_benchmark_cells_are_kept_and_reused_from_a_cells_dir(tmp_path: Path) ->
     next(iter(cells.glob("sq-m-seed1-*.json"))).write_text("{damaged")
     run_cells(jobs[1:2], _square_cell, 1, "t", False, cells)  # a damaged cell runs again
     assert Path(log).read_text().split()[-1] == "3"
+
+
+def _numpy_cell(x: int) -> dict[str, object]:
+    return {"value": np.float32(x) * 2, "pair": (x, x), "none": None}
+
+
+def _none_cell(log: str) -> None:
+    with open(log, "a") as f:
+        f.write("ran\n")
+
+
+def test_cells_dir_fingerprints_are_stable_and_results_take_one_form(tmp_path: Path) -> None:
+    import functools
+
+    from polydistill.bench.stats import cell_fingerprint, run_cells
+    from polydistill.errors import ConfigError
+
+    fresh = run_cells([("n", 0, "m", 3)], _numpy_cell, 1, "t", False, tmp_path / "c")
+    cached = run_cells([("n", 0, "m", 3)], _numpy_cell, 1, "t", False, tmp_path / "c")
+    assert fresh == cached == {("n", 0, "m"): {"value": 6.0, "pair": [3, 3], "none": None}}
+    log = str(tmp_path / "log")
+    for _ in range(2):  # a None result is a result: kept, not run again
+        out = run_cells([("z", 0, "m", log)], _none_cell, 1, "t", False, tmp_path / "c")
+        assert out == {("z", 0, "m"): None}
+    assert Path(log).read_text().split() == ["ran"]
+    job = ("n", 0, "m", functools.partial(_numpy_cell, 3), {1: "a"}, {"1": "a"})
+    assert cell_fingerprint(job) == cell_fingerprint(job)
+    assert cell_fingerprint(("n", 0, "m", {1: "a"})) != cell_fingerprint(("n", 0, "m", {"1": "a"}))
+    with pytest.raises(ConfigError, match="closure"):
+        cell_fingerprint(("n", 0, "m", lambda: 0))
+    with pytest.raises(ConfigError, match="cannot fingerprint"):
+        cell_fingerprint(("n", 0, "m", object()))

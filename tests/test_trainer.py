@@ -225,24 +225,33 @@ def test_nan_observation_from_env_stops_collection() -> None:
 def test_tasks_collected_in_lockstep_give_the_rows_each_collects_alone(student_action: str) -> None:
     from polydistill.collect.rollout import collect_together
 
-    def rows(together: bool) -> list[dict[str, np.ndarray]]:
+    def rows(together: bool) -> tuple[list, list]:  # noqa: ANN001
         run_ = GeneralistRun(_config(seed=3, student_action=student_action,
                                      distiller=DistillerConfig(batch_size=64, loss="forward_kl")),
                              teachers=_teachers(), progress_bar=False)
         try:
             rollouts = list(run_.collector.rollouts.values())
-            quotas, beta = [48, 20], 0.5  # uneven: one task finishes early
+            quotas, beta = [480, 200], 0.5  # uneven: one task finishes early; episodes end in both
             if together:
                 results = collect_together(rollouts, run_.student, quotas, beta)
             else:
                 results = [r.collect(run_.student, q, beta) for r, q in zip(rollouts, quotas, strict=True)]
-            return [res.rows for res in results]
+            return results, [r.state_dict() for r in rollouts]
         finally:
             run_.close()
 
-    alone, together = rows(False), rows(True)
+    (alone, alone_state), (together, together_state) = rows(False), rows(True)
     for a, b in zip(alone, together, strict=True):
-        assert set(a) == set(b)
-        for k in a:
-            assert np.array_equal(a[k], b[k]), k
-    assert len(alone[0]["obs"]) == 48 and len(alone[1]["obs"]) == 20
+        assert set(a.rows) == set(b.rows)
+        for k in a.rows:
+            assert np.array_equal(a.rows[k], b.rows[k]), k
+        assert np.array_equal(a.norm_obs, b.norm_obs)
+        assert (a.labelled, a.teacher_steps, a.returns) == (b.labelled, b.teacher_steps, b.returns)
+    assert alone[0].labelled == 480 and alone[1].labelled == 200 and alone[0].returns
+    for a, b in zip(alone_state, together_state, strict=True):  # the envs and streams end alike
+        assert a["rng"] == b["rng"] and np.array_equal(a["ep_ret"], b["ep_ret"])
+        assert a["venv"]["seeds"] == b["venv"]["seeds"]
+        logs = zip(a["venv"]["actions"], b["venv"]["actions"], strict=True)
+        assert all(np.array_equal(x, y) for x, y in logs)
+    with pytest.raises(ConfigError, match="one step count per rollout"):
+        collect_together([], None, [1], 0.5)  # type: ignore[arg-type]

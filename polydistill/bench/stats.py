@@ -7,6 +7,8 @@ interval (``rliable.library.get_interval_estimates``), reported beside the mean 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +23,7 @@ from polydistill.utils import atomic_write_bytes, atomic_write_json, library_ver
 __all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report"]
 
 BOOTSTRAP_REPS = 5000
+log = logging.getLogger(__name__)
 
 
 def interval_stats(scores: Sequence[float] | np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -53,29 +56,51 @@ def effective_workers(n_jobs: int, workers: int) -> int:
     return max(1, min(n_jobs, workers or os.cpu_count() or 1))
 
 
-def cell_fingerprint(job: tuple[Any, ...]) -> str:
-    """A stable digest of a cell: its name, seed, method, function and arguments.
-
-    Dataclass arguments (run configs) enter as their field dicts, functions as their import
-    path, everything else as JSON (``repr`` where JSON has no form).
-    """
+def _canon(x: Any) -> Any:
+    """A JSON form of a cell argument that is the same in every process (or ConfigError)."""
     import dataclasses
+    import functools
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {"__dataclass__": type(x).__qualname__,
+                **{f.name: _canon(getattr(x, f.name)) for f in dataclasses.fields(x)}}
+    if isinstance(x, functools.partial):
+        return {"__partial__": _canon(x.func), "args": _canon(x.args), "keywords": _canon(x.keywords)}
+    if isinstance(x, bool | int | float | str | type(None)):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return {"__array__": str(x.dtype), "data": x.tolist()}
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, dict):
+        return {f"{type(k).__name__}:{k}": _canon(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_canon(v) for v in x]
+    if isinstance(x, set | frozenset):
+        return {"__set__": sorted(json.dumps(_canon(v), sort_keys=True) for v in x)}
+    if callable(x):
+        name = getattr(x, "__qualname__", "")
+        if not name or "<locals>" in name or "<lambda>" in name:
+            raise ConfigError(f"--cells-dir: cell argument {x!r} is a lambda or closure; its captured "
+                              "values cannot be fingerprinted (use a module-level function)")
+        return f"{x.__module__}:{name}"
+    raise ConfigError(f"--cells-dir: cannot fingerprint a cell argument of type {type(x).__name__}")
+
+
+def cell_fingerprint(job: tuple[Any, ...]) -> str:
+    """A digest of a cell that is the same in every process and run.
+
+    It covers the cell's name, seed, method, function and arguments (dataclasses as their
+    fields, functions as their import path).
+
+    Raises:
+        ConfigError: for an argument with no stable form (a closure, an arbitrary object).
+    """
     import hashlib
-    import json
 
-    def canon(x: Any) -> Any:
-        if dataclasses.is_dataclass(x) and not isinstance(x, type):
-            return {"__dataclass__": type(x).__qualname__, **{f.name: canon(getattr(x, f.name))
-                                                              for f in dataclasses.fields(x)}}
-        if callable(x):
-            return f"{getattr(x, '__module__', '?')}:{getattr(x, '__qualname__', repr(x))}"
-        if isinstance(x, dict):
-            return {str(k): canon(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return [canon(v) for v in x]
-        return x if isinstance(x, str | int | float | bool | type(None)) else repr(x)
-
-    text = json.dumps(canon(list(job)), sort_keys=True)
+    text = json.dumps(_canon(list(job)), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -84,24 +109,34 @@ def _cell_path(cache_dir: Path, job: tuple[Any, ...]) -> Path:
     return cache_dir / f"{name}-{method}-seed{seed}-{cell_fingerprint(job)}.json"
 
 
-def _load_cell(path: Path) -> Any:
-    import json
-
+def _load_cell(path: Path) -> tuple[bool, Any]:
     try:
-        return json.loads(path.read_text())["result"]
+        return True, json.loads(path.read_text())["result"]
     except (OSError, ValueError, KeyError):
-        return None  # absent or damaged: the cell runs again
+        return False, None  # absent or damaged: the cell runs again
 
 
-def _save_cell(path: Path, job: tuple[Any, ...], result: Any) -> None:
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON")
+
+
+def _save_cell(path: Path, job: tuple[Any, ...], result: Any) -> Any:
+    """Write the cell; returns the result as read back (what a later cache hit returns)."""
     import time
 
     try:
-        atomic_write_json(path, {"cell": [str(v) for v in job[:3]], "fingerprint": cell_fingerprint(job),
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                 "versions": library_versions(), "result": result})
+        text = json.dumps({"cell": [str(v) for v in job[:3]], "fingerprint": cell_fingerprint(job),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": library_versions(),
+                           "result": result}, indent=2, default=_json_default)
     except TypeError as exc:
-        raise ConfigError(f"--cells-dir: the result of cell {job[:3]} is not JSON ({exc})") from None
+        log.warning("cell %s not kept: its result is not JSON (%s)", job[:3], exc)
+        return result
+    atomic_write_bytes(path, (text + "\n").encode())
+    return json.loads(text)["result"]
 
 
 def run_cells(jobs: list[tuple[Any, ...]], run: Callable[..., Any], workers: int, desc: str,
@@ -111,8 +146,9 @@ def run_cells(jobs: list[tuple[Any, ...]], run: Callable[..., Any], workers: int
     With ``cache_dir``, every finished cell is written there at once (atomically, JSON) under
     its :func:`cell_fingerprint`, and a cell whose file is already there is not run again: a
     long grid survives an interruption, and grows seed by seed over several invocations.
-    The fingerprint covers the cell's configuration, not the code: after changing the code,
-    use a fresh folder.
+    The fingerprint covers the cell's configuration, not the code or the contents of teacher
+    files it names: after changing either, use a fresh folder. With a cache, every result is
+    returned in its JSON form (tuples as lists, keys as strings), fresh or cached alike.
 
     Returns ``{(name, seed, method): result}``.
     """
@@ -126,14 +162,14 @@ def run_cells(jobs: list[tuple[Any, ...]], run: Callable[..., Any], workers: int
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         for job in jobs:
-            if (hit := _load_cell(_cell_path(cache, job))) is not None:
+            found, hit = _load_cell(_cell_path(cache, job))
+            if found:
                 results[job[:3]] = hit
     todo = [job for job in jobs if job[:3] not in results]
 
     def done(job: tuple[Any, ...], result: Any) -> None:
-        if cache is not None:
-            _save_cell(_cell_path(cache, job), job, result)
-        results[job[:3]] = result
+        # with a cache, fresh results take the JSON form cached ones have (lists, str keys)
+        results[job[:3]] = _save_cell(_cell_path(cache, job), job, result) if cache is not None else result
         bar.update()
 
     workers = effective_workers(len(todo), workers)

@@ -21,7 +21,7 @@ import torch
 
 from polydistill.buffer import FieldSpec
 from polydistill.collect.replay import ReplayVectorEnv
-from polydistill.errors import TeacherError, TrainingError
+from polydistill.errors import ConfigError, TeacherError, TrainingError
 from polydistill.students.base import Student
 from polydistill.teachers import ActionTarget, clip_action
 
@@ -277,9 +277,21 @@ def collect_together(rollouts: list[Rollout], student: Student, steps: list[int]
     one process or over Ray workers, fills the buffer identically. The grouping is for
     speed: with one student call per task between two env steps, MuJoCo's memory traffic
     evicted the student's weights before every call; measured with 50 Meta-World tasks,
-    back-to-back calls cut the student's share of collection by about two thirds
+    back-to-back calls cut the student's share of collection by about half
     (``scripts/benchmark.py perf``, task growth).
+
+    If one task's teacher, student or env raises, the round is lost: tasks before it in the
+    step have already labelled (and drawn from their streams) without stepping, so do not
+    checkpoint a collector after an exception from here.
+
+    Raises:
+        ConfigError: for a step count per rollout missing or negative, or beta outside [0, 1].
     """
+    if len(steps) != len(rollouts) or any(int(s) < 0 for s in steps):
+        raise ConfigError(f"need one step count per rollout, each >= 0; got {list(steps)} for "
+                          f"{len(rollouts)} rollouts")
+    if not 0.0 <= beta <= 1.0:
+        raise ConfigError(f"beta must be in [0, 1], got {beta}")
     student.eval()
     passes = [r._start(int(s)) for r, s in zip(rollouts, steps, strict=True)]
     active = [i for i, p in enumerate(passes) if p.labelled < p.steps]
