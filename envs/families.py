@@ -360,30 +360,33 @@ def _build_swimmer(body: dict[str, float]) -> mujoco.MjSpec:
 
 
 _LEN = "length scale of the "
+_GEAR = Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor")
+_DAMPING = Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint")
+
+
+def _mass(part: str) -> Param:
+    return Param("mass", 0.8, 1.25, 1.0, f"density scale of every {part}")
+
+
 FAMILIES: dict[str, BodyFamily] = {
     "hopper": BodyFamily("hopper", (
         Param("torso_length", 0.8, 1.2, 1.0, _LEN + "torso"),
         Param("thigh_length", 0.8, 1.2, 1.0, _LEN + "thigh"),
         Param("leg_length", 0.8, 1.2, 1.0, _LEN + "shin"),
         Param("foot_length", 0.8, 1.2, 1.0, _LEN + "foot"),
-        Param("mass", 0.8, 1.25, 1.0, "density scale of every limb"),
-        Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
-        Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint"),
+        _mass("limb"), _GEAR, _DAMPING,
     ), "polydistill/HopperBody-v0", _build_hopper, "polydistill/HopperFamily-v0"),
     "halfcheetah": BodyFamily("halfcheetah", (
         Param("torso_length", 0.8, 1.2, 1.0, _LEN + "torso"),
         Param("back_leg_length", 0.8, 1.2, 1.0, _LEN + "back leg (thigh, shin, foot)"),
         Param("front_leg_length", 0.8, 1.2, 1.0, _LEN + "front leg (thigh, shin, foot)"),
-        Param("mass", 0.8, 1.25, 1.0, "density scale of every limb"),
-        Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
-        Param("damping", 0.5, 2.0, 1.0, "damping scale of every actuated joint"),
+        _mass("limb"), _GEAR, _DAMPING,
     ), "polydistill/HalfCheetahBody-v0", _build_cheetah, "polydistill/HalfCheetahFamily-v0"),
     "swimmer": BodyFamily("swimmer", (
         Param("segments", 3, 5, 3, "number of segments (joints: segments - 1)", integer=True,
               limit=(3, 8)),
         Param("segment_length", 0.8, 1.2, 1.0, _LEN + "every segment"),
-        Param("mass", 0.8, 1.25, 1.0, "density scale of every segment"),
-        Param("gear", 0.8, 1.2, 1.0, "gear scale of every motor"),
+        _mass("segment"), _GEAR,
     ), "polydistill/SwimmerBody-v0", _build_swimmer, "polydistill/SwimmerFamily-v0"),
 }
 """The procedural families; ``extrap`` swimmers outside the segment range have 6 segments."""

@@ -230,13 +230,13 @@ def test_tasks_collected_in_lockstep_give_the_rows_each_collects_alone(student_a
                                      distiller=DistillerConfig(batch_size=64, loss="forward_kl")),
                              teachers=_teachers(), progress_bar=False)
         try:
-            rollouts = list(run_.collector.rollouts.values())
-            quotas, beta = [480, 200], 0.5  # uneven: one task finishes early; episodes end in both
+            rollouts = run_.collector.rollouts
+            quotas, beta = dict(zip(rollouts, [480, 200], strict=True)), 0.5  # uneven; episodes end in both
             if together:
-                results = collect_together(rollouts, run_.student, quotas, beta)
+                results = list(collect_together(rollouts, run_.student, quotas, beta).values())
             else:
-                results = [r.collect(run_.student, q, beta) for r, q in zip(rollouts, quotas, strict=True)]
-            return results, [r.state_dict() for r in rollouts]
+                results = [r.collect(run_.student, quotas[n], beta) for n, r in rollouts.items()]
+            return results, [r.state_dict() for r in rollouts.values()]
         finally:
             run_.close()
 
@@ -254,4 +254,4 @@ def test_tasks_collected_in_lockstep_give_the_rows_each_collects_alone(student_a
         logs = zip(a["venv"]["actions"], b["venv"]["actions"], strict=True)
         assert all(np.array_equal(x, y) for x, y in logs)
     with pytest.raises(ConfigError, match="one step count per rollout"):
-        collect_together([], None, [1], 0.5)  # type: ignore[arg-type]
+        collect_together({}, None, {"x": 1}, 0.5)  # type: ignore[arg-type]

@@ -115,9 +115,7 @@ class Collector:
         if self.pool is not None:
             results = self.pool.collect(quotas, beta)
         else:
-            names = list(self.rollouts)
-            results = dict(zip(names, collect_together([self.rollouts[n] for n in names], self.student,
-                                                       [quotas[n] for n in names], beta), strict=True))
+            results = collect_together(self.rollouts, self.student, quotas, beta)
         dt = time.perf_counter() - t0
         labelled = teacher_steps = 0
         metrics: dict[str, float] = {}

@@ -81,10 +81,7 @@ class RolloutWorker:
         from polydistill.collect.rollout import collect_together
 
         self.student.load_state_dict(student_state)
-        names = list(self.rollouts)
-        results = collect_together([self.rollouts[n] for n in names], self.student,
-                                   [quotas[n] for n in names], beta)
-        return dict(zip(names, results, strict=True))
+        return collect_together(self.rollouts, self.student, quotas, beta)
 
     def state_dict(self) -> dict[str, Any]:
         """Replayable state of every own task (``Rollout.state_dict``)."""

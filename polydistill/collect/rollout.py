@@ -208,7 +208,8 @@ class Rollout:
 
         A setup that stores whole team steps or sequences may collect a few more.
         """
-        return collect_together([self], student, [steps], beta)[0]
+        name = self.task.name
+        return collect_together({name: self}, student, {name: steps}, beta)[name]
 
     def _start(self, steps: int) -> _Pass:
         return _Pass(RowStore(self.adapter.fields, steps), steps)
@@ -267,9 +268,9 @@ class Rollout:
 
 
 @torch.inference_mode()
-def collect_together(rollouts: list[Rollout], student: Student, steps: list[int],
-                     beta: float) -> list[RolloutResult]:
-    """Collect ``steps[i]`` labelled steps of ``rollouts[i]``, all tasks advancing in lockstep.
+def collect_together(rollouts: dict[str, Rollout], student: Student, steps: dict[str, int],
+                     beta: float) -> dict[str, RolloutResult]:
+    """Collect ``steps[name]`` labelled steps of ``rollouts[name]``, all tasks advancing in lockstep.
 
     Each step first labels and acts for every unfinished task, then steps every task's env
     copies. A task's rows are the same as when it collects alone (its calls, streams and env
@@ -287,18 +288,18 @@ def collect_together(rollouts: list[Rollout], student: Student, steps: list[int]
     Raises:
         ConfigError: for a step count per rollout missing or negative, or beta outside [0, 1].
     """
-    if len(steps) != len(rollouts) or any(int(s) < 0 for s in steps):
-        raise ConfigError(f"need one step count per rollout, each >= 0; got {list(steps)} for "
-                          f"{len(rollouts)} rollouts")
+    if set(steps) != set(rollouts) or any(int(s) < 0 for s in steps.values()):
+        raise ConfigError(f"need one step count per rollout, each >= 0; got {dict(steps)} for "
+                          f"rollouts {sorted(rollouts)}")
     if not 0.0 <= beta <= 1.0:
         raise ConfigError(f"beta must be in [0, 1], got {beta}")
     student.eval()
-    passes = [r._start(int(s)) for r, s in zip(rollouts, steps, strict=True)]
-    active = [i for i, p in enumerate(passes) if p.labelled < p.steps]
+    passes = {n: r._start(int(steps[n])) for n, r in rollouts.items()}
+    active = [n for n, p in passes.items() if p.labelled < p.steps]
     while active:
-        for i in active:
-            rollouts[i]._decide(student, passes[i], beta)
-        for i in active:
-            rollouts[i]._advance(passes[i])
-        active = [i for i in active if passes[i].labelled < passes[i].steps]
-    return [Rollout._result(p) for p in passes]
+        for n in active:
+            rollouts[n]._decide(student, passes[n], beta)
+        for n in active:
+            rollouts[n]._advance(passes[n])
+        active = [n for n in active if passes[n].labelled < passes[n].steps]
+    return {n: Rollout._result(p) for n, p in passes.items()}
