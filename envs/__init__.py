@@ -81,6 +81,7 @@ _BASE: dict[str, tuple[str, int]] = {
     "polydistill/HopperBody-v0": ("polydistill.envs.families:HopperBodyEnv", 1000),
     "polydistill/HalfCheetahBody-v0": ("polydistill.envs.families:HalfCheetahBodyEnv", 1000),
     "polydistill/SwimmerBody-v0": ("polydistill.envs.families:SwimmerBodyEnv", 1000),
+    "polydistill/HalfCheetahVelBody-v0": ("polydistill.envs.families:HalfCheetahVelBodyEnv", 1000),
 }
 
 _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -98,6 +99,7 @@ _FAMILY_IDS: dict[str, str] = {
     "polydistill/HopperFamily-v0": "hopper",
     "polydistill/HalfCheetahFamily-v0": "halfcheetah",
     "polydistill/SwimmerFamily-v0": "swimmer",
+    "polydistill/HalfCheetahVelFamily-v0": "cheetah-vel",
 }
 """Domain randomisation over a body family's training split, descriptor in the observation
 (``polydistill.envs.families.FamilyEnv``): what a family's privileged teacher trains on."""
@@ -175,9 +177,29 @@ def make_parallel(name: str, **kwargs: Any) -> Any:
     return getattr(importlib.import_module(module), cls)(**kwargs)
 
 
+def _family_suites() -> dict[str, tuple[TaskSpec, ...]]:
+    """One suite per body family, ``<family>-bodies``: its training bodies, then the held-out ones.
+
+    Task names are the body names (``hopper-train-00``, ``hopper-interp-01``, ...); every task
+    runs the family's single-body env with its parameters, so ``train-teacher --suite
+    hopper-bodies --task hopper-interp-00`` trains one body's specialist.
+    """
+    from polydistill.envs.families import FAMILIES
+
+    out = {}
+    for fam in FAMILIES.values():
+        tasks = []
+        for split in ("train", "interp", "extrap"):
+            for name, body in zip(fam.body_names(split), fam.split(split), strict=True):  # type: ignore[arg-type]
+                tasks.append(TaskSpec(name, fam.env_id, fam.name, "train" if split == "train" else "heldout",
+                                      fam.name if split != "train" else None, {"body": body}))
+        out[f"{fam.name}-bodies"] = tuple(tasks)
+    return out
+
+
 def list_suites() -> list[str]:
-    """Names of the shipped task suites."""
-    return sorted(SUITES)
+    """Names of the shipped task suites (``locomotion`` and one ``<family>-bodies`` per body family)."""
+    return sorted([*SUITES, *_family_suites()])
 
 
 def get_suite(name: str) -> tuple[TaskSpec, ...]:
@@ -186,9 +208,13 @@ def get_suite(name: str) -> tuple[TaskSpec, ...]:
     Raises:
         ConfigError: if no suite has that name (the message lists the valid ones).
     """
-    if name not in SUITES:
-        raise ConfigError(f"unknown suite {name!r}; valid suites: {', '.join(list_suites())}")
-    return SUITES[name]
+    if name in SUITES:
+        return SUITES[name]
+    if name.endswith("-bodies"):
+        family = _family_suites()
+        if name in family:
+            return family[name]
+    raise ConfigError(f"unknown suite {name!r}; valid suites: {', '.join(list_suites())}")
 
 
 def make_body(family: str, params: dict[str, Any] | None = None, seed: int | None = None,

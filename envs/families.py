@@ -48,6 +48,7 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 from gymnasium.spaces import Box
 
+from polydistill.envs.locomotion import HalfCheetahVelEnv
 from polydistill.errors import ConfigError
 
 __all__ = ["Param", "BodyFamily", "FAMILIES", "FamilyEnv", "Split", "make_body", "body_descriptor",
@@ -124,8 +125,8 @@ class BodyFamily:
     params: tuple[Param, ...]
     env_id: str
     """Gymnasium id whose ``body`` keyword takes a parameter dict."""
-    build: Callable[[dict[str, float]], mujoco.MjSpec]
-    """Parameters -> the edited spec (not compiled)."""
+    build: Callable[[dict[str, float]], mujoco.MjSpec] | None
+    """Parameters -> the edited spec (not compiled); None for a task family on one body."""
     family_env_id: str
     """Gymnasium id of :class:`FamilyEnv` over the training split (the family teacher's env)."""
 
@@ -388,8 +389,13 @@ FAMILIES: dict[str, BodyFamily] = {
         Param("segment_length", 0.8, 1.2, 1.0, _LEN + "every segment"),
         _mass("segment"), _GEAR,
     ), "polydistill/SwimmerBody-v0", _build_swimmer, "polydistill/SwimmerFamily-v0"),
+    "cheetah-vel": BodyFamily("cheetah-vel", (
+        Param("target_velocity", 0.5, 2.5, 1.0, "target forward velocity (m/s)", limit=(0.0, 4.0)),
+    ), "polydistill/HalfCheetahVelBody-v0", None, "polydistill/HalfCheetahVelFamily-v0"),
 }
-"""The procedural families; ``extrap`` swimmers outside the segment range have 6 segments."""
+"""The procedural families; ``extrap`` swimmers outside the segment range have 6 segments.
+``cheetah-vel`` is the velocity family: one half-cheetah body, the target velocity (already in
+the observation) as its only parameter."""
 
 
 def list_families() -> list[str]:
@@ -409,17 +415,33 @@ def get_family(name: str) -> BodyFamily:
 
 
 def build_body(family: str, body: dict[str, Any] | None = None) -> mujoco.MjModel:
-    """Compile one body of ``family`` (missing parameters nominal)."""
+    """Compile one body of ``family`` (missing parameters nominal).
+
+    Raises:
+        ConfigError: for a task family (its members share one body).
+    """
     fam = get_family(family)
+    if fam.build is None:
+        raise ConfigError(f"{family!r} is a task family on one body; it builds no bodies")
     return _compile(fam.build(fam.resolve(body)))
 
 
 # ---------------------------------------------------------------------------- envs
-class _BodyMixin:
-    """A Gymnasium MuJoCo env whose model is a family body (see :func:`make_body`)."""
+class _FamilyMember:
+    """An env that is one member of a family: its ``family`` name and ``body`` parameters."""
 
     family: str
     body: dict[str, float]
+
+    @property
+    def body_descriptor(self) -> np.ndarray:
+        """The normalised parameters of this body (see :func:`body_descriptor`)."""
+        return get_family(self.family).descriptor(self.body)
+
+
+class _BodyMixin(_FamilyMember):
+    """A Gymnasium MuJoCo env whose model is a family body (see :func:`make_body`)."""
+
     width: int
     height: int
 
@@ -428,11 +450,6 @@ class _BodyMixin:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         return model, mujoco.MjData(model)
-
-    @property
-    def body_descriptor(self) -> np.ndarray:
-        """The normalised parameters of this body (see :func:`body_descriptor`)."""
-        return get_family(self.family).descriptor(self.body)
 
 
 class HopperBodyEnv(_BodyMixin, HopperEnv):
@@ -468,8 +485,18 @@ class SwimmerBodyEnv(_BodyMixin, SwimmerEnv):
         self.observation_space = Box(low=-np.inf, high=np.inf, shape=(n,), dtype=np.float64)
 
 
+class HalfCheetahVelBodyEnv(_FamilyMember, HalfCheetahVelEnv):
+    """The velocity family's member: ``HalfCheetahVelEnv`` at ``body["target_velocity"]``."""
+
+    def __init__(self, body: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.family, self.body = "cheetah-vel", FAMILIES["cheetah-vel"].resolve(body)
+        HalfCheetahVelEnv.__init__(self, target_velocity=self.body["target_velocity"], **kwargs)
+        utils.EzPickle.__init__(self, body, **kwargs)
+
+
 _ENV_CLASSES: dict[str, type[gym.Env]] = {
-    "hopper": HopperBodyEnv, "halfcheetah": HalfCheetahBodyEnv, "swimmer": SwimmerBodyEnv}
+    "hopper": HopperBodyEnv, "halfcheetah": HalfCheetahBodyEnv, "swimmer": SwimmerBodyEnv,
+    "cheetah-vel": HalfCheetahVelBodyEnv}
 
 
 class FamilyEnv(gym.Env):
@@ -604,6 +631,6 @@ def body_descriptor(env: gym.Env) -> np.ndarray:
         ConfigError: if the env is not a family body.
     """
     inner = env.unwrapped
-    if not isinstance(inner, _BodyMixin):
+    if not isinstance(inner, _FamilyMember):
         raise ConfigError(f"{type(inner).__name__} is not a body of a family (see make_body)")
     return inner.body_descriptor

@@ -7,6 +7,7 @@ Every subcommand prints its own ``--help``; errors from bad input are printed as
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -57,7 +58,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides["n_timesteps"] = int(args.steps)
     if args.env_id:
-        jobs = [(args.env_id, Path(args.out))]
+        jobs = [(args.env_id, Path(args.out), None)]
     else:
         tasks = get_suite(args.suite)
         if args.task:
@@ -68,13 +69,18 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
             tasks = tuple(t for t in tasks if t.name in args.task)
         if args.split != "all":
             tasks = tuple(t for t in tasks if t.split == args.split)
-        jobs = [(t.env_id, Path(args.out) / t.name) for t in tasks]
+        jobs = [(t.env_id, Path(args.out) / t.name, t) for t in tasks]
     specs = []
-    for i, (env_id, out) in enumerate(jobs):
+    for i, (env_id, out, task) in enumerate(jobs):
         seed = args.seed + i  # every specialist of a suite gets its own seed
         recipe = load_recipe(env_id, args.recipe, overrides)
-        cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
-               f"--out {shlex.quote(str(out))}")
+        if task is None:
+            cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
+                   f"--out {shlex.quote(str(out))}")
+        else:  # the task's env keywords (a family body) come from the suite
+            recipe = dataclasses.replace(recipe, env_kwargs={**recipe.env_kwargs, **task.kwargs})
+            cmd = (f"polydistill train-teacher --suite {shlex.quote(args.suite)} "
+                   f"--task {shlex.quote(task.name)} --seed {seed} --out {shlex.quote(str(out.parent))}")
         if args.recipe:
             cmd += f" --recipe {shlex.quote(args.recipe)}"
         for k, v in overrides.items():
