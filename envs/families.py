@@ -50,9 +50,11 @@ from gymnasium.spaces import Box
 
 from polydistill.envs.locomotion import HalfCheetahVelEnv
 from polydistill.errors import ConfigError
+from polydistill.students.layout import BodyLayout, FamilyLayout
 
 __all__ = ["Param", "BodyFamily", "FAMILIES", "FamilyEnv", "Split", "make_body", "body_descriptor",
-           "get_family", "list_families", "build_body"]
+           "get_family", "list_families", "build_body", "BodyLayout", "FamilyLayout", "body_layout",
+           "family_layout"]
 
 Split = Literal["train", "interp", "extrap"]
 SPLIT_SIZES: dict[str, int] = {"train": 16, "interp": 4, "extrap": 4}
@@ -499,16 +501,52 @@ _ENV_CLASSES: dict[str, type[gym.Env]] = {
     "cheetah-vel": HalfCheetahVelBodyEnv}
 
 
+@functools.cache
+def _layout_of(family: str, key: int) -> BodyLayout:
+    fam = get_family(family)
+    body = next(b for sp in SPLIT_SIZES for b in fam.split(sp) if _layout_key(b) == key)  # type: ignore[arg-type]
+    env = _ENV_CLASSES[family](body=body)
+    try:
+        return BodyLayout.of_env(env)
+    finally:
+        env.close()
+
+
+def _layout_key(body: dict[str, float]) -> int:
+    return int(body.get("segments", 0))  # only the swimmer's sizes vary within a family
+
+
+def body_layout(family: str, body: dict[str, Any] | None = None) -> BodyLayout:
+    """The observation layout of one body of ``family``."""
+    key = _layout_key(get_family(family).resolve(body))
+    if key not in {_layout_key(b) for sp in SPLIT_SIZES for b in get_family(family).split(sp)}:  # type: ignore[arg-type]
+        env = _ENV_CLASSES[family](body=body)
+        try:
+            return BodyLayout.of_env(env)
+        finally:
+            env.close()
+    return _layout_of(family, key)
+
+
+@functools.cache
+def family_layout(family: str) -> FamilyLayout:
+    """The padded observation of ``family`` over the bodies of all its splits."""
+    fam = get_family(family)
+    keys = sorted({_layout_key(b) for sp in SPLIT_SIZES for b in fam.split(sp)})  # type: ignore[arg-type]
+    return FamilyLayout(tuple(sorted((_layout_of(family, k) for k in keys), key=lambda x: x.joints)))
+
+
 class FamilyEnv(gym.Env):
     """Domain randomisation over a family: every episode drives one body of a list.
 
-    The observation is the body's own, its position part and its velocity part each
-    zero-padded to the family's largest body over all its splits (so a slot means the same
-    quantity on every body), followed by the body's descriptor: a *privileged* observation
-    where the descriptor would not be known, as the teacher's simulator state in the vision
-    setup. Actions are sized for the largest body; a smaller body uses the leading entries.
-    Which body an episode gets is drawn from the reset seed's stream, so a seeded run is
-    reproducible. ``info`` carries ``body`` (its index in the list).
+    The observation is the body's own padded to the family's layout (:func:`family_layout`:
+    positions, velocities and extras each zero-padded to the family's largest body over all
+    its splits, so a slot means the same quantity on every body), followed by the body's
+    descriptor: a *privileged* observation where the descriptor would not be known, as the
+    teacher's simulator state in the vision setup. Actions are sized for the largest body; a
+    smaller body uses the leading entries. Which body an episode gets is drawn from the reset
+    seed's stream, so a seeded run is reproducible. ``info`` carries ``body`` (its index in the
+    list).
 
     Args:
         family: A family name (:func:`list_families`).
@@ -534,45 +572,33 @@ class FamilyEnv(gym.Env):
         self.render_mode = kwargs.get("render_mode")
         if self.render_mode is not None and self.render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"FamilyEnv renders {self.metadata['render_modes']}, got {self.render_mode!r}")
-        everything = [b for sp in SPLIT_SIZES for b in self.family.split(sp)] + self.bodies  # type: ignore[arg-type]
-        self._layouts: dict[int, tuple[int, int, int]] = {}  # layout key -> (positions, velocities, actions)
-        dt = 0.0
-        for b in everything:
-            key = self._layout_key(b)
-            if key not in self._layouts:
-                env = _ENV_CLASSES[self.family.name](body=b, **{k: v for k, v in kwargs.items()
-                                                              if k != "render_mode"})
-                nv, n = env.unwrapped.model.nv, env.observation_space.shape[0]
-                self._layouts[key] = (n - nv, nv, env.action_space.shape[0])
-                dt = float(env.unwrapped.dt)
-                env.close()
-        self.n_pos = max(v[0] for v in self._layouts.values())
-        self.n_vel = max(v[1] for v in self._layouts.values())
-        self.act_dim = max(v[2] for v in self._layouts.values())
-        self.obs_dim = self.n_pos + self.n_vel
-        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / dt))}
+        self._body_layouts = [body_layout(family, b) for b in self.bodies]
+        own = family_layout(family)
+        self.layout = FamilyLayout(tuple(sorted(set(own.layouts) | set(self._body_layouts),
+                                                key=lambda x: x.joints)))
+        self.obs_dim, self.act_dim = self.layout.obs_dim, self.layout.act_dim
+        env = self._env_for(self.bodies[0], render=False)
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / float(env.unwrapped.dt)))}
+        env.close()
         self._envs: dict[int, gym.Env] = {}
         self._current = 0
         extra = len(self.family.params) if descriptor else 0
         self.observation_space = Box(-np.inf, np.inf, (self.obs_dim + extra,), np.float64)
         self.action_space = Box(-1.0, 1.0, (self.act_dim,), np.float32)
 
-    @staticmethod
-    def _layout_key(body: dict[str, float]) -> int:
-        return int(body.get("segments", 0))  # only the swimmer's sizes vary within a family
+    def _env_for(self, body: dict[str, float], render: bool = True) -> gym.Env:
+        kwargs = self._kwargs if render else {k: v for k, v in self._kwargs.items() if k != "render_mode"}
+        return _ENV_CLASSES[self.family.name](body=body, **kwargs)
 
     def _env(self, i: int) -> gym.Env:
         if i not in self._envs:
-            self._envs[i] = _ENV_CLASSES[self.family.name](body=self.bodies[i], **self._kwargs)
+            self._envs[i] = self._env_for(self.bodies[i])
         return self._envs[i]
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
-        n_pos, n_vel, _ = self._layouts[self._layout_key(self.bodies[self._current])]
-        out = np.zeros(self.observation_space.shape, np.float64)
-        out[:n_pos] = obs[:n_pos]
-        out[self.n_pos: self.n_pos + n_vel] = obs[n_pos:]
+        out = self.layout.pad(obs, self._body_layouts[self._current])
         if self.descriptor:
-            out[self.obs_dim:] = self.family.descriptor(self.bodies[self._current])
+            out = np.concatenate([out, self.family.descriptor(self.bodies[self._current])])
         return out
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

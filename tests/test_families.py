@@ -13,13 +13,14 @@ from polydistill.envs.families import SPLIT_SIZES, build_body, get_family
 from polydistill.errors import ConfigError
 
 UPSTREAM = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "swimmer": "Swimmer-v5"}
+ALL = ["cheetah-vel", "halfcheetah", "hopper", "swimmer"]
 
 
 def test_three_families_ship() -> None:
     assert list_families() == ["cheetah-vel", "halfcheetah", "hopper", "swimmer"]
 
 
-@pytest.mark.parametrize("family", sorted(UPSTREAM))
+@pytest.mark.parametrize("family", ALL)
 def test_splits_are_seeded_sized_and_where_they_say(family: str) -> None:
     fam = get_family(family)
     for split, n in SPLIT_SIZES.items():
@@ -35,7 +36,7 @@ def test_splits_are_seeded_sized_and_where_they_say(family: str) -> None:
     assert not train & {tuple(sorted(b.items())) for b in fam.split("interp")}
 
 
-@pytest.mark.parametrize("family", sorted(UPSTREAM))
+@pytest.mark.parametrize("family", ALL)
 def test_make_body_is_deterministic_per_seed(family: str) -> None:
     a, b, c = (make_body(family, seed=s) for s in (3, 3, 4))
     assert np.array_equal(body_descriptor(a), body_descriptor(b))
@@ -125,9 +126,9 @@ def test_bad_bodies_are_config_errors() -> None:
         get_family("hopper").split("test")
 
 
-@pytest.mark.parametrize("family", sorted(UPSTREAM))
+@pytest.mark.parametrize("family", ALL)
 def test_family_env_randomises_bodies_and_shows_their_descriptor(family: str) -> None:
-    from polydistill.envs.families import FamilyEnv
+    from polydistill.envs.families import FamilyEnv, body_layout
 
     env = gym.make(get_family(family).family_env_id)
     check_env(env.unwrapped, skip_render_check=True)
@@ -141,11 +142,8 @@ def test_family_env_randomises_bodies_and_shows_their_descriptor(family: str) ->
         d = fam.descriptor(body)
         assert np.array_equal(obs[-len(d):], d)
         own = inner._env(info["body"]).unwrapped._get_obs()  # the body's own observation
-        nv = inner._env(info["body"]).unwrapped.model.nv
-        n_pos = own.size - nv
-        padded = np.zeros(inner.obs_dim)
-        padded[:n_pos], padded[inner.n_pos: inner.n_pos + nv] = own[:n_pos], own[n_pos:]
-        assert np.array_equal(obs[: inner.obs_dim], padded)  # positions, then velocities, each padded
+        padded = inner.layout.pad(own, body_layout(family, body))
+        assert np.array_equal(obs[: inner.obs_dim], padded)  # positions, velocities, extras, each padded
         obs, rew, *_ = env.step(env.action_space.sample())
         assert np.isfinite(obs).all() and np.isfinite(rew)
         first.append(obs)
@@ -158,7 +156,7 @@ def test_family_env_randomises_bodies_and_shows_their_descriptor(family: str) ->
         assert np.array_equal(again.step(a)[0], env.step(a)[0])
     if family == "swimmer":  # padded to the largest swimmer of any split (6 segments)
         assert inner.action_space.shape == (5,) and inner.observation_space.shape == (14 + 4,)
-        assert (inner.n_pos, inner.n_vel) == (6, 8)
+        assert (inner.layout.n_pos, inner.layout.n_vel) == (6, 8)
 
 
 def test_family_env_on_one_held_out_body_is_that_body() -> None:
@@ -195,3 +193,47 @@ def test_every_parameter_changes_the_built_model(family: str) -> None:
 def test_a_bool_is_not_a_body_parameter() -> None:
     with pytest.raises(ConfigError, match="finite number"):
         make_body("hopper", {"mass": True})
+
+
+def test_velocity_family_is_a_target_velocity_per_body() -> None:
+    fam = get_family("cheetah-vel")
+    env = make_body("cheetah-vel", {"target_velocity": 1.7})
+    obs, _ = env.reset(seed=0)
+    assert obs[-1] == pytest.approx(1.7) and body_descriptor(env) == pytest.approx([(1.7 - 1.5) / 1.0])
+    check_env(env.unwrapped, skip_render_check=True)
+    assert all(0.5 <= b["target_velocity"] <= 2.5 for b in fam.split("train") + fam.split("interp"))
+    assert all(not 0.5 <= b["target_velocity"] <= 2.5 for b in fam.split("extrap"))
+    with pytest.raises(ConfigError, match="builds no bodies"):
+        build_body("cheetah-vel")
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_layouts_say_where_each_quantity_sits(family: str) -> None:
+    from polydistill.envs.families import body_layout, family_layout
+
+    fam, lay = get_family(family), family_layout(family)
+    for body in fam.split("train") + fam.split("extrap"):
+        env = make_body(family, body)
+        own = body_layout(family, body)
+        assert own in lay.layouts and own.obs_dim == env.observation_space.shape[0]
+        assert own.joints == env.action_space.shape[0]
+        obs, _ = env.reset(seed=1)
+        qpos, qvel = env.unwrapped.data.qpos, env.unwrapped.data.qvel
+        padded = lay.pad(obs, own)
+        skip = qpos.size - (own.root_pos + own.joints)
+        assert np.array_equal(padded[: own.root_pos + own.joints], qpos[skip:])
+        assert np.array_equal(padded[lay.n_pos: lay.n_pos + qvel.size], qvel)
+        assert np.array_equal(padded[lay.n_pos + lay.n_vel: lay.n_pos + lay.n_vel + own.extra],
+                              obs[obs.size - own.extra:])
+
+
+def test_family_suites_list_every_split_with_its_body() -> None:
+    from polydistill.envs import get_suite, list_suites
+
+    assert {f"{f}-bodies" for f in ALL} <= set(list_suites())
+    tasks = get_suite("hopper-bodies")
+    assert [t.split for t in tasks].count("train") == SPLIT_SIZES["train"]
+    t = next(t for t in tasks if t.name == "hopper-interp-01")
+    assert t.split == "heldout" and t.kwargs["body"] == get_family("hopper").split("interp")[1]
+    env = gym.make(t.env_id, **t.kwargs)
+    assert np.array_equal(body_descriptor(env), get_family("hopper").descriptor(t.kwargs["body"]))

@@ -114,8 +114,8 @@ class StepAdapter(ABC):
             if np.asarray(x).dtype.kind == "f" and not np.isfinite(x).all():
                 raise TrainingError(f"env of task {self.name!r} returned a non-finite observation")
 
-    def after_step(self, done: np.ndarray) -> None:  # noqa: B027 (a hook: most setups need nothing)
-        """Hook: the copies in ``done`` started new episodes."""
+    def after_step(self, done: np.ndarray, action: np.ndarray | None = None) -> None:  # noqa: B027
+        """Hook (most setups need nothing): every copy executed ``action``; those in ``done`` started anew."""
 
     def state_dict(self) -> dict[str, Any]:
         """Collection state beyond the env copies (e.g. a recurrent student's hidden state)."""
@@ -236,7 +236,7 @@ class Rollout:
         """Step the env copies with the action :meth:`_decide` chose."""
         _, rew, term, trunc = self.venv.step(p.action)
         done = term | trunc
-        self.adapter.after_step(done)
+        self.adapter.after_step(done, p.action)
         self.ep_ret += rew
         if done.any():
             p.returns.extend(self.ep_ret[done].tolist())

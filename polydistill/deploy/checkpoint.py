@@ -235,7 +235,7 @@ class DeployedStudent:
 
     @torch.inference_mode()
     def predict(self, obs: Any, embodiment: str | None = None, deterministic: bool = True, *,
-                task: str | None = None) -> Any:
+                task: str | None = None, body: Any = None) -> Any:
         """Action(s) for one observation or a batch (see the class docstring for ``obs``).
 
         A student with task tokens (many tasks on one body) also needs ``task``; pass
@@ -244,12 +244,22 @@ class DeployedStudent:
         Continuous actions are clipped to the embodiment's bounds and cut to its action
         length; discrete actions are integer ids; a team student returns ``{agent: action}``.
 
+        A morphology student (setup ``morphology``) drives a body it has no name for from the
+        body's descriptor, ``body=`` (see :mod:`polydistill.students.morphology`).
+
         Raises:
-            ObservationError: for an observation the student cannot act on.
+            ObservationError: for an observation the student cannot act on, or ``body`` given
+                to a student that reads no body descriptor.
         """
-        x, emb, single = self.student.prepare(obs, embodiment, task)
+        if body is None:
+            x, emb, single = self.student.prepare(obs, embodiment, task)
+        elif not self.student.reads_body:
+            raise ObservationError(f"this {self.student.kind} student reads no body descriptor; "
+                                   "drop body= (morphology students take it)")
+        else:
+            x, emb, single = self.student.prepare(obs, embodiment, task, body=body)  # type: ignore[call-arg]
         if self.recurrent:
-            a = self.table.unpad_action(self._step(x, emb, deterministic), 0)
+            a = self.table.unpad_action(self._step(x, emb, deterministic), int(emb[0]))
         else:
             a = self.student.deploy_act(x, emb, deterministic)
         return self.student.finish(a, single, obs)

@@ -1,4 +1,6 @@
-"""Setups: one module each, found by name in this registry (``generalist``, ``vision``, ``caml``).
+"""Setups: one module each, found by name in this registry.
+
+``generalist``, ``vision``, ``caml`` and ``morphology`` ship with polydistill.
 
 A recipe's ``setup:`` name maps to its config, run class, evaluation and benchmark; the command
 line looks setups up here and never branches on their names.
@@ -79,4 +81,4 @@ def read_recipe(path: str | Path | None) -> tuple[Setup, dict[str, Any]]:
     return get_setup(data.pop("setup", "generalist")), data
 
 
-from polydistill.setups import caml, generalist, vision  # noqa: E402, F401  (the built-ins register themselves)
+from polydistill.setups import caml, generalist, morphology, vision  # noqa: E402, F401  (the built-ins register themselves)

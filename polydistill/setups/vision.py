@@ -178,7 +178,7 @@ class SequenceAdapter(VisionAdapter):
             self._since = self._draws = self._teacher_draws = 0
         return labelled, teacher
 
-    def after_step(self, done: np.ndarray) -> None:
+    def after_step(self, done: np.ndarray, action: np.ndarray | None = None) -> None:
         """Copies whose episode ended start the next one from a fresh state."""
         self._first = done.copy()
 

@@ -63,6 +63,20 @@ class StudentConfig:
     scale their widths to the dense network's parameter count (within 10%)."""
     experts: int = 4
     """Experts of a ``moe`` student."""
+    kind: Literal["token", "descriptor", "history", "joints"] = "token"
+    """Morphology setup: how the student knows which body it drives. ``token``: a one-hot per
+    training body; ``descriptor``: the body descriptor as an input; ``history``: the last
+    :attr:`history` observations and actions (no descriptor, RMA); ``joints``: one token per
+    joint with the descriptor, a transformer over tokens (bodies with other joint counts share
+    every weight). Other setups use their own token and ignore it."""
+    history: int = 16
+    """``history`` kind: steps of observation-action history the student reads."""
+    joint_width: int = 64
+    """``joints`` kind: width of a joint token."""
+    joint_layers: int = 2
+    """``joints`` kind: transformer blocks."""
+    joint_heads: int = 4
+    """``joints`` kind: attention heads (must divide :attr:`joint_width`)."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -81,6 +95,15 @@ class StudentConfig:
                               f"got {self.architecture!r}")
         if self.experts < 2:
             raise ConfigError(f"StudentConfig.experts must be >= 2, got {self.experts}")
+        if self.kind not in ("token", "descriptor", "history", "joints"):
+            raise ConfigError(f"StudentConfig.kind: expected token, descriptor, history or joints, "
+                              f"got {self.kind!r}")
+        for name in ("history", "joint_width", "joint_layers", "joint_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"StudentConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.joint_width % self.joint_heads:
+            raise ConfigError(f"StudentConfig.joint_heads ({self.joint_heads}) must divide joint_width "
+                              f"({self.joint_width})")
 
 
 @dataclass
@@ -104,6 +127,8 @@ class Student(nn.Module):
     """Buffer fields this student reads (see :meth:`batch_obs`)."""
     recurrent: bool = False
     """Whether the student carries a state between steps (:meth:`step`)."""
+    reads_body: ClassVar[bool] = False
+    """Whether :meth:`prepare` takes ``body=`` (a body descriptor: the morphology kinds)."""
     architecture: ClassVar[str] = "dense"
     """The :attr:`StudentConfig.architecture` this class builds."""
 
