@@ -40,7 +40,8 @@ class BenchOptions:
     suite: str | None = None
     """Benchmarks with several suites (``metaworld``: ``mt10`` or ``mt50``)."""
     students: tuple[str, ...] | None = None
-    """``metaworld``: only these students (architectures, and ``bc``)."""
+    """``metaworld``: only these students (architectures, and ``bc``); ``morphology``: only these
+    student kinds."""
     cells_dir: str | None = None
     """Keep every finished cell here and reuse the ones already there (see
     :func:`polydistill.bench.stats.run_cells`)."""

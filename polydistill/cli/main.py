@@ -312,7 +312,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="benchmark cells run in this many processes (0: one per CPU core)")
     p.add_argument("--suite", default=None, help="metaworld: mt10 (default) or mt50")
     p.add_argument("--students", nargs="+", default=None,
-                   help="metaworld: only these students (dense, multihead, moe, bc)")
+                   help="metaworld: only these students (dense, multihead, moe, bc); morphology: only "
+                        "these kinds (token, descriptor, history, joints)")
     p.add_argument("--cells-dir", default=None,
                    help="keep each finished cell (JSON) here and reuse those already there: an "
                         "interrupted grid resumes, a grid grows seed by seed (use a fresh folder "

@@ -43,7 +43,7 @@ from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load
 from polydistill.utils import agents_dir, make_env
 
 __all__ = ["MorphologyConfig", "MorphologyRun", "MorphologyAdapter", "FamilyBody", "family_bodies",
-           "evaluate_bodies", "default_family_teacher"]
+           "evaluate_bodies", "body_yardsticks", "default_family_teacher", "FamilyTeacherView"]
 
 
 @dataclass(frozen=True)
@@ -343,6 +343,49 @@ def _student_act(student: DeployedStudent, desc: np.ndarray) -> Any:
     return lambda o: student.predict(o, body=desc)
 
 
+def body_yardsticks(family: str, bodies: list[FamilyBody], episodes: int = 10, seed: int = 100_000,
+                    teacher: str | Teacher | None = None, specialists_dir: str | None = None,
+                    cache: dict[str, EvalResult] | None = None) -> dict[str, dict[str, EvalResult]]:
+    """Per body, the family teacher given the true descriptor and the body's specialist.
+
+    Args:
+        family: The family.
+        bodies: The bodies.
+        episodes: Episodes per body and policy.
+        seed: First evaluation seed (the students' seeds, so every policy meets the same starts).
+        teacher: The family teacher (path or object); None: not measured.
+        specialists_dir: Folder of ``<body name>/model.zip`` specialists; a body without one
+            has no ``specialist`` entry.
+        cache: ``{key: EvalResult}`` reused across calls (teachers are frozen).
+
+    Returns:
+        ``{body name: {"family_teacher": EvalResult, "specialist": EvalResult}}`` (what exists).
+    """
+    from polydistill.envs.families import get_family
+
+    fam = get_family(family)
+    loaded = load_teacher(str(teacher)) if isinstance(teacher, str | Path) else teacher
+    cache = {} if cache is None else cache
+    out: dict[str, dict[str, EvalResult]] = {}
+    for b in bodies:
+        kwargs, got = {"body": dict(b.params)}, {}
+        if loaded is not None:
+            key = repr(("family", str(teacher), family, b.name, episodes, seed))
+            if key not in cache:
+                view = FamilyTeacherView(loaded, family, b.params)
+                cache[key] = evaluate(fam.env_id, view.act, n_episodes=episodes, seed=seed, env_kwargs=kwargs)
+            got["family_teacher"] = cache[key]
+        path = Path(specialists_dir) / b.name if specialists_dir else None
+        if path is not None and (path / "model.zip").is_file():
+            key = repr(("specialist", str(path), episodes, seed))
+            if key not in cache:
+                cache[key] = evaluate(fam.env_id, load_teacher(str(path)).act, n_episodes=episodes, seed=seed,
+                                      env_kwargs=kwargs)
+            got["specialist"] = cache[key]
+        out[b.name] = got
+    return out
+
+
 def evaluate_bodies(student: DeployedStudent, family: str, bodies: list[FamilyBody], episodes: int = 10,
                     seed: int = 100_000, teacher: str | Teacher | None = None,
                     specialists_dir: str | None = None, cache: dict[str, EvalResult] | None = None
@@ -350,52 +393,29 @@ def evaluate_bodies(student: DeployedStudent, family: str, bodies: list[FamilyBo
     """The student on each body (by descriptor; the history kind by its history), with the yardstick.
 
     The yardstick is the better of the family teacher given the body's true descriptor and the
-    body's specialist (``specialists_dir/<body name>``, where one exists); ``extra`` keeps both.
-
-    Args:
-        student: A loaded morphology student.
-        family: Its family.
-        bodies: What to drive.
-        episodes: Episodes per body and policy.
-        seed: First evaluation seed (every policy sees the same).
-        teacher: The family teacher (path or object); None: no yardstick.
-        specialists_dir: Folder of the specialists (None: none).
-        cache: ``{key: EvalResult}`` of yardsticks reused across calls (teachers are frozen).
+    body's specialist, where one exists (:func:`body_yardsticks`, same arguments); ``extra``
+    keeps both returns.
     """
     from polydistill.envs.families import get_family
 
     fam = get_family(family)
-    loaded = load_teacher(teacher) if isinstance(teacher, str | Path) else teacher
-    cache = {} if cache is None else cache
+    yard = body_yardsticks(family, bodies, episodes, seed, teacher, specialists_dir, cache)
     rows = []
     for b in bodies:
-        kwargs = {"body": dict(b.params)}
         desc = fam.descriptor(b.params)
         hook = student.reset if student.recurrent else None
         if hook is not None:
             student.reset()
         s = evaluate(fam.env_id, _student_act(student, desc), n_episodes=episodes, seed=seed,
-                     env_kwargs=kwargs, on_episode_end=hook)
-        figures: dict[str, float | None] = {"family_teacher": None, "specialist": None}
-        stds: dict[str, float] = {}
-        if loaded is not None:
-            key = repr(("family", str(teacher), family, b.name, episodes, seed))
-            if key not in cache:
-                view = FamilyTeacherView(loaded, family, b.params)
-                cache[key] = evaluate(fam.env_id, view.act, n_episodes=episodes, seed=seed, env_kwargs=kwargs)
-            figures["family_teacher"], stds["family_teacher"] = cache[key].mean_return, cache[key].std_return
-        path = Path(specialists_dir) / b.name if specialists_dir else None
-        if path is not None and (path / "model.zip").is_file():
-            key = repr(("specialist", str(path), episodes, seed))
-            if key not in cache:
-                cache[key] = evaluate(fam.env_id, load_teacher(str(path)).act, n_episodes=episodes, seed=seed,
-                                      env_kwargs=kwargs)
-            figures["specialist"], stds["specialist"] = cache[key].mean_return, cache[key].std_return
-        known = {k: v for k, v in figures.items() if v is not None}
-        best = max(known, key=known.__getitem__) if known else None
+                     env_kwargs={"body": dict(b.params)}, on_episode_end=hook)
+        known = yard[b.name]
+        best = max(known, key=lambda k: known[k].mean_return) if known else None
         y = known[best] if best else None
-        rows.append(TaskRow(b.name, b.split, student.student.kind, y, s.mean_return, ratio(s.mean_return, y),
-                            stds.get(best) if best else None, s.std_return, figures))
+        figures = {k: (known[k].mean_return if k in known else None)
+                   for k in ("family_teacher", "specialist")}
+        rows.append(TaskRow(b.name, b.split, student.student.kind, None if y is None else y.mean_return,
+                            s.mean_return, ratio(s.mean_return, None if y is None else y.mean_return),
+                            None if y is None else y.std_return, s.std_return, figures))
     return rows
 
 
