@@ -266,3 +266,27 @@ def test_morphology_config_errors() -> None:
         MorphologyRun(_config("token", family="ant"), teacher=_teacher("swimmer"))
     with pytest.raises(ConfigError, match="no family teacher"):
         MorphologyRun(_config("token", teacher="/nonexistent/teacher"))
+
+
+# ------------------------------------------------------------------ learning, with the shipped teacher
+LEARN_FAMILY, LEARN_BODIES = "swimmer", ("swimmer-train-00", "swimmer-train-05")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_learns_a_two_body_family(kind: str) -> None:
+    """DAgger from the shipped family teacher: >= 90% of its return on both bodies."""
+    from polydistill.setups.morphology import default_family_teacher, evaluate_bodies
+
+    teacher = default_family_teacher(LEARN_FAMILY)
+    cfg = MorphologyConfig(family=LEARN_FAMILY, bodies=LEARN_BODIES, total_steps=24_000, rounds=4, n_envs=4,
+                           updates_per_step=0.1, student=StudentConfig(hidden=(128, 128), kind=kind, history=8),
+                           distiller=DistillerConfig(batch_size=256, lr=1e-3), buffer=BufferConfig(capacity=24_000))
+    run = MorphologyRun(cfg, progress_bar=False)
+    run.learn()
+    named = family_bodies(LEARN_FAMILY)
+    rows = evaluate_bodies(run.deployed(), LEARN_FAMILY, [named[n] for n in LEARN_BODIES], episodes=2,
+                           teacher=str(teacher))
+    run.close()
+    for r in rows:
+        assert r.extra["family_teacher"] is not None and r.ratio is not None
+        assert r.ratio >= 0.9, (r.name, r.student_return, r.teacher_return)

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_setup import ToyConfig, ToyRun  # noqa: E402  (registers the "toy" setup)
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"generalist": None, "vision": "vision_point_goal.yaml", "caml": "caml_intersection.yaml"}
+RECIPES = {"generalist": None, "vision": "vision_point_goal.yaml", "caml": "caml_intersection.yaml",
+           "morphology": "morphology.yaml"}
 
 
 def _recipe(tmp_path: Path, **fields: object) -> str:
@@ -68,8 +69,8 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
     assert main(["distill", "--recipe", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert main(["benchmark", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "unknown setup 'nope'; registered setups: caml, generalist, toy, vision" in err
-    assert "unknown benchmark 'nope'; valid: caml, generalist, metaworld, perf, toy, vision" in err
+    assert "unknown setup 'nope'; registered setups: caml, generalist, morphology, toy, vision" in err
+    assert "unknown benchmark 'nope'; valid: caml, generalist, metaworld, morphology, perf, toy, vision" in err
 
 
 @pytest.mark.parametrize("setup", sorted(RECIPES))
