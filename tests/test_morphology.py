@@ -279,7 +279,8 @@ def test_each_kind_learns_a_two_body_family(kind: str) -> None:
 
     teacher = default_family_teacher(LEARN_FAMILY)
     cfg = MorphologyConfig(
-        family=LEARN_FAMILY, bodies=LEARN_BODIES, total_steps=24_000, rounds=4, n_envs=4, updates_per_step=0.1,
+        family=LEARN_FAMILY, bodies=LEARN_BODIES, total_steps=24_000, rounds=4, n_envs=4,
+        updates_per_step=0.1,
         student=StudentConfig(hidden=(128, 128), kind=kind, history=8),
         distiller=DistillerConfig(batch_size=256, lr=1e-3), buffer=BufferConfig(capacity=24_000))
     run = MorphologyRun(cfg, progress_bar=False)
