@@ -69,8 +69,8 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
     assert main(["distill", "--recipe", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert main(["benchmark", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "unknown setup 'nope'; registered setups: caml, generalist, morphology, toy, vision" \
-        in err
+    assert ("unknown setup 'nope'; registered setups: caml, generalist, morphology, toy, "
+            "vision") in err
     assert "unknown benchmark 'nope'; valid: caml, generalist, metaworld, morphology, perf, toy, vision" in err
 
 
