@@ -42,12 +42,17 @@ KINDS = ("token", "descriptor", "history", "joints")
 SPLITS = ("train", "interp", "extrap")
 EVAL_SEED = 100_000
 """First evaluation seed of every policy (never a collection seed)."""
+KIND_SETS: dict[str, dict[str, Any]] = {"joints": {"updates_per_step": 0.05, "distiller.batch_size": 256}}
+"""Per-kind changes to the recipe: the same env steps for every kind, but the transformer's
+gradient steps cost ~10x a dense student's on a CPU (measured ~20 ms vs ~1.5 ms at batch 512),
+so it takes half as many, of half the batch."""
 
 
 def morphology_recipe(family: str, kind: str, teachers_dir: str | None = None) -> MorphologyConfig:
-    """The shipped morphology recipe for ``family`` and student ``kind``."""
+    """The shipped morphology recipe for ``family`` and student ``kind`` (with :data:`KIND_SETS`)."""
     _, recipe = read_recipe(agents_dir() / "morphology.yaml")
-    cfg = MorphologyRun.config_from(recipe, sets={"family": family, "student.kind": kind})
+    sets = {"family": family, "student.kind": kind, **KIND_SETS.get(kind, {})}
+    cfg = MorphologyRun.config_from(recipe, sets=sets)
     root = Path(teachers_dir) if teachers_dir else default_family_teacher(family).parent
     return override(cfg, {"teacher": str(root / f"{family}-family"),  # type: ignore[return-value]
                           "specialists_dir": str(root)})
@@ -122,7 +127,10 @@ def run(options: BenchOptions) -> dict[str, Any]:
     jobs: list[tuple[Any, ...]] = []
     for fam in families:
         base = morphology_recipe(fam, "token", options.teachers_dir)
-        jobs.append((fam, 0, "yardstick", "yardstick", base, episodes, False))
+        # the specialists on disk are part of the cell: one trained later makes it a new cell
+        have = tuple(sorted(n for n in family_bodies(fam)
+                            if (Path(base.specialists_dir or "") / n / "model.zip").is_file()))
+        jobs.append((fam, 0, "yardstick", "yardstick", base, episodes, False, have))
         for kind in kinds:
             cfg = morphology_recipe(fam, kind, options.teachers_dir)
             if steps is not None:
@@ -183,7 +191,13 @@ def run(options: BenchOptions) -> dict[str, Any]:
     return report
 
 
-def _dispatch(which: str, config: MorphologyConfig, episodes: int, progress_bar: bool) -> dict[str, Any]:
-    """Run a ``student`` or a ``yardstick`` cell (named, so a cell's fingerprint is its config)."""
+def _dispatch(which: str, config: MorphologyConfig, episodes: int, progress_bar: bool,
+              specialists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run a ``student`` or a ``yardstick`` cell.
+
+    Cells are named, so a cell's fingerprint is its config; a yardstick cell's also lists the
+    specialists it found.
+    """
+    del specialists  # only part of the fingerprint
     cell = _student_cell if which == "student" else _yardstick_cell
     return cell(config, episodes, progress_bar)

@@ -30,12 +30,12 @@ NumPy + torch only (deployable without gymnasium or MuJoCo).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from polydistill.config import from_dict
@@ -479,8 +479,8 @@ class _Block(nn.Module):
         b, t, w = x.shape
         h = self.heads
         q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, h, w // h).permute(2, 0, 3, 1, 4)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(w // h) + bias, dim=-1)
-        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, w))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # softmax(q k^T / sqrt(d) + bias) v
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, w))
         return x + self.ff(self.ln2(x))
 
 
