@@ -292,3 +292,26 @@ def test_each_kind_learns_a_two_body_family(kind: str) -> None:
     for r in rows:
         assert r.extra["family_teacher"] is not None and r.ratio is not None
         assert r.ratio >= 0.9, (r.name, r.student_return, r.teacher_return)
+
+
+def test_a_family_teacher_labels_any_member_in_a_generalist_run() -> None:
+    """A generalist task on a family body takes the family's teacher as it is."""
+    from polydistill.evaluation.report import EvalTask, evaluate_student
+    from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig
+    from polydistill.setups.morphology import FamilyTeacherView, default_family_teacher
+
+    named = family_bodies("swimmer")
+    teacher = str(default_family_teacher("swimmer"))
+    tasks = tuple(TaskConfig(n, "polydistill/SwimmerBody-v0", teacher, f"swimmer-{n}",
+                             {"body": named[n].params}) for n in ("swimmer-train-00", "swimmer-train-05"))
+    cfg = GeneralistConfig(tasks=tasks, total_steps=800, rounds=2, n_envs=2, updates_per_step=0.05,
+                           student=StudentConfig(hidden=(32, 32)), distiller=DistillerConfig(batch_size=32),
+                           buffer=BufferConfig(capacity=800))
+    run = GeneralistRun(cfg, progress_bar=False)
+    assert all(isinstance(t, FamilyTeacherView) for t in run.teachers.values())
+    run.learn()
+    env_task = EvalTask("swimmer-train-05", "polydistill/SwimmerBody-v0", "swimmer-swimmer-train-05", "train",
+                        teacher, (("body", named["swimmer-train-05"].params),))
+    row = evaluate_student(run.deployed(), [env_task], episodes=1)[0]
+    assert row.teacher_return is not None and row.teacher_return > 100  # the family teacher swims
+    run.close()

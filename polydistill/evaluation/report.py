@@ -181,16 +181,20 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
 
 
 def task_teacher(spec: str, env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """Load a task's teacher (an import path needs the env's spaces: read from one env copy)."""
-    from polydistill.teachers.base import is_import_path
+    """Load a task's teacher; a family teacher on a member of its family sees that body.
 
-    if not is_import_path(spec):
-        return load_teacher(spec)
+    An import path needs the env's spaces, read from one env copy, as does viewing a family
+    teacher on one body (:func:`polydistill.setups.morphology.family_member_teacher`).
+    """
+    from polydistill.setups.morphology import family_member_teacher
+    from polydistill.teachers.base import is_import_path
     from polydistill.utils import make_env
 
     env = make_env(env_id, env_kwargs)
     try:
-        return load_teacher(spec, env.observation_space, env.action_space)
+        teacher = load_teacher(spec, env.observation_space, env.action_space) if is_import_path(spec) \
+            else load_teacher(spec)
+        return family_member_teacher(teacher, env)
     finally:
         env.close()
 

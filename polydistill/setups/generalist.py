@@ -25,6 +25,7 @@ from polydistill.distill.run import DaggerRun, RunConfig
 from polydistill.errors import ConfigError, SpaceMismatchError, TeacherError
 from polydistill.evaluation.report import EvalOptions, EvalTask, TaskRow, evaluate_student, suite_eval_tasks
 from polydistill.setups import Setup, register_setup
+from polydistill.setups.morphology import family_member_teacher
 from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student, student_for
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
@@ -190,6 +191,7 @@ class GeneralistRun(DaggerRun):
             env = make_env(t.env_id, t.env_kwargs)
             teacher = (self._given.get(t.name)
                        or load_teacher(t.teacher, env.observation_space, env.action_space))
+            teacher = family_member_teacher(teacher, env)  # a family teacher labels any member
             check_teacher_fits(teacher, env.observation_space, env.action_space, f"task {t.name!r}")
             name = t.embodiment or t.env_id
             emb = Embodiment.from_spaces(name, env.observation_space, env.action_space)

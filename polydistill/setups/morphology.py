@@ -43,7 +43,8 @@ from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load
 from polydistill.utils import agents_dir, make_env
 
 __all__ = ["MorphologyConfig", "MorphologyRun", "MorphologyAdapter", "FamilyBody", "family_bodies",
-           "evaluate_bodies", "body_yardsticks", "default_family_teacher", "FamilyTeacherView"]
+           "evaluate_bodies", "body_yardsticks", "default_family_teacher", "FamilyTeacherView",
+           "family_member_teacher"]
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,12 @@ def _family_spec(family: str, bodies: list[FamilyBody]) -> MorphSpec:
                      tuple(float(x) for x in high))
 
 
-class FamilyTeacherView:
-    """The family teacher acting on one body's raw observations (padding and descriptor added)."""
+class FamilyTeacherView(Teacher):
+    """The family teacher acting on one body's raw observations (padding and descriptor added).
+
+    A :class:`~polydistill.teachers.Teacher` whose spaces are the body's own, so anything that
+    takes a teacher (a generalist task, evaluation) can use a family teacher on one member.
+    """
 
     def __init__(self, teacher: Teacher, family: str, params: dict[str, float]) -> None:
         from polydistill.envs.families import body_layout, family_layout, get_family
@@ -110,6 +115,10 @@ class FamilyTeacherView:
         self.family = family_layout(family)
         self.descriptor = get_family(family).descriptor(params)
         self.n_act = self.layout.joints
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.layout.obs_dim,), np.float64)
+        space = teacher.action_space
+        self.action_space = gym.spaces.Box(space.low[: self.n_act], space.high[: self.n_act],  # type: ignore[attr-defined]
+                                           dtype=space.dtype)  # type: ignore[arg-type]
 
     def observe(self, obs: np.ndarray) -> np.ndarray:
         """The teacher's observation: the padded body observation and the descriptor."""
@@ -120,14 +129,28 @@ class FamilyTeacherView:
 
     def action_dist(self, obs: np.ndarray) -> ActionTarget:
         """The teacher's labels cut to this body's joints."""
-        t = self.teacher.action_dist(self.observe(obs))
+        t = self.teacher.action_dist(self.observe(self._check_obs(obs)))
         cut = {f: (None if getattr(t, f) is None else getattr(t, f)[:, : self.n_act])
                for f in ("action", "mean", "log_std")}
         return ActionTarget(t.kind, **cut)  # type: ignore[arg-type]
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """The teacher's (deterministic) actions for this body."""
-        return self.action_dist(obs).action
+
+def family_member_teacher(teacher: Teacher, env: gym.Env) -> Teacher:
+    """``teacher`` as it labels ``env``.
+
+    A family teacher on a member of its family is viewed through :class:`FamilyTeacherView`;
+    anything else is returned as it is.
+    """
+    from polydistill.envs.families import get_family
+
+    inner = env.unwrapped
+    family, body = getattr(inner, "family", None), getattr(inner, "body", None)
+    if not isinstance(family, str) or not isinstance(body, dict):
+        return teacher
+    fam_env = make_env(get_family(family).family_env_id)
+    fits = tuple(teacher.observation_space.shape) == tuple(fam_env.observation_space.shape)  # type: ignore[union-attr]
+    fam_env.close()
+    return FamilyTeacherView(teacher, family, body) if fits else teacher
 
 
 def morph_fields(student: Student, with_distribution: bool) -> dict[str, FieldSpec]:
