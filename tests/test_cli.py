@@ -108,8 +108,8 @@ def test_train_teacher_of_a_family_body_trains_that_body(tmp_path: Path) -> None
     from polydistill.envs.families import get_family
 
     r = _run(str(ROOT / "scripts" / "train_teacher.py"), "--suite", "swimmer-bodies", "--task",
-             "swimmer-extrap-01", "--steps", "1024", "--out", str(tmp_path), "--no-progress", "--set", "eval_freq=0",
-             "--set", "final_eval_episodes=1", "--set", "n_envs=2", cwd=tmp_path)
+             "swimmer-extrap-01", "--steps", "1024", "--out", str(tmp_path), "--no-progress", "--set",
+             "eval_freq=0", "--set", "final_eval_episodes=1", "--set", "n_envs=2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "swimmer-extrap-01" / "manifest.json").read_text())
     body = get_family("swimmer").split("extrap")[1]
