@@ -315,3 +315,13 @@ def test_a_family_teacher_labels_any_member_in_a_generalist_run() -> None:
     row = evaluate_student(run.deployed(), [env_task], episodes=1)[0]
     assert row.teacher_return is not None and row.teacher_return > 100  # the family teacher swims
     run.close()
+
+
+def test_a_body_the_kind_cannot_drive_is_a_row_without_a_return() -> None:
+    from polydistill.setups.morphology import evaluate_bodies
+
+    six = next(b for b in family_bodies("swimmer").values() if b.params["segments"] == 6)
+    row = evaluate_bodies(DeployedStudent(_student("descriptor"), {}), "swimmer", [six], episodes=1)[0]
+    assert np.isnan(row.student_return) and row.ratio is None
+    row = evaluate_bodies(DeployedStudent(_student("joints"), {}), "swimmer", [six], episodes=1)[0]
+    assert np.isfinite(row.student_return)

@@ -72,7 +72,8 @@ def _student_cell(config: MorphologyConfig, episodes: int, progress_bar: bool) -
         rows = MorphologyRun.evaluate_student(run_.deployed(), opts)
     finally:
         run_.close()
-    return {"bodies": {r.name: {"split": r.split, "return": r.student_return} for r in rows},
+    return {"bodies": {r.name: {"split": r.split, "return": r.student_return if np.isfinite(r.student_return)
+                                else None} for r in rows},
             "train_s": t_train, "wall_s": time.perf_counter() - t0}
 
 
@@ -152,12 +153,13 @@ def run(options: BenchOptions) -> dict[str, Any]:
                 known = [v for v in (y["family_teacher"], y["specialist"]) if v is not None]
                 best = max(known) if known else None
                 rets = [results[(fam, s, kind)]["bodies"][name]["return"] for s in range(options.seeds)]
-                ratios = [r / best for r in rets] if best and best > 0 else []
+                drivable = all(r is not None and np.isfinite(r) for r in rets)
+                ratios = [r / best for r in rets] if best and best > 0 and drivable else []
                 per_body.append({"name": name, "split": y["split"], "yardstick": best,
                                  "yardstick_from": None if best is None else
                                  ("specialist" if best == y["specialist"] else "family_teacher"),
                                  "family_teacher": y["family_teacher"], "specialist": y["specialist"],
-                                 "student_returns": rets,
+                                 "student_returns": rets if drivable else None, "drivable": drivable,
                                  "ratio": float(np.mean(ratios)) if ratios else None,
                                  "ratio_std": float(np.std(ratios)) if ratios else None})
             entry: dict[str, Any] = {"bodies": per_body}
@@ -165,6 +167,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
                 vals = [b["ratio"] for b in per_body if b["split"] == split and b["ratio"] is not None]
                 entry[f"{split}_ratio"] = float(np.mean(vals)) if vals else None
                 entry[f"{split}_min_ratio"] = float(np.min(vals)) if vals else None
+                entry[f"{split}_undrivable"] = sum(not b["drivable"] for b in per_body if b["split"] == split)
             entry["train_s"] = float(np.mean([results[(fam, s, kind)]["train_s"]
                                               for s in range(options.seeds)]))
             students[kind] = entry
@@ -183,9 +186,10 @@ def run(options: BenchOptions) -> dict[str, Any]:
 
     for fam in out_families:
         for kind, e in fam["students"].items():
+            cannot = f", {e['extrap_undrivable']} not drivable" if e["extrap_undrivable"] else ""
             lines.append(f"| {fam['name']} | {kind} | {f(e['train_ratio'])} | {f(e['interp_ratio'])} "
                          f"({f(e['interp_min_ratio'])}) | {f(e['extrap_ratio'])} "
-                         f"({f(e['extrap_min_ratio'])}) |")
+                         f"({f(e['extrap_min_ratio'])}{cannot}) |")
     report = finish_report(report, "\n".join(lines), options.out)
     _plot(out_families, Path(options.out).with_suffix(".png"))
     return report

@@ -20,6 +20,7 @@ Recipe::
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from polydistill.collect.replay import ReplayVectorEnv
 from polydistill.collect.rollout import RolloutTask, RowStore, StepAdapter, label_fields
 from polydistill.deploy.checkpoint import DeployedStudent
 from polydistill.distill.run import DaggerRun, RunConfig
-from polydistill.errors import ConfigError
+from polydistill.errors import ConfigError, ObservationError
 from polydistill.evaluation.episodes import EvalResult, evaluate
 from polydistill.evaluation.report import EvalOptions, TaskRow, ratio, refuse_generalist_options
 from polydistill.setups import Setup, register_setup
@@ -41,6 +42,8 @@ from polydistill.students import Student
 from polydistill.students.morphology import HistoryStudent, MorphSpec, TrainedBody, morph_student
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MorphologyConfig", "MorphologyRun", "MorphologyAdapter", "FamilyBody", "family_bodies",
            "evaluate_bodies", "body_yardsticks", "default_family_teacher", "FamilyTeacherView",
@@ -417,7 +420,8 @@ def evaluate_bodies(student: DeployedStudent, family: str, bodies: list[FamilyBo
 
     The yardstick is the better of the family teacher given the body's true descriptor and the
     body's specialist, where one exists (:func:`body_yardsticks`, same arguments); ``extra``
-    keeps both returns.
+    keeps both returns. A body the student cannot drive (a joint count it never trained on,
+    for every kind but ``joints``) gets a NaN return and no ratio.
     """
     from polydistill.envs.families import get_family
 
@@ -429,15 +433,20 @@ def evaluate_bodies(student: DeployedStudent, family: str, bodies: list[FamilyBo
         hook = student.reset if student.recurrent else None
         if hook is not None:
             student.reset()
-        s = evaluate(fam.env_id, _student_act(student, desc), n_episodes=episodes, seed=seed,
-                     env_kwargs={"body": dict(b.params)}, on_episode_end=hook)
+        try:
+            s = evaluate(fam.env_id, _student_act(student, desc), n_episodes=episodes, seed=seed,
+                         env_kwargs={"body": dict(b.params)}, on_episode_end=hook)
+        except ObservationError as exc:  # a joint count this kind cannot drive: a row without a return
+            log.info("%s: %s", b.name, exc)
+            s = EvalResult()
         known = yard[b.name]
         best = max(known, key=lambda k: known[k].mean_return) if known else None
         y = known[best] if best else None
         figures = {k: (known[k].mean_return if k in known else None)
                    for k in ("family_teacher", "specialist")}
-        rows.append(TaskRow(b.name, b.split, student.student.kind, None if y is None else y.mean_return,
-                            s.mean_return, ratio(s.mean_return, None if y is None else y.mean_return),
+        y_ret = None if y is None else y.mean_return
+        rows.append(TaskRow(b.name, b.split, student.student.kind, y_ret, s.mean_return,
+                            ratio(s.mean_return, y_ret) if s.returns else None,
                             None if y is None else y.std_return, s.std_return, figures))
     return rows
 
