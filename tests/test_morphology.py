@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from test_trainer import _torch_teacher
 
 import polydistill.envs  # noqa: F401  (registers the ids)
 from polydistill.buffer import BufferConfig
@@ -194,21 +194,8 @@ def test_family_layout_covers_every_split() -> None:
 
 # ------------------------------------------------------------------ DAgger on a family
 def _teacher(family: str) -> TorchTeacher:
-    env = gym.make(get_family(family).family_env_id)
-    torch.manual_seed(1)
-    d, a = env.observation_space.shape[0], env.action_space.shape[0]
-    net = torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2 * a))
-
-    class Gauss(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            mean, log_std = self.net(x).chunk(2, -1)
-            return mean, log_std.clamp(-3, 0)
-
-    return TorchTeacher(Gauss(), env.observation_space, env.action_space)
+    """A random Gaussian teacher of the family's privileged observation."""
+    return _torch_teacher(get_family(family).family_env_id, 1)
 
 
 def _config(kind: str, **kw) -> MorphologyConfig:  # noqa: ANN003

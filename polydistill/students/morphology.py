@@ -277,15 +277,19 @@ class _Morph:
         except ObservationError as exc:
             raise ConfigError(f"export: {exc}") from None
 
+    def _export_row(self, embodiment: str | None) -> tuple[int, int]:
+        """Table row and layout of an export (ConfigError where this kind cannot drive it)."""
+        li, _ = self._export_layout(embodiment)
+        try:
+            return self._row(li, None, None), li
+        except ObservationError as exc:
+            raise ConfigError(f"export: {exc}") from None
+
     def export_spec(self, embodiment: str | None = None,
                     task: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
         """``obs`` float32 ``(B, obs_dim)`` of one layout and ``body`` ``(B, P)`` -> ``action``."""
         no_task_tokens(task)
-        li, _ = self._export_layout(embodiment)
-        try:
-            row = self._row(li, None, None)
-        except ObservationError as exc:
-            raise ConfigError(f"export: {exc}") from None
+        row, li = self._export_row(embodiment)
         return row, {"obs": ((self.spec.layout.layouts[li].obs_dim,), torch.float32),
                      "body": ((self.spec.n_desc,), torch.float32)}, ["action"]
 
@@ -447,11 +451,7 @@ class HistoryStudent(_Morph, GeneralistStudent):
         Start an episode with a zero history; feed ``next_history`` back at the next step.
         """
         no_task_tokens(task)
-        li, _ = self._export_layout(embodiment)
-        try:
-            row = self._row(li, None, None)
-        except ObservationError as exc:
-            raise ConfigError(f"export: {exc}") from None
+        row, li = self._export_row(embodiment)
         return row, {"obs": ((self.spec.layout.layouts[li].obs_dim,), torch.float32),
                      "history": ((self.config.history, self.history_width), torch.float32)}, \
             ["action", "next_history"]
