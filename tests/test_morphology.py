@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 import torch
-from test_trainer import _torch_teacher
+from test_trainer import _digest, _torch_teacher
 
 import polydistill.envs  # noqa: F401  (registers the ids)
 from polydistill.buffer import BufferConfig
@@ -204,14 +202,6 @@ def _config(kind: str, **kw) -> MorphologyConfig:  # noqa: ANN003
                 distiller=DistillerConfig(batch_size=32), buffer=BufferConfig(capacity=1200))
     base.update(kw)
     return MorphologyConfig(**base)
-
-
-def _digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("kind", KINDS)

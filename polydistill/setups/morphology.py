@@ -150,9 +150,10 @@ def family_member_teacher(teacher: Teacher, env: gym.Env) -> Teacher:
     family, body = getattr(inner, "family", None), getattr(inner, "body", None)
     if not isinstance(family, str) or not isinstance(body, dict):
         return teacher
-    fam_env = make_env(get_family(family).family_env_id)
-    fits = tuple(teacher.observation_space.shape) == tuple(fam_env.observation_space.shape)  # type: ignore[union-attr]
-    fam_env.close()
+    from polydistill.envs.families import family_layout
+
+    width = family_layout(family).obs_dim + len(get_family(family).params)  # the family env's observation
+    fits = tuple(teacher.observation_space.shape) == (width,)  # type: ignore[union-attr]
     return FamilyTeacherView(teacher, family, body) if fits else teacher
 
 
@@ -190,7 +191,6 @@ class MorphologyAdapter(StepAdapter):
         self.width = spec.layout.obs_dim + spec.layout.act_dim + 1
         self.hist = np.zeros((0, history, self.width), np.float32)
         self.last = np.zeros((0, spec.layout.obs_dim), np.float32)
-        self.always_act = False
 
     def make_envs(self, n_envs: int, seed: int) -> ReplayVectorEnv:
         """``n_envs`` copies of the body's env."""
@@ -203,13 +203,12 @@ class MorphologyAdapter(StepAdapter):
         return self.spec.layout.pad(np.asarray(obs), self.view.layout, np.float32)
 
     def _inputs(self, padded: np.ndarray) -> Any:
-        body = torch.from_numpy(np.tile(self.desc, (len(padded), 1)))
         x = torch.from_numpy(padded)
         if self.kind == "token":
             return x
         if self.kind == "history":
             return {"obs": x, "hist": torch.from_numpy(self.hist)}
-        return {"obs": x, "body": body}
+        return {"obs": x, "body": torch.from_numpy(np.tile(self.desc, (len(padded), 1)))}
 
     def label(self, obs: np.ndarray) -> ActionTarget:
         """The family teacher's labels of the body's observations."""
