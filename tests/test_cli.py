@@ -187,3 +187,23 @@ def test_dotted_hyperparameter_override_merges_into_the_recipe() -> None:
     assert r.hyperparams["learning_rate"] == 1e-4
     assert {k: v for k, v in r.hyperparams.items() if k != "learning_rate"} == {
         k: v for k, v in base.hyperparams.items() if k != "learning_rate"}
+
+
+def test_linear_schedule_hyperparameters_decay_to_zero() -> None:
+    from polydistill.teachers.train import _hyperparams
+
+    hp = _hyperparams({"learning_rate": "lin_3e-4", "clip_range": "lin_0.2", "n_steps": 64})
+    assert hp["n_steps"] == 64
+    lr = hp["learning_rate"]
+    assert lr(1.0) == pytest.approx(3e-4) and lr(0.5) == pytest.approx(1.5e-4)
+    assert hp["clip_range"](0.0) == 0.0
+
+
+@pytest.mark.parametrize("bad", [{"learning_rate": "lin_x"}, {"learning_rate": "lin_-1"},
+                                 {"gamma": "lin_0.99"}])
+def test_bad_linear_schedule_is_a_config_error(bad: dict[str, str]) -> None:
+    from polydistill.errors import ConfigError
+    from polydistill.teachers.train import _hyperparams
+
+    with pytest.raises(ConfigError, match="lin_"):
+        _hyperparams(bad)

@@ -61,7 +61,9 @@ class TeacherRecipe:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """``policy_kwargs``; ``activation_fn`` may be a name (tanh, relu, elu, gelu, silu)."""
     hyperparams: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the SB3 algorithm (checked against its signature)."""
+    """Keyword arguments of the SB3 algorithm (checked against its signature). As in rl-zoo3,
+    ``learning_rate`` and ``clip_range`` may be ``"lin_<value>"``: decayed linearly from
+    ``value`` to 0 over training."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gymnasium.make`` arguments."""
     obs_groups: tuple[str, ...] = ()
@@ -144,6 +146,39 @@ def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
         )
 
 
+_SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def _linear(start: float) -> Any:
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * start
+
+    return schedule
+
+
+def _hyperparams(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with every ``"lin_<value>"`` schedule (rl-zoo3's notation) made a callable.
+
+    Raises:
+        ConfigError: for a ``lin_`` value that is not a positive number, or on another key.
+    """
+    out = dict(raw)
+    for key, value in raw.items():
+        if not (isinstance(value, str) and value.startswith("lin_")):
+            continue
+        if key not in _SCHEDULED:
+            raise ConfigError(f"hyperparams.{key}: a 'lin_' schedule is only valid for "
+                              f"{', '.join(_SCHEDULED)}, got {value!r}")
+        try:
+            start = float(value[4:])
+        except ValueError:
+            start = float("nan")
+        if not (np.isfinite(start) and start > 0):
+            raise ConfigError(f"hyperparams.{key}: expected 'lin_<positive number>', got {value!r}")
+        out[key] = _linear(start)
+    return out
+
+
 class _SaveWithStats:
     """``callback_on_new_best`` that saves the model *and* its VecNormalize statistics."""
 
@@ -191,6 +226,7 @@ def train_teacher(
     make_env(env_id, recipe.env_kwargs).close()  # unknown id / bad kwargs: ConfigError
     algo_cls = _algo_class(recipe.algo)
     _check_hyperparams(algo_cls, recipe.hyperparams)
+    hyperparams = _hyperparams(recipe.hyperparams)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # A reused folder must not leak an earlier run's files into this teacher.
@@ -214,7 +250,7 @@ def train_teacher(
     model = algo_cls(
         recipe.policy, venv, seed=seed, verbose=0, device="cpu",
         tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
-        **recipe.hyperparams,
+        **hyperparams,
     )
     callbacks = []
     best_dir = out / "best"
