@@ -5,7 +5,7 @@ namespace (``gymnasium.make("polydistill/Hopper-v0")``).
 
 The default suite, ``locomotion``, has four embodiments whose observation and action spaces all
 differ, morphology variants of them, and a family of target-velocity tasks on one body. Each
-entry is either a *training* task (a specialist teacher is distilled into the generalist) or a
+entry is either a *training* task (its teacher is distilled into the generalist) or a
 *held-out* task (never seen in distillation; a specialist trained on it alone is the yardstick):
 
 ==============  ===================================  ==============  =======  ==============
@@ -14,9 +14,9 @@ task            env id                               embodiment      split    va
 hopper          polydistill/Hopper-v0                hopper          train    nominal
 hopper-heavy    polydistill/Hopper-Heavy-v0          hopper-heavy    train    mass x1.3
 hopper-long     polydistill/Hopper-Long-v0           (hopper)        heldout  limbs x1.15
-cheetah-vel1    polydistill/HalfCheetah-Vel1-v0      halfcheetah     train    target 1 m/s
-cheetah-vel2    polydistill/HalfCheetah-Vel2-v0      halfcheetah     train    target 2 m/s
-cheetah-vel1.5  polydistill/HalfCheetah-Vel1.5-v0    halfcheetah     heldout  target 1.5 m/s
+cheetah-vel1    polydistill/HalfCheetahVelBody-v0    halfcheetah     train    target 1 m/s
+cheetah-vel2    polydistill/HalfCheetahVelBody-v0    halfcheetah     train    target 2 m/s
+cheetah-vel1.5  polydistill/HalfCheetahVelBody-v0    halfcheetah     heldout  target 1.5 m/s
 swimmer         polydistill/Swimmer-v0               swimmer         train    nominal
 swimmer-long    polydistill/Swimmer-Long-v0          (swimmer)       heldout  limbs x1.2
 pendulum        polydistill/DoublePendulum-v0        pendulum        train    nominal
@@ -29,6 +29,13 @@ student gets a distinct token); the velocity tasks share the ``halfcheetah`` tok
 target is part of the observation. A held-out morphology is driven zero-shot with the token of
 the body in parentheses; a held-out velocity (1.5 m/s, between the trained 1 and 2) tests
 interpolation. Held-out specialists are trained only to serve as the yardstick.
+
+Every training task has its own specialist teacher except the two velocity tasks: they are
+members of the ``cheetah-vel`` body family (``env_kwargs: {body: {target_velocity: ...}}``) and
+share its privileged family teacher (``cheetah-vel-family``, trained over 16 targets in 0.5-2.5
+m/s), so the student learns one consistent velocity-conditioned gait and interpolates between
+the targets. Specialists of single targets each found their own gait: distilled side by side,
+the student reached only half of the 1.5 m/s specialist.
 
 Example:
     >>> import gymnasium as gym
@@ -71,6 +78,24 @@ class TaskSpec:
     is driven with (same spaces), i.e. zero-shot transfer."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``."""
+    teacher_family: str | None = None
+    """For a member of a body family (its env takes ``body=``): label it with the family's
+    privileged teacher (folder ``<family>-family``, trained on the family's env with domain
+    randomisation) instead of a specialist of its own. Training tasks only."""
+
+    @property
+    def teacher_name(self) -> str:
+        """Folder of the task's teacher under a teachers directory."""
+        return f"{self.teacher_family}-family" if self.teacher_family else self.name
+
+    @property
+    def teacher_env_id(self) -> str:
+        """Env id the task's teacher trains on: the task's own, or its family's."""
+        if self.teacher_family is None:
+            return self.env_id
+        from polydistill.envs.families import get_family
+
+        return get_family(self.teacher_family).family_env_id
 
 
 _BASE: dict[str, tuple[str, int]] = {
@@ -104,14 +129,19 @@ _FAMILY_IDS: dict[str, str] = {
 """Domain randomisation over a body family's training split, descriptor in the observation
 (``polydistill.envs.families.FamilyEnv``): what a family's privileged teacher trains on."""
 
+_VEL_BODY = "polydistill/HalfCheetahVelBody-v0"
+
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "locomotion": (
         TaskSpec("hopper", "polydistill/Hopper-v0", "hopper"),
         TaskSpec("hopper-heavy", "polydistill/Hopper-Heavy-v0", "hopper-heavy"),
         TaskSpec("hopper-long", "polydistill/Hopper-Long-v0", "hopper-long", "heldout", "hopper"),
-        TaskSpec("cheetah-vel1", "polydistill/HalfCheetah-Vel1-v0", "halfcheetah"),
-        TaskSpec("cheetah-vel2", "polydistill/HalfCheetah-Vel2-v0", "halfcheetah"),
-        TaskSpec("cheetah-vel1.5", "polydistill/HalfCheetah-Vel1.5-v0", "halfcheetah", "heldout"),
+        TaskSpec("cheetah-vel1", _VEL_BODY, "halfcheetah", kwargs={"body": {"target_velocity": 1.0}},
+                 teacher_family="cheetah-vel"),
+        TaskSpec("cheetah-vel2", _VEL_BODY, "halfcheetah", kwargs={"body": {"target_velocity": 2.0}},
+                 teacher_family="cheetah-vel"),
+        TaskSpec("cheetah-vel1.5", _VEL_BODY, "halfcheetah", "heldout",
+                 kwargs={"body": {"target_velocity": 1.5}}),
         TaskSpec("swimmer", "polydistill/Swimmer-v0", "swimmer"),
         TaskSpec("swimmer-long", "polydistill/Swimmer-Long-v0", "swimmer-long", "heldout",
                  "swimmer"),

@@ -27,32 +27,39 @@ def default_distill_config() -> GeneralistConfig:
 
 
 def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = True) -> Path:
-    """Folder with a teacher per task of the suite.
+    """Folder with every teacher the suite names (one per task; one per family for members).
 
     Shipped teachers are used where present (unless ``train``); any missing one is trained
     into ``out/teachers`` with its recipe and ``seed``, and the shipped ones are linked beside.
+    A family teacher trains on its family's env, a specialist on its task's env and keywords.
     """
+    import dataclasses
+
     from polydistill.envs import get_suite
     from polydistill.teachers.train import load_recipe, train_teacher
 
     shipped = default_teachers_dir()
-    tasks = get_suite(SUITE)
-    missing = [t for t in tasks if train or not (shipped / t.name / "model.zip").is_file()]
+    teachers = {t.teacher_name: t for t in get_suite(SUITE)}  # a family's members share one
+    missing = [n for n in teachers if train or not (shipped / n / "model.zip").is_file()]
     if not missing:
         log.info("using the shipped teachers in %s (retrain: --train-teachers)", shipped)
         return shipped
     folder = out / "teachers"
     folder.mkdir(parents=True, exist_ok=True)
-    for t in tasks:
-        dest = folder / t.name
-        if t not in missing:
+    for name, t in teachers.items():
+        dest = folder / name
+        if name not in missing:
             if not dest.exists():
-                dest.symlink_to((shipped / t.name).resolve(), target_is_directory=True)
+                dest.symlink_to((shipped / name).resolve(), target_is_directory=True)
             continue
         if (dest / "model.zip").is_file() and (dest / "manifest.json").is_file():
             continue  # trained by an earlier run of this quickstart
-        log.info("training teacher %s (%s)", t.name, t.env_id)
-        train_teacher(t.env_id, dest, load_recipe(t.env_id), seed=seed, progress_bar=progress_bar)
+        env_id = t.teacher_env_id
+        recipe = load_recipe(env_id)
+        if t.teacher_family is None and t.kwargs:  # a specialist of one family member
+            recipe = dataclasses.replace(recipe, env_kwargs={**recipe.env_kwargs, **t.kwargs})
+        log.info("training teacher %s (%s)", name, env_id)
+        train_teacher(env_id, dest, recipe, seed=seed, progress_bar=progress_bar)
     return folder
 
 

@@ -237,3 +237,27 @@ def test_family_suites_list_every_split_with_its_body() -> None:
     assert t.split == "heldout" and t.kwargs["body"] == get_family("hopper").split("interp")[1]
     env = gym.make(t.env_id, **t.kwargs)
     assert np.array_equal(body_descriptor(env), get_family("hopper").descriptor(t.kwargs["body"]))
+
+
+def test_the_default_suite_velocity_tasks_share_the_family_teacher() -> None:
+    from polydistill.envs import get_suite
+    from polydistill.evaluation.report import suite_eval_tasks
+    from polydistill.setups.generalist import default_teachers_dir
+    from polydistill.setups.morphology import FamilyTeacherView
+
+    tasks = {t.name: t for t in get_suite("locomotion")}
+    for name in ("cheetah-vel1", "cheetah-vel2"):
+        assert tasks[name].teacher_name == "cheetah-vel-family"
+        assert tasks[name].teacher_env_id == "polydistill/HalfCheetahVelFamily-v0"
+    held = tasks["cheetah-vel1.5"]  # the yardstick stays the target's own specialist
+    assert held.teacher_name == "cheetah-vel1.5" and held.teacher_env_id == held.env_id
+    assert tasks["hopper"].teacher_name == "hopper"
+    # every teacher the suite names is shipped
+    assert all((default_teachers_dir() / t.teacher_name / "model.zip").is_file() for t in tasks.values())
+    evals = {t.name: t for t in suite_eval_tasks("locomotion", default_teachers_dir())}
+    assert evals["cheetah-vel2"].teacher.endswith("cheetah-vel-family")  # type: ignore[union-attr]
+    from polydistill.evaluation.report import task_teacher
+
+    t = evals["cheetah-vel2"]
+    view = task_teacher(t.teacher, t.env_id, dict(t.env_kwargs))  # type: ignore[arg-type]
+    assert isinstance(view, FamilyTeacherView) and view.descriptor.shape == (1,)

@@ -107,7 +107,7 @@ def _collector(names: tuple[str, ...], n_envs: int = 8, workers: int = 0, seed: 
                own_token: bool = False, capacity: int = 200_000) -> GeneralistRun:
     """A generalist run (its collector and buffer) over the suite tasks ``names``, shipped teachers."""
     specs = [_suite_task(n) for n in names]
-    tasks = tuple(TaskConfig(s.name, s.env_id, str(default_teachers_dir() / s.name),
+    tasks = tuple(TaskConfig(s.name, s.env_id, str(default_teachers_dir() / s.teacher_name),
                              s.name if own_token else s.embodiment, dict(s.kwargs)) for s in specs)
     return GeneralistRun(GeneralistConfig(tasks=tasks, n_envs=n_envs, workers=workers, seed=seed,
                                           buffer=BufferConfig(capacity=capacity)), progress_bar=False)

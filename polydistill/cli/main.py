@@ -69,12 +69,13 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
             tasks = tuple(t for t in tasks if t.name in args.task)
         if args.split != "all":
             tasks = tuple(t for t in tasks if t.split == args.split)
-        jobs = [(t.env_id, Path(args.out) / t.name, t) for t in tasks]
+        teachers = {t.teacher_name: t for t in tasks}  # a family's members share its teacher
+        jobs = [(t.teacher_env_id, Path(args.out) / n, t) for n, t in teachers.items()]
     specs = []
     for i, (env_id, out, task) in enumerate(jobs):
         seed = args.seed + i  # every specialist of a suite gets its own seed
         recipe = load_recipe(env_id, args.recipe, overrides)
-        if task is None:
+        if task is None or task.teacher_family is not None:
             cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
                    f"--out {shlex.quote(str(out))}")
         else:  # the task's env keywords (a family body) come from the suite

@@ -110,14 +110,18 @@ def ratio(student: float, teacher: float | None) -> float | None:
 
 def suite_eval_tasks(suite: str, teachers_dir: str | Path,
                      include_heldout: bool = True) -> list[EvalTask]:
-    """Evaluation tasks of a suite; teachers looked up as ``teachers_dir/<task>``."""
+    """Evaluation tasks of a suite.
+
+    Teachers are looked up as ``teachers_dir/<task>``, a family member's (a training task that
+    names its family's teacher) as ``teachers_dir/<family>-family``.
+    """
     from polydistill.envs import get_suite
 
     out = []
     for t in get_suite(suite):
         if t.split == "heldout" and not include_heldout:
             continue
-        teacher = Path(teachers_dir) / t.name
+        teacher = Path(teachers_dir) / t.teacher_name
         out.append(EvalTask(
             t.name, t.env_id, t.proxy or t.embodiment, t.split,
             str(teacher) if (teacher / "model.zip").is_file() else None,

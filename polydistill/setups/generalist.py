@@ -86,7 +86,7 @@ def resolve_tasks(config: GeneralistConfig) -> tuple[TaskConfig, ...]:
     from polydistill.envs import get_suite
 
     root = Path(config.teachers_dir) if config.teachers_dir else default_teachers_dir()
-    return tuple(TaskConfig(t.name, t.env_id, str(root / t.name), t.embodiment, dict(t.kwargs))
+    return tuple(TaskConfig(t.name, t.env_id, str(root / t.teacher_name), t.embodiment, dict(t.kwargs))
                  for t in get_suite(config.suite) if t.split == "train")
 
 
