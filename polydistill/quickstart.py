@@ -33,10 +33,8 @@ def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = 
     into ``out/teachers`` with its recipe and ``seed``, and the shipped ones are linked beside.
     A family teacher trains on its family's env, a specialist on its task's env and keywords.
     """
-    import dataclasses
-
     from polydistill.envs import get_suite
-    from polydistill.teachers.train import load_recipe, train_teacher
+    from polydistill.teachers.train import suite_teacher_recipe, train_teacher
 
     shipped = default_teachers_dir()
     teachers = {t.teacher_name: t for t in get_suite(SUITE)}  # a family's members share one
@@ -54,10 +52,7 @@ def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = 
             continue
         if (dest / "model.zip").is_file() and (dest / "manifest.json").is_file():
             continue  # trained by an earlier run of this quickstart
-        env_id = t.teacher_env_id
-        recipe = load_recipe(env_id)
-        if t.teacher_family is None and t.kwargs:  # a specialist of one family member
-            recipe = dataclasses.replace(recipe, env_kwargs={**recipe.env_kwargs, **t.kwargs})
+        env_id, recipe = suite_teacher_recipe(t)
         log.info("training teacher %s (%s)", name, env_id)
         train_teacher(env_id, dest, recipe, seed=seed, progress_bar=progress_bar)
     return folder

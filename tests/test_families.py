@@ -261,3 +261,15 @@ def test_the_default_suite_velocity_tasks_share_the_family_teacher() -> None:
     t = evals["cheetah-vel2"]
     view = task_teacher(t.teacher, t.env_id, dict(t.env_kwargs))  # type: ignore[arg-type]
     assert isinstance(view, FamilyTeacherView) and view.descriptor.shape == (1,)
+
+
+def test_suite_teacher_recipe_trains_family_teachers_on_the_family_env() -> None:
+    from polydistill.envs import get_suite
+    from polydistill.teachers.train import suite_teacher_recipe
+
+    tasks = {t.name: t for t in get_suite("locomotion")}
+    env_id, recipe = suite_teacher_recipe(tasks["cheetah-vel2"])
+    assert env_id == "polydistill/HalfCheetahVelFamily-v0" and "body" not in recipe.env_kwargs
+    env_id, recipe = suite_teacher_recipe(tasks["cheetah-vel1.5"])  # a specialist of one member
+    assert env_id == "polydistill/HalfCheetahVelBody-v0"
+    assert recipe.env_kwargs["body"] == {"target_velocity": 1.5}

@@ -7,7 +7,6 @@ Every subcommand prints its own ``--help``; errors from bad input are printed as
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -52,7 +51,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
     from polydistill.config import parse_assignments
     from polydistill.envs import get_suite
-    from polydistill.teachers.train import load_recipe, train_teacher
+    from polydistill.teachers.train import load_recipe, suite_teacher_recipe, train_teacher
 
     overrides = parse_assignments(args.set)
     if args.steps is not None:
@@ -74,12 +73,14 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     specs = []
     for i, (env_id, out, task) in enumerate(jobs):
         seed = args.seed + i  # every specialist of a suite gets its own seed
-        recipe = load_recipe(env_id, args.recipe, overrides)
+        if task is None:
+            recipe = load_recipe(env_id, args.recipe, overrides)
+        else:
+            env_id, recipe = suite_teacher_recipe(task, args.recipe, overrides)
         if task is None or task.teacher_family is not None:
             cmd = (f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
                    f"--out {shlex.quote(str(out))}")
         else:  # the task's env keywords (a family body) come from the suite
-            recipe = dataclasses.replace(recipe, env_kwargs={**recipe.env_kwargs, **task.kwargs})
             cmd = (f"polydistill train-teacher --suite {shlex.quote(args.suite)} "
                    f"--task {shlex.quote(task.name)} --seed {seed} --out {shlex.quote(str(out.parent))}")
         if args.recipe:

@@ -22,7 +22,7 @@ import logging
 import shlex
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,9 +36,8 @@ from polydistill.students.base import ACTIVATIONS
 from polydistill.teachers.sb3 import SB3Teacher
 from polydistill.utils import agents_dir, atomic_write_json, library_versions, make_env
 
-__all__ = ["TeacherRecipe", "load_recipe", "train_teacher", "default_recipe_path", "TeacherJob",
-           "TeacherOutcome",
-           "train_teachers_ray", "summarize"]
+__all__ = ["TeacherRecipe", "load_recipe", "suite_teacher_recipe", "train_teacher", "default_recipe_path",
+           "TeacherJob", "TeacherOutcome", "train_teachers_ray", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +112,20 @@ def load_recipe(env_id: str, path: str | Path | None = None,
         else:
             merged[key] = value
     return from_dict(TeacherRecipe, merged, f"recipe[{env_id}]")
+
+
+def suite_teacher_recipe(task: Any, path: str | Path | None = None,
+                         overrides: dict[str, Any] | None = None) -> tuple[str, TeacherRecipe]:
+    """The env id and recipe that train a suite task's teacher (``polydistill.envs.TaskSpec``).
+
+    A family teacher trains on its family's env; a specialist on its task's env, with the
+    task's env keywords (a family body's ``body``) merged into the recipe's.
+    """
+    env_id = task.teacher_env_id
+    recipe = load_recipe(env_id, path, overrides)
+    if task.teacher_family is None and task.kwargs:
+        recipe = replace(recipe, env_kwargs={**recipe.env_kwargs, **task.kwargs})
+    return env_id, recipe
 
 
 def _algo_class(name: str) -> type:
