@@ -98,3 +98,14 @@ def test_a_small_mt10_distillation_runs_and_reports_success(tmp_path: Path) -> N
     assert [r.name for r in rows] == ["reach-v3", "drawer-close-v3"]
     for r in rows:
         assert r.extra["teacher_success"] == 1.0 and 0.0 <= r.extra["success"] <= 1.0
+
+
+def test_the_bc_baseline_can_run_on_fewer_seeds_than_the_students() -> None:
+    from polydistill.bench import BenchOptions
+    from polydistill.bench.metaworld import grid
+
+    _, methods, _, jobs = grid(BenchOptions(suite="mt10", seeds=3, bc_seeds=1))
+    runs = {m: sorted(j[1] for j in jobs if j[2] == m) for m in methods}
+    assert runs == {"dense": [0, 1, 2], "multihead": [0, 1, 2], "moe": [0, 1, 2], "bc": [0]}
+    _, _, _, same = grid(BenchOptions(suite="mt10", seeds=3))
+    assert sorted(j[1] for j in same if j[2] == "bc") == [0, 1, 2]

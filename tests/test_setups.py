@@ -75,6 +75,17 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
             "vision") in err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["generalist", "--bc-seeds", "1"], "--bc-seeds applies to the metaworld benchmark, not 'generalist'"),
+    (["metaworld", "--seeds", "2", "--bc-seeds", "3"], "--bc-seeds must be in [1, --seeds=2], got 3"),
+    (["metaworld", "--bc-seeds", "0"], "--bc-seeds must be in [1, --seeds=3], got 0"),
+])
+def test_bc_seeds_is_checked_before_any_cell_runs(args: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    assert main(["benchmark", *args, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("setup", sorted(RECIPES))
 @pytest.mark.parametrize("bad", ["rounds=0", "total_steps=0", "n_envs=0", "updates_per_step=-1",
                                  "eval_every=-1",

@@ -45,6 +45,9 @@ class BenchOptions:
     cells_dir: str | None = None
     """Keep every finished cell here and reuse the ones already there (see
     :func:`polydistill.bench.stats.run_cells`)."""
+    bc_seeds: int | None = None
+    """``metaworld``: runs of the behaviour-cloning baseline (seeds 0 .. bc_seeds-1; default:
+    ``seeds``), for grids where a baseline on fewer seeds is enough."""
 
 
 def list_benchmarks() -> list[str]:
@@ -71,6 +74,11 @@ def run_benchmark(name: str, options: BenchOptions) -> dict[str, Any]:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(list_benchmarks())}")
     if options.suite is not None and name != "metaworld":
         raise ConfigError(f"--suite applies to the metaworld benchmark, not {name!r}")
+    if options.bc_seeds is not None:
+        if name != "metaworld":
+            raise ConfigError(f"--bc-seeds applies to the metaworld benchmark, not {name!r}")
+        if not 1 <= options.bc_seeds <= options.seeds:
+            raise ConfigError(f"--bc-seeds must be in [1, --seeds={options.seeds}], got {options.bc_seeds}")
     if isinstance(target, str):  # "package.module:function", imported when run
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)

@@ -161,7 +161,10 @@ def _arch_summary(names: list[str], teacher: list[float], cells: list[dict[str, 
 def _table(report: dict[str, Any]) -> str:
     archs = list(report["students"])
     names = [t["name"] for t in report["students"][archs[0]]["tasks"]]
-    head = "| task | teacher | " + " | ".join(f"{a}" for a in archs) + " |"
+    seeds = {a: report["students"][a].get("seeds", report["seeds"]) for a in archs}
+    head = "| task | teacher | " + " | ".join(
+        a if seeds[a] == report["seeds"] else f"{a} ({seeds[a]} seed{'s' * (seeds[a] > 1)})"
+        for a in archs) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(archs)]
     for i, n in enumerate(names):
         cells = [report["students"][a]["tasks"][i] for a in archs]
@@ -220,8 +223,15 @@ def grid(options: BenchOptions) -> tuple[GeneralistConfig, list[str], int, list[
     jobs: list[tuple[Any, ...]] = [("teacher", 0, "teacher", _teacher_cell, base, episodes)]
     for seed in range(options.seeds):
         for m, sets in methods.items():
+            if seed >= method_seeds(m, options):
+                continue
             jobs.append((m, seed, m, _cell, override(base, {**sets, "seed": seed}), episodes, m != "bc"))
     return base, list(methods), episodes, jobs
+
+
+def method_seeds(method: str, options: BenchOptions) -> int:
+    """Runs of ``method`` in the grid: ``options.seeds``, or ``options.bc_seeds`` for ``bc``."""
+    return options.bc_seeds if method == "bc" and options.bc_seeds is not None else options.seeds
 
 
 def run(options: BenchOptions) -> dict[str, Any]:
@@ -240,8 +250,9 @@ def run(options: BenchOptions) -> dict[str, Any]:
     report: dict[str, Any] = {"setup": "metaworld", "suite": suite, "seeds": options.seeds, "students": {},
                               "heldout": {"teacher": teacher_heldout, "zero_shot_tasks": unseen}, "cost": {}}
     for m in methods:
-        cells = [res[(m, s, m)] for s in range(options.seeds)]
+        cells = [res[(m, s, m)] for s in range(method_seeds(m, options))]
         report["students"][m] = _arch_summary(names, teacher["train_goals"], cells, "train_goals")
+        report["students"][m]["seeds"] = len(cells)
         h = {"goals": _arch_summary(names, teacher["held_out_goals"], cells, "held_out_goals")}
         if m != "bc" and unseen:
             z = np.array([c["zero_shot"] for c in cells], dtype=np.float64)

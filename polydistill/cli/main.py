@@ -316,6 +316,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--students", nargs="+", default=None,
                    help="metaworld: only these students (dense, multihead, moe, bc); morphology: only "
                         "these kinds (token, descriptor, history, joints)")
+    p.add_argument("--bc-seeds", type=int, default=None,
+                   help="metaworld: runs of the behaviour-cloning baseline (default: --seeds)")
     p.add_argument("--cells-dir", default=None,
                    help="keep each finished cell (JSON) here and reuse those already there: an "
                         "interrupted grid resumes, a grid grows seed by seed (use a fresh folder "
@@ -330,7 +332,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                         teachers_dir=args.teachers_dir, progress_bar=not args.no_progress,
                         envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers,
                         suite=args.suite, students=tuple(args.students) if args.students else None,
-                        cells_dir=args.cells_dir)
+                        cells_dir=args.cells_dir, bc_seeds=args.bc_seeds)
     report = run_benchmark(args.name, opts)
     print(report["markdown"])
     print(f"results: {args.out}")
