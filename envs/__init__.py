@@ -104,6 +104,7 @@ _BASE: dict[str, tuple[str, int]] = {
     "polydistill/Swimmer-v0": ("polydistill.envs.locomotion:MorphSwimmerEnv", 1000),
     "polydistill/DoublePendulum-v0": ("polydistill.envs.locomotion:MorphDoublePendulumEnv", 1000),
     "polydistill/HopperBody-v0": ("polydistill.envs.families:HopperBodyEnv", 1000),
+    "polydistill/HopperSizeBody-v0": ("polydistill.envs.families:HopperSizeBodyEnv", 1000),
     "polydistill/HalfCheetahBody-v0": ("polydistill.envs.families:HalfCheetahBodyEnv", 1000),
     "polydistill/SwimmerBody-v0": ("polydistill.envs.families:SwimmerBodyEnv", 1000),
     "polydistill/HalfCheetahVelBody-v0": ("polydistill.envs.families:HalfCheetahVelBodyEnv", 1000),
@@ -122,6 +123,7 @@ _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 _FAMILY_IDS: dict[str, str] = {
     "polydistill/HopperFamily-v0": "hopper",
+    "polydistill/HopperSizeFamily-v0": "hopper-size",
     "polydistill/HalfCheetahFamily-v0": "halfcheetah",
     "polydistill/SwimmerFamily-v0": "swimmer",
     "polydistill/HalfCheetahVelFamily-v0": "cheetah-vel",

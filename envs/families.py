@@ -131,6 +131,10 @@ class BodyFamily:
     """Parameters -> the edited spec (not compiled); None for a task family on one body."""
     family_env_id: str
     """Gymnasium id of :class:`FamilyEnv` over the training split (the family teacher's env)."""
+    observed: bool = False
+    """Members end their own observation with their descriptor (a body the policy is told
+    about, as a target velocity is; :class:`FamilyEnv` then appends nothing), so a policy of
+    any kind reads it without a privileged view."""
 
     @property
     def param_names(self) -> list[str]:
@@ -322,6 +326,13 @@ def _build_hopper(body: dict[str, float]) -> mujoco.MjSpec:
     return spec
 
 
+def _build_hopper_size(body: dict[str, float]) -> mujoco.MjSpec:
+    """A hopper of the size family: every limb's length and the density scaled alike."""
+    s = body["length"]
+    return _build_hopper({"torso_length": s, "thigh_length": s, "leg_length": s, "foot_length": s,
+                          "mass": body["mass"], "gear": 1.0, "damping": 1.0})
+
+
 _CHEETAH_BACK, _CHEETAH_FRONT = ("bthigh", "bshin", "bfoot"), ("fthigh", "fshin", "ffoot")
 
 
@@ -379,6 +390,11 @@ FAMILIES: dict[str, BodyFamily] = {
         Param("foot_length", 0.8, 1.2, 1.0, _LEN + "foot"),
         _mass("limb"), _GEAR, _DAMPING,
     ), "polydistill/HopperBody-v0", _build_hopper, "polydistill/HopperFamily-v0"),
+    "hopper-size": BodyFamily("hopper-size", (
+        Param("length", 0.9, 1.3, 1.0, "length scale of every limb (torso, thigh, shin, foot)"),
+        Param("mass", 0.9, 1.4, 1.0, "density scale of every limb"),
+    ), "polydistill/HopperSizeBody-v0", _build_hopper_size, "polydistill/HopperSizeFamily-v0",
+        observed=True),
     "halfcheetah": BodyFamily("halfcheetah", (
         Param("torso_length", 0.8, 1.2, 1.0, _LEN + "torso"),
         Param("back_leg_length", 0.8, 1.2, 1.0, _LEN + "back leg (thigh, shin, foot)"),
@@ -396,6 +412,8 @@ FAMILIES: dict[str, BodyFamily] = {
     ), "polydistill/HalfCheetahVelBody-v0", None, "polydistill/HalfCheetahVelFamily-v0"),
 }
 """The procedural families; ``extrap`` swimmers outside the segment range have 6 segments.
+``hopper-size`` is the default suite's hopper family: hoppers that differ in size and weight
+only, whose observation ends with their (observed) descriptor.
 ``cheetah-vel`` is the velocity family: one half-cheetah body, the target velocity (already in
 the observation) as its only parameter."""
 
@@ -442,10 +460,24 @@ class _FamilyMember:
 
 
 class _BodyMixin(_FamilyMember):
-    """A Gymnasium MuJoCo env whose model is a family body (see :func:`make_body`)."""
+    """A Gymnasium MuJoCo env whose model is a family body (see :func:`make_body`).
+
+    A member of an ``observed`` family ends its observation with its descriptor.
+    """
 
     width: int
     height: int
+    observation_space: Box
+
+    def _observe_descriptor(self) -> None:
+        """Widen the observation space by the descriptor (observed families; after ``__init__``)."""
+        if get_family(self.family).observed:
+            n = self.observation_space.shape[0] + len(get_family(self.family).params)
+            self.observation_space = Box(low=-np.inf, high=np.inf, shape=(n,), dtype=np.float64)
+
+    def _get_obs(self) -> np.ndarray:
+        obs = super()._get_obs()  # type: ignore[misc]
+        return np.concatenate([obs, self.body_descriptor]) if get_family(self.family).observed else obs
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         model = self.__dict__.pop("_built", None) or build_body(self.family, self.body)
@@ -457,13 +489,22 @@ class _BodyMixin(_FamilyMember):
 class HopperBodyEnv(_BodyMixin, HopperEnv):
     """Gymnasium's Hopper-v5 task on a hopper of the family (the healthy height scales with it)."""
 
+    FAMILY = "hopper"
+
     def __init__(self, body: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.family, self.body = "hopper", FAMILIES["hopper"].resolve(body)
-        self._built = build_body("hopper", self.body)  # compiled once, used by the simulation
+        self.family, self.body = self.FAMILY, FAMILIES[self.FAMILY].resolve(body)
+        self._built = build_body(self.family, self.body)  # compiled once, used by the simulation
         scale = float(self._built.body_pos[1, 2]) / 1.25  # standing height
         kwargs.setdefault("healthy_z_range", (0.7 * scale, float("inf")))
         HopperEnv.__init__(self, **kwargs)
         utils.EzPickle.__init__(self, body, **kwargs)
+        self._observe_descriptor()
+
+
+class HopperSizeBodyEnv(HopperBodyEnv):
+    """A hopper of the ``hopper-size`` family: observation 11 + its descriptor (length, mass)."""
+
+    FAMILY = "hopper-size"
 
 
 class HalfCheetahBodyEnv(_BodyMixin, HalfCheetahEnv):
@@ -497,8 +538,8 @@ class HalfCheetahVelBodyEnv(_FamilyMember, HalfCheetahVelEnv):
 
 
 _ENV_CLASSES: dict[str, type[gym.Env]] = {
-    "hopper": HopperBodyEnv, "halfcheetah": HalfCheetahBodyEnv, "swimmer": SwimmerBodyEnv,
-    "cheetah-vel": HalfCheetahVelBodyEnv}
+    "hopper": HopperBodyEnv, "hopper-size": HopperSizeBodyEnv, "halfcheetah": HalfCheetahBodyEnv,
+    "swimmer": SwimmerBodyEnv, "cheetah-vel": HalfCheetahVelBodyEnv}
 
 
 @functools.cache
@@ -551,7 +592,8 @@ class FamilyEnv(gym.Env):
     Args:
         family: A family name (:func:`list_families`).
         bodies: A split name of the family, or a list of parameter dicts.
-        descriptor: Append the body descriptor to the observation.
+        descriptor: Append the body descriptor to the observation (default: unless the
+            family's members observe it already).
         **kwargs: Passed to every body's env (e.g. ``render_mode``).
 
     Raises:
@@ -560,9 +602,10 @@ class FamilyEnv(gym.Env):
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array", "depth_array"]}
 
-    def __init__(self, family: str, bodies: str | list[dict[str, Any]] = "train", descriptor: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(self, family: str, bodies: str | list[dict[str, Any]] = "train",
+                 descriptor: bool | None = None, **kwargs: Any) -> None:
         self.family = get_family(family)
+        descriptor = not self.family.observed if descriptor is None else descriptor
         listed = self.family.split(bodies) if isinstance(bodies, str) else list(bodies)  # type: ignore[arg-type]
         if not listed:
             raise ConfigError(f"FamilyEnv({family!r}) needs at least one body")

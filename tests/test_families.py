@@ -13,11 +13,11 @@ from polydistill.envs.families import SPLIT_SIZES, build_body, get_family
 from polydistill.errors import ConfigError
 
 UPSTREAM = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "swimmer": "Swimmer-v5"}
-ALL = ["cheetah-vel", "halfcheetah", "hopper", "swimmer"]
+ALL = ["cheetah-vel", "halfcheetah", "hopper", "hopper-size", "swimmer"]
 
 
 def test_three_families_ship() -> None:
-    assert list_families() == ["cheetah-vel", "halfcheetah", "hopper", "swimmer"]
+    assert list_families() == ["cheetah-vel", "halfcheetah", "hopper", "hopper-size", "swimmer"]
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -95,7 +95,7 @@ def test_swimmer_segments_set_the_joint_count() -> None:
         assert body_descriptor(env)[0] == pytest.approx(get_family("swimmer").params[0].normalise(n))
 
 
-@pytest.mark.parametrize("family", sorted(UPSTREAM))
+@pytest.mark.parametrize("family", [*sorted(UPSTREAM), "hopper-size"])
 @pytest.mark.parametrize("split", ["train", "interp", "extrap"])
 def test_sampled_bodies_pass_check_env(family: str, split: str) -> None:
     body = get_family(family).split(split)[0]
@@ -107,6 +107,32 @@ def test_sampled_bodies_pass_check_env(family: str, split: str) -> None:
         assert np.isfinite(obs).all() and np.isfinite(rew)
         if term or trunc:
             env.reset()
+
+
+def test_hopper_sizes_observe_their_descriptor_and_weigh_what_the_suite_variants_do() -> None:
+    from polydistill.setups.morphology import FamilyTeacherView
+    from polydistill.teachers import PolicyTeacher
+
+    fam = get_family("hopper-size")
+    assert fam.observed and fam.param_names == ["length", "mass"]
+    long_ = make_body("hopper-size", {"length": 1.15})
+    obs, _ = long_.reset(seed=0)
+    assert obs.shape == (13,) and np.array_equal(obs[-2:], body_descriptor(long_))
+    for _ in range(5):
+        obs, *_ = long_.step(long_.action_space.sample())
+        assert np.array_equal(obs[-2:], fam.descriptor({"length": 1.15}))
+    # the same rigid bodies as the scaled variants (Morphology: uniform length, mass x inertia)
+    for variant, body in (("polydistill/Hopper-Long-v0", {"length": 1.15}),
+                          ("polydistill/Hopper-Heavy-v0", {"mass": 1.3})):
+        ref = gym.make(variant).unwrapped.model
+        ours = make_body("hopper-size", body).unwrapped.model
+        assert np.allclose(ours.body_mass, ref.body_mass) and np.allclose(ours.body_inertia, ref.body_inertia)
+    # the family env appends nothing more, so a family teacher reads a member's observation as it is
+    fenv = gym.make(fam.family_env_id)
+    assert fenv.observation_space.shape == (13,)
+    teacher = PolicyTeacher(lambda o: np.zeros((len(o), 3)), fenv.observation_space, fenv.action_space)
+    view = FamilyTeacherView(teacher, "hopper-size", {"length": 1.15})
+    assert np.array_equal(view.observe(obs[None]), obs[None])
 
 
 def test_bad_bodies_are_config_errors() -> None:

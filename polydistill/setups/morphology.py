@@ -116,7 +116,9 @@ class FamilyTeacherView(Teacher):
 
         self.teacher, self.layout = teacher, body_layout(family, params)
         self.family = family_layout(family)
-        self.descriptor = get_family(family).descriptor(params)
+        # members of an observed family carry their descriptor already: nothing is appended
+        fam = get_family(family)
+        self.descriptor = np.zeros(0) if fam.observed else fam.descriptor(params)
         self.n_act = self.layout.joints
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.layout.obs_dim,), np.float64)
         space = teacher.action_space
@@ -152,7 +154,8 @@ def family_member_teacher(teacher: Teacher, env: gym.Env) -> Teacher:
         return teacher
     from polydistill.envs.families import family_layout
 
-    width = family_layout(family).obs_dim + len(get_family(family).params)  # the family env's observation
+    fam = get_family(family)
+    width = family_layout(family).obs_dim + (0 if fam.observed else len(fam.params))  # the family env's obs
     fits = tuple(teacher.observation_space.shape) == (width,)  # type: ignore[union-attr]
     return FamilyTeacherView(teacher, family, body) if fits else teacher
 
