@@ -484,3 +484,56 @@ def test_sb3_gaussian_fast_path_equals_the_policy_distribution(share: bool) -> N
         d = model.policy.get_distribution(torch.as_tensor(obs, dtype=torch.float32)).distribution
     np.testing.assert_allclose(tgt.mean, d.mean.numpy(), atol=1e-6)
     np.testing.assert_allclose(tgt.log_std, torch.log(d.stddev).numpy(), atol=1e-6)
+
+
+class _Wider(gym.ObservationWrapper):
+    """Pendulum with two more observation entries at the end (a body descriptor, say)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (5,), np.float64)
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        return np.concatenate([obs, [0.5, -0.25]])
+
+
+def _wider_pendulum() -> gym.Env:
+    return _Wider(gym.make("Pendulum-v1"))
+
+
+def test_a_teacher_starts_from_another_with_more_observations(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from polydistill.errors import ConfigError
+    from polydistill.teachers.train import TeacherRecipe, train_teacher, warm_start
+
+    recipe = TeacherRecipe(n_timesteps=512, n_envs=2, eval_freq=0, final_eval_episodes=1,
+                           hyperparams={"n_steps": 128, "batch_size": 64},
+                           policy_kwargs={"net_arch": [16, 16]})
+    train_teacher("Pendulum-v1", tmp_path / "src", recipe, progress_bar=False)
+    src = PPO.load(tmp_path / "src" / "model.zip", device="cpu")
+    stats = VecNormalize.load(str(tmp_path / "src" / "vecnormalize.pkl"),
+                              DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    venv = VecNormalize(DummyVecEnv([_wider_pendulum]))
+    model = PPO("MlpPolicy", venv, policy_kwargs={"net_arch": [16, 16]}, device="cpu")
+    got = warm_start(model, venv, tmp_path / "src", PPO)
+    assert got == {"from": str(tmp_path / "src"), "observations_added": 2, "statistics": True}
+    assert np.array_equal(venv.obs_rms.mean[:3], stats.obs_rms.mean[:3])
+    assert np.array_equal(venv.obs_rms.mean[3:], [0, 0]) and np.array_equal(venv.obs_rms.var[3:], [1, 1])
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # the new policy acts as the source, whatever the new entries say
+        obs = rng.normal(size=(4, 3))
+        wide = np.concatenate([obs, rng.normal(size=(4, 2))], 1)
+        a_src = src.policy.predict(stats.normalize_obs(obs), deterministic=True)[0]
+        a_new = model.policy.predict(venv.normalize_obs(wide), deterministic=True)[0]
+        assert np.allclose(a_src, a_new, atol=1e-6)
+    other = PPO("MlpPolicy", venv, policy_kwargs={"net_arch": [32, 32]}, device="cpu")
+    with pytest.raises(ConfigError, match="has shape"):
+        warm_start(other, venv, tmp_path / "src", PPO)
+    with pytest.raises(ConfigError, match="no model.zip"):
+        warm_start(model, venv, tmp_path / "nowhere", PPO)
+    narrow = PPO("MlpPolicy", DummyVecEnv([lambda: gym.make("MountainCarContinuous-v0")]),
+                 policy_kwargs={"net_arch": [16, 16]}, device="cpu")
+    with pytest.raises(ConfigError, match="may only add observations"):
+        warm_start(narrow, narrow.get_env(), tmp_path / "src", PPO)

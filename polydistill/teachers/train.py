@@ -78,6 +78,13 @@ class TeacherRecipe:
     """Ship the checkpoint with the best periodic evaluation (with its own VecNormalize
     statistics) instead of the last one; PPO's return is noisy from update to update. The
     manifest's return is always re-measured on fresh seeds."""
+    init_from: str | None = None
+    """A teacher folder (``model.zip``, and ``vecnormalize.pkl`` if this recipe normalises)
+    of the same algorithm and network whose weights and statistics start this teacher: a
+    single-body specialist starts its family's teacher. Observation entries this env has
+    beyond the source's (appended at the end, e.g. a body descriptor) start with zero input
+    weights, mean 0 and variance 1, so training starts from the source's policy. A relative
+    path is looked up under the ``agents`` folder (``teachers/hopper``)."""
 
 
 def default_recipe_path() -> Path:
@@ -192,6 +199,61 @@ def _hyperparams(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _init_path(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_absolute() and not path.exists():
+        path = agents_dir() / raw
+    if not (path / "model.zip").is_file():
+        raise ConfigError(f"init_from: no model.zip in {str(path)!r}")
+    return path
+
+
+def _widen(name: str, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``old`` in ``new``'s shape: equal shapes copy; a wider input layer gets zero weights."""
+    if new.shape == old.shape:
+        return old.clone()
+    if new.dim() == 2 and old.dim() == 2 and new.shape[0] == old.shape[0] and new.shape[1] > old.shape[1]:
+        out = torch.zeros_like(new)
+        out[:, : old.shape[1]] = old
+        return out
+    raise ConfigError(f"init_from: parameter {name!r} has shape {tuple(old.shape)} in the source, "
+                      f"{tuple(new.shape)} here (same algorithm and network needed)")
+
+
+def warm_start(model: Any, venv: Any, source: str | Path, algo_cls: type) -> dict[str, Any]:
+    """Start ``model`` (and ``venv``'s VecNormalize statistics) from the teacher in ``source``.
+
+    See :attr:`TeacherRecipe.init_from`. Returns what was copied (for the manifest).
+
+    Raises:
+        ConfigError: for a missing source, another network, or fewer observation entries here.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from polydistill.teachers.sb3 import _SpacesOnlyEnv
+
+    path = _init_path(str(source))
+    src = algo_cls.load(path / "model.zip", device="cpu")
+    n_src, n_new = src.observation_space.shape[0], model.observation_space.shape[0]
+    if n_new < n_src or src.action_space.shape != model.action_space.shape:
+        raise ConfigError(f"init_from: the source reads {n_src} observations and acts {src.action_space}; "
+                          f"here {n_new} and {model.action_space} (an env may only add observations)")
+    new_state, old_state = model.policy.state_dict(), src.policy.state_dict()
+    missing = sorted(set(new_state) ^ set(old_state))
+    if missing:
+        raise ConfigError(f"init_from: the networks differ (parameters {missing[:4]}...)")
+    model.policy.load_state_dict({k: _widen(k, v, old_state[k]) for k, v in new_state.items()})
+    stats = isinstance(venv, VecNormalize) and (path / "vecnormalize.pkl").is_file()
+    if stats:
+        holder = DummyVecEnv([lambda: _SpacesOnlyEnv(src.observation_space, src.action_space)])
+        vn = VecNormalize.load(str(path / "vecnormalize.pkl"), holder)  # SB3's pickle: a trusted path
+        venv.obs_rms.mean[:n_src], venv.obs_rms.var[:n_src] = vn.obs_rms.mean, vn.obs_rms.var
+        venv.obs_rms.mean[n_src:], venv.obs_rms.var[n_src:] = 0.0, 1.0
+        venv.obs_rms.count = vn.obs_rms.count
+        venv.ret_rms = vn.ret_rms
+    return {"from": str(source), "observations_added": int(n_new - n_src), "statistics": bool(stats)}
+
+
 class _SaveWithStats:
     """``callback_on_new_best`` that saves the model *and* its VecNormalize statistics."""
 
@@ -265,6 +327,7 @@ def train_teacher(
         tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
         **hyperparams,
     )
+    started = warm_start(model, venv, recipe.init_from, algo_cls) if recipe.init_from else None
     callbacks = []
     best_dir = out / "best"
     if recipe.eval_freq > 0:
@@ -320,6 +383,7 @@ def train_teacher(
         "action_space": repr(teacher.action_space),
         "obs_groups": list(recipe.obs_groups),
         "recipe": to_dict(recipe),
+        **({"init_from": started} if started else {}),
         "versions": library_versions(),
         "reproduce": command or (
             f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
