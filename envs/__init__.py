@@ -132,6 +132,7 @@ _FAMILY_IDS: dict[str, str] = {
 (``polydistill.envs.families.FamilyEnv``): what a family's privileged teacher trains on."""
 
 _VEL_BODY = "polydistill/HalfCheetahVelBody-v0"
+_SIZE_BODY = "polydistill/HopperSizeBody-v0"
 
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "locomotion": (
@@ -152,7 +153,21 @@ SUITES: dict[str, tuple[TaskSpec, ...]] = {
                  "heldout", "pendulum"),
     ),
 }
-"""Named task suites; ``locomotion`` is the default."""
+SUITES["locomotion-sizes"] = (
+    TaskSpec("hopper", _SIZE_BODY, "hopper", kwargs={"body": {"length": 1.0, "mass": 1.0}},
+             teacher_family="hopper-size"),
+    TaskSpec("hopper-heavy", _SIZE_BODY, "hopper", kwargs={"body": {"length": 1.0, "mass": 1.3}},
+             teacher_family="hopper-size"),
+    TaskSpec("hopper-sizes", "polydistill/HopperSizeFamily-v0", "hopper", teacher_family="hopper-size"),
+    TaskSpec("hopper-size-long", _SIZE_BODY, "hopper", "heldout",
+             kwargs={"body": {"length": 1.15, "mass": 1.0}}),
+    *(t for t in SUITES["locomotion"] if not t.name.startswith("hopper")),
+)
+"""Named task suites; ``locomotion`` is the default. ``locomotion-sizes`` is ``locomotion`` with
+its hoppers made members of the ``hopper-size`` family: they observe their size and weight,
+share the ``hopper`` token and the family's teacher, and ``hopper-sizes`` drives the family's
+16 training bodies; ``hopper-size-long`` (every limb x1.15) is held out inside the family's
+ranges. It becomes the default once the family's teacher stops falling (see the README)."""
 
 
 _VISION: dict[str, str] = {

@@ -412,7 +412,7 @@ FAMILIES: dict[str, BodyFamily] = {
     ), "polydistill/HalfCheetahVelBody-v0", None, "polydistill/HalfCheetahVelFamily-v0"),
 }
 """The procedural families; ``extrap`` swimmers outside the segment range have 6 segments.
-``hopper-size`` is the default suite's hopper family: hoppers that differ in size and weight
+``hopper-size`` is the ``locomotion-sizes`` suite's hopper family: hoppers that differ in size and weight
 only, whose observation ends with their (observed) descriptor.
 ``cheetah-vel`` is the velocity family: one half-cheetah body, the target velocity (already in
 the observation) as its only parameter."""

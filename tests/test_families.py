@@ -265,7 +265,7 @@ def test_family_suites_list_every_split_with_its_body() -> None:
     assert np.array_equal(body_descriptor(env), get_family("hopper").descriptor(t.kwargs["body"]))
 
 
-def test_the_default_suite_velocity_tasks_share_the_family_teacher() -> None:
+def test_the_default_suite_family_tasks_share_their_family_teacher() -> None:
     from polydistill.envs import get_suite
     from polydistill.evaluation.report import suite_eval_tasks
     from polydistill.setups.generalist import default_teachers_dir
@@ -278,8 +278,20 @@ def test_the_default_suite_velocity_tasks_share_the_family_teacher() -> None:
     held = tasks["cheetah-vel1.5"]  # the yardstick stays the target's own specialist
     assert held.teacher_name == "cheetah-vel1.5" and held.teacher_env_id == held.env_id
     assert tasks["hopper"].teacher_name == "hopper"
+    sizes = {t.name: t for t in get_suite("locomotion-sizes")}
+    assert set(sizes) - set(tasks) == {"hopper-sizes", "hopper-size-long"}
+    assert set(tasks) - set(sizes) == {"hopper-long"}
+    for name in ("hopper", "hopper-heavy", "hopper-sizes"):  # the hopper sizes: one family teacher
+        assert sizes[name].teacher_name == "hopper-size-family" and sizes[name].embodiment == "hopper"
+        assert sizes[name].teacher_env_id == "polydistill/HopperSizeFamily-v0"
+    long_ = sizes["hopper-size-long"]  # held out inside the ranges, its own specialist the yardstick
+    assert long_.teacher_name == "hopper-size-long" and long_.split == "heldout" and long_.proxy is None
+    assert (np.abs(get_family("hopper-size").descriptor(long_.kwargs["body"])) < 1).all()
+    assert long_.kwargs["body"] not in get_family("hopper-size").split("train")
+    assert tasks["swimmer"].teacher_name == "swimmer"
     # every teacher the suite names is shipped
-    assert all((default_teachers_dir() / t.teacher_name / "model.zip").is_file() for t in tasks.values())
+    assert all((default_teachers_dir() / t.teacher_name / "model.zip").is_file()
+               for t in [*tasks.values(), *sizes.values()])
     evals = {t.name: t for t in suite_eval_tasks("locomotion", default_teachers_dir())}
     assert evals["cheetah-vel2"].teacher.endswith("cheetah-vel-family")  # type: ignore[union-attr]
     from polydistill.evaluation.report import task_teacher
@@ -287,6 +299,10 @@ def test_the_default_suite_velocity_tasks_share_the_family_teacher() -> None:
     t = evals["cheetah-vel2"]
     view = task_teacher(t.teacher, t.env_id, dict(t.env_kwargs))  # type: ignore[arg-type]
     assert isinstance(view, FamilyTeacherView) and view.descriptor.shape == (1,)
+    t = {e.name: e for e in suite_eval_tasks("locomotion-sizes", default_teachers_dir())}["hopper-heavy"]
+    # an observed family: the member's observation is the teacher's
+    view = task_teacher(t.teacher, t.env_id, dict(t.env_kwargs))  # type: ignore[arg-type]
+    assert isinstance(view, FamilyTeacherView) and view.descriptor.shape == (0,)
 
 
 def test_suite_teacher_recipe_trains_family_teachers_on_the_family_env() -> None:
