@@ -23,11 +23,13 @@ ALL_ENV_IDS = sorted({t.env_id for t in ALL_TASKS} | {
 # Upstream MuJoCo envs declare unbounded observation boxes; the checker warns about that.
 _EXPECTED_WARNING = "infinity"
 
-# (observation dim, action dim) per embodiment family of the default suite.
+# (observation dim, action dim) of every suite task's env.
 EXPECTED_DIMS = {
     "polydistill/Hopper-v0": (11, 3),
     "polydistill/Hopper-Heavy-v0": (11, 3),
     "polydistill/Hopper-Long-v0": (11, 3),
+    "polydistill/HopperSizeBody-v0": (13, 3),
+    "polydistill/HopperSizeFamily-v0": (13, 3),
     "polydistill/HalfCheetah-Vel1-v0": (18, 6),
     "polydistill/HalfCheetah-Vel2-v0": (18, 6),
     "polydistill/HalfCheetah-Vel1.5-v0": (18, 6),
