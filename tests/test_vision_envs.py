@@ -15,6 +15,8 @@ import polydistill.envs  # noqa: F401
 from polydistill.errors import ConfigError
 from polydistill.wrappers.gymnasium import ObsGroups
 
+pytestmark = pytest.mark.physics  # rerun on mujoco 3.3.0 in the second CI environment
+
 IDS = ["polydistill/PointGoalVision-v0", "polydistill/ReachVision-v0"]
 
 
