@@ -223,3 +223,27 @@ def test_cells_dir_fingerprints_are_stable_and_results_take_one_form(tmp_path: P
         cell_fingerprint(("n", 0, "m", lambda: 0))
     with pytest.raises(ConfigError, match="cannot fingerprint"):
         cell_fingerprint(("n", 0, "m", object()))
+
+
+def test_cell_fingerprints_do_not_depend_on_where_the_checkout_is(monkeypatch, tmp_path: Path) -> None:
+    import polydistill.utils
+    from polydistill.bench.stats import cell_fingerprint
+    from polydistill.utils import agents_dir
+
+    here = cell_fingerprint(("n", 0, "m", str(agents_dir() / "teachers" / "hopper-family")))
+    elsewhere = tmp_path / "clone" / "agents"
+    monkeypatch.setattr(polydistill.utils, "agents_dir", lambda: elsewhere)
+    assert cell_fingerprint(("n", 0, "m", str(elsewhere / "teachers" / "hopper-family"))) == here
+    assert cell_fingerprint(("n", 0, "m", str(elsewhere / "teachers" / "swimmer-family"))) != here
+
+
+def test_a_retrained_family_teacher_makes_new_morphology_cells(tmp_path: Path) -> None:
+    from polydistill.bench.morphology import _teacher_digest
+
+    teacher = tmp_path / "hopper-family"
+    assert _teacher_digest(str(teacher)) == ""  # no weights: nothing to digest
+    teacher.mkdir()
+    (teacher / "model.zip").write_bytes(b"weights one")
+    first = _teacher_digest(str(teacher))
+    (teacher / "model.zip").write_bytes(b"weights two")
+    assert len(first) == 16 and _teacher_digest(str(teacher)) != first

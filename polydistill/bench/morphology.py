@@ -132,14 +132,17 @@ def run(options: BenchOptions) -> dict[str, Any]:
         # the specialists on disk are part of the cell: one trained later makes it a new cell
         have = tuple(sorted(n for n in family_bodies(fam)
                             if (Path(base.specialists_dir or "") / n / "model.zip").is_file()))
-        jobs.append((fam, 0, "yardstick", "yardstick", base, episodes, False, have))
+        # so are the teachers' weights: a retrained teacher at the same path makes new cells
+        digest = _teacher_digest(base.teacher)
+        jobs.append((fam, 0, "yardstick", "yardstick", base, episodes, False, have, digest))
         for kind in kinds:
             cfg = morphology_recipe(fam, kind, options.teachers_dir)
             if steps is not None:
                 cfg = override(cfg, {"total_steps": int(steps), "buffer.capacity": int(steps),
                                      **({"rounds": 2} if options.quick else {})})
             for seed in range(options.seeds):
-                jobs.append((fam, seed, kind, "student", override(cfg, {"seed": seed}), episodes, False))
+                jobs.append((fam, seed, kind, "student", override(cfg, {"seed": seed}), episodes, False, (),
+                             digest))
     t0 = time.perf_counter()
     results = run_cells(jobs, _dispatch, options.workers, "morphology benchmark", options.progress_bar,
                         options.cells_dir)
@@ -196,13 +199,21 @@ def run(options: BenchOptions) -> dict[str, Any]:
     return report
 
 
+def _teacher_digest(teacher: str | None) -> str:
+    """SHA-256 (16 hex digits) of the family teacher's weights, or ``""`` where it has none."""
+    import hashlib
+
+    path = Path(teacher or "") / "model.zip"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
+
+
 def _dispatch(which: str, config: MorphologyConfig, episodes: int, progress_bar: bool,
-              specialists: tuple[str, ...] = ()) -> dict[str, Any]:
+              specialists: tuple[str, ...] = (), teacher_digest: str = "") -> dict[str, Any]:
     """Run a ``student`` or a ``yardstick`` cell.
 
-    Cells are named, so a cell's fingerprint is its config; a yardstick cell's also lists the
-    specialists it found.
+    Cells are named, so a cell's fingerprint is its config, the digest of its family teacher's
+    weights and, for a yardstick cell, the specialists it found.
     """
-    del specialists  # only part of the fingerprint
+    del specialists, teacher_digest  # only part of the fingerprint
     cell = _student_cell if which == "student" else _yardstick_cell
     return cell(config, episodes, progress_bar)

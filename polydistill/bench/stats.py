@@ -93,14 +93,17 @@ def cell_fingerprint(job: tuple[Any, ...]) -> str:
     """A digest of a cell that is the same in every process and run.
 
     It covers the cell's name, seed, method, function and arguments (dataclasses as their
-    fields, functions as their import path).
+    fields, functions as their import path). Paths inside the installed ``agents/`` folder
+    count from that folder, so a cell computed in one checkout is found in another.
 
     Raises:
         ConfigError: for an argument with no stable form (a closure, an arbitrary object).
     """
     import hashlib
 
-    text = json.dumps(_canon(list(job)), sort_keys=True)
+    from polydistill.utils import agents_dir
+
+    text = json.dumps(_canon(list(job)), sort_keys=True).replace(str(agents_dir()), "<agents>")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
