@@ -1,4 +1,4 @@
-"""Command line: ``polydistill train-teacher | distill | evaluate | quickstart | benchmark``.
+"""Command line: ``polydistill train-teacher | distill | finetune | evaluate | quickstart | benchmark``.
 
 Every subcommand prints its own ``--help``; errors from bad input are printed as one line
 (``error: ...``) with exit status 2 instead of a traceback.
@@ -216,6 +216,51 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="improve a distilled student with PPO (stable-baselines3)")
+    p.add_argument("--student", required=True, help="the distilled student (folder or .safetensors)")
+    p.add_argument("--out", required=True, help="folder of the fine-tuned student")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--task", action="append", default=None,
+                        help="fine-tune on this task (repeatable): one of the student's own, or of its "
+                             "suite (held-out ones too); default: all the student's tasks")
+    target.add_argument("--env-id", default=None, help="fine-tune on any registered Gymnasium id")
+    p.add_argument("--embodiment", default=None, help="with --env-id: the token that drives it")
+    p.add_argument("--teacher", default=None, help="with --env-id: the regulariser's teacher (default: "
+                                                     "the student before fine-tuning)")
+    p.add_argument("--teachers-dir", default=None, help="where the suite's teachers are (default: shipped)")
+    p.add_argument("--steps", type=float, required=True, help="env steps of fine-tuning, all tasks together")
+    p.add_argument("--recipe", default=None, help="recipe YAML (default: agents/finetune.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set regularizer.coef=0")
+    p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from polydistill.deploy import load_student
+    from polydistill.finetune import finetune, load_finetune_config, resolve_finetune_tasks
+
+    if args.steps <= 0:
+        raise ConfigError(f"--steps must be > 0, got {args.steps:g}")
+    if (args.embodiment or args.teacher) and not args.env_id:
+        raise ConfigError("--embodiment and --teacher go with --env-id")
+    sets = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    cfg = load_finetune_config(args.recipe, sets)
+    tasks = resolve_finetune_tasks(load_student(args.student), args.task, args.env_id, args.embodiment,
+                                   args.teacher, args.teachers_dir)
+    summary = finetune(args.student, args.out, tasks, int(args.steps), cfg,
+                       progress_bar=not args.no_progress, command=shlex.join(["polydistill", *sys.argv[1:]]))
+    lines = ["| task | before | after |", "|---|---:|---:|"]
+    for name, before in summary["returns_before"].items():
+        lines.append(f"| {name} | {before:.1f} | {summary['returns_after'][name]:.1f} |")
+    print("\n".join(lines))
+    print(f"student: {summary['student']} (kept the student of step {summary['kept_step']}); "
+          f"evaluate: polydistill evaluate --student {shlex.quote(args.out)}")
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="per-task table of teacher vs student returns (any setup)")
     p.add_argument("--student", required=True, help="student folder or .safetensors file")
@@ -257,6 +302,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         episodes=args.episodes, seed=args.seed, suite=args.suite, teachers_dir=args.teachers_dir,
         env_id=args.env_id, teacher=args.teacher, embodiment=args.embodiment, video=args.video,
         task=args.task, success_key=args.success_key, env_kwargs=tuple(sorted(env_kwargs.items()))))
+    if student.metadata.get("finetune"):
+        from polydistill.finetune.run import add_pre_finetune
+
+        rows = add_pre_finetune(rows, args.student, setup, EvalOptions(
+            episodes=args.episodes, seed=args.seed, suite=args.suite, teachers_dir=args.teachers_dir,
+            env_id=args.env_id, embodiment=args.embodiment, task=args.task, with_teacher=False,
+            success_key=args.success_key, env_kwargs=tuple(sorted(env_kwargs.items()))))
     print(markdown_table(rows))
     if args.out:
         print(f"report: {write_report(rows, args.out, f'evaluation of {args.student}')['md']}")
@@ -349,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_teacher(sub)
     _add_distill(sub)
+    _add_finetune(sub)
     _add_evaluate(sub)
     _add_quickstart(sub)
     _add_benchmark(sub)

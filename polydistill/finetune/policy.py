@@ -1,0 +1,176 @@
+"""A distilled student as a stable-baselines3 actor-critic, and the env view it acts through.
+
+SB3's PPO sees one flat observation per env: the task's raw observation zero-padded to the
+student's widest embodiment, then the student's token row (one float). :class:`TokenRouted`
+makes that view of a task's env and cuts the padded action back to the embodiment's; every
+task of a multi-task run therefore has the same spaces and steps in one vector env, each
+routed to its own token. :class:`StudentActorCritic` is the policy: the actor *is* the
+student (its normaliser, trunk and head, unchanged in structure, so the fine-tuned weights
+load back into a normal student checkpoint), and the critic is a new MLP on the student's
+normalised input and token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from polydistill.errors import ConfigError
+from polydistill.students.base import ACTIVATIONS, Student
+from polydistill.students.embodiment import EmbodimentTable
+
+__all__ = ["TokenRouted", "StudentActorCritic", "routed_spaces", "split_obs"]
+
+
+def routed_spaces(table: EmbodimentTable) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """Observation and action space every routed task shares.
+
+    The observation is ``max_obs_dim`` raw values then the token row; the action is the widest
+    action vector, bounded by the union of the embodiments' bounds (each task clips to its own).
+    """
+    d, a = table.max_obs_dim, table.max_action_dim
+    obs = gym.spaces.Box(-np.inf, np.inf, (d + 1,), np.float32)
+    mask = table.action_mask
+    low = np.where(mask, table.action_low, np.inf).min(0)
+    high = np.where(mask, table.action_high, -np.inf).max(0)
+    return obs, gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), (a,), np.float32)
+
+
+def split_obs(obs: torch.Tensor, table: EmbodimentTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Routed observations ``(B, D + 1)`` -> padded raw observations ``(B, D)`` and token rows ``(B,)``."""
+    d = table.max_obs_dim
+    return obs[:, :d], obs[:, d].round().long()
+
+
+class TokenRouted(gym.Wrapper):
+    """One task's env as the routed view (padded observation + token row; padded action cut).
+
+    Args:
+        env: The task's env (flat Box observations of the embodiment's size).
+        table: The student's embodiment table.
+        row: The token row that drives this task.
+
+    Example:
+        >>> env = TokenRouted(make_env("polydistill/Hopper-v0"), student.table, 0)  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env, table: EmbodimentTable, row: int) -> None:
+        super().__init__(env)
+        self.table, self.row = table, int(row)
+        e = table.embodiments[self.row]
+        shape = tuple(getattr(env.observation_space, "shape", None) or ())
+        if shape != (e.obs_dim,):
+            raise ConfigError(f"token {e.name!r} reads observations of shape ({e.obs_dim},), the env "
+                              f"{env.spec.id if env.spec else env} gives {shape}")
+        if e.action_kind != "continuous":
+            raise ConfigError("fine-tuning supports continuous-action students only")
+        self.observation_space, self.action_space = routed_spaces(table)
+        self._obs_dim, self._act_dim = e.obs_dim, e.action_dim
+        self._low = table.action_low[self.row, : e.action_dim]
+        self._high = table.action_high[self.row, : e.action_dim]
+
+    def _route(self, obs: Any) -> np.ndarray:
+        out = np.zeros(self.table.max_obs_dim + 1, dtype=np.float32)
+        out[: self._obs_dim] = obs
+        out[-1] = self.row
+        return out
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the task's env; the observation comes routed (padded, with its token)."""
+        obs, info = self.env.reset(**kwargs)
+        return self._route(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Step with the task's slice of the padded action, clipped to its bounds."""
+        a = np.clip(np.asarray(action, dtype=np.float32)[: self._act_dim], self._low, self._high)
+        obs, reward, terminated, truncated, info = self.env.step(a)
+        return self._route(obs), reward, terminated, truncated, info
+
+
+class StudentActorCritic(ActorCriticPolicy):
+    """SB3 actor-critic whose actor is a polydistill student (see the module docstring).
+
+    Args:
+        observation_space: The routed observation space (:func:`routed_spaces`).
+        action_space: The routed action space.
+        lr_schedule: SB3's learning-rate schedule (the critic's; the actor's is ``actor_lr``).
+        student: The distilled student; fine-tuned in place.
+        value_hidden: Hidden widths of the critic.
+        actor_lr: Initial learning rate of the actor's parameters.
+        activation: Critic activation (one of :data:`~polydistill.students.base.ACTIVATIONS`).
+        **kwargs: Passed to :class:`ActorCriticPolicy` (``use_sde`` must stay off).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Box,
+                 lr_schedule: Any, student: Student, value_hidden: tuple[int, ...] = (256, 256),
+                 actor_lr: float = 3e-5, activation: str = "tanh", **kwargs: Any) -> None:
+        if kwargs.get("use_sde"):
+            raise ConfigError("fine-tuning a student does not support gSDE")
+        # _build (called by the base __init__) needs these before nn.Module is set up.
+        object.__setattr__(self, "_pending", (student, tuple(value_hidden), float(actor_lr), activation))
+        super().__init__(observation_space, action_space, lr_schedule, net_arch=[], **kwargs)
+
+    def _build(self, lr_schedule: Any) -> None:
+        student, hidden, actor_lr, activation = self.__dict__.pop("_pending")
+        self.student = student
+        self.table = student.table
+        width = self.table.max_obs_dim + self.table.code_dim
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.critic = nn.Sequential(*layers)
+        self.action_dist = DiagGaussianDistribution(self.table.max_action_dim)
+        self.optimizer = self.optimizer_class(
+            [{"params": list(self.student.parameters()), "lr": actor_lr, "name": "actor"},
+             {"params": list(self.critic.parameters()), "lr": lr_schedule(1), "name": "critic"}],
+            **self.optimizer_kwargs)
+
+    # ----------------------------------------------------------------- pieces
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The student's parameters (what the critic warm-up freezes)."""
+        return list(self.student.parameters())
+
+    def student_output(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, log-std ``(B, A)`` of the student on routed observations, and their token rows."""
+        x, emb = split_obs(obs.float(), self.table)
+        out = self.student(x, emb)
+        return out.mean, out.log_std, emb  # type: ignore[return-value]
+
+    def _distribution(self, obs: torch.Tensor) -> DiagGaussianDistribution:
+        mean, log_std, _ = self.student_output(obs)
+        return self.action_dist.proba_distribution(mean, log_std)
+
+    def predict_values(self, obs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Critic values ``(B, 1)`` of routed observations."""
+        x, emb = split_obs(obs.float(), self.table)
+        inp = torch.cat([self.student.normalize(x, emb), self.student.token_codes[emb].to(x.dtype)], -1)
+        return self.critic(inp)
+
+    # ----------------------------------------------------------------- what PPO calls
+    def forward(self, obs: torch.Tensor, deterministic: bool = False  # type: ignore[override]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Actions, values and log-probabilities of routed observations (SB3's rollout call)."""
+        dist = self._distribution(obs)
+        actions = dist.get_actions(deterministic=deterministic)
+        return actions, self.predict_values(obs), dist.log_prob(actions)
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor  # type: ignore[override]
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Values, log-probabilities and entropy of ``actions`` (SB3's update call)."""
+        dist = self._distribution(obs)
+        return self.predict_values(obs), dist.log_prob(actions), dist.entropy()
+
+    def get_distribution(self, obs: torch.Tensor) -> DiagGaussianDistribution:  # type: ignore[override]
+        """The student's Gaussian over the padded action."""
+        return self._distribution(obs)
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:  # type: ignore[override]
+        return self._distribution(observation).get_actions(deterministic=deterministic)

@@ -1,0 +1,466 @@
+"""``polydistill finetune``: PPO from a distilled student, back into a student checkpoint.
+
+:func:`finetune` loads a student, routes each chosen task to its token (one vector env for all
+of them, :class:`~polydistill.finetune.policy.TokenRouted`), runs
+:class:`~polydistill.finetune.ppo.KickstartPPO` with the student as the actor, evaluates every
+task deterministically along the way (the learning curve) and writes a normal student
+checkpoint whose metadata keeps the history of both stages. The pre-fine-tuning student is
+copied beside it (``pre_finetune.safetensors``) so ``evaluate`` can report the two side by side.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polydistill.config import to_dict
+from polydistill.deploy.checkpoint import DeployedStudent, load_student, resolve_student_path, save_student
+from polydistill.errors import ConfigError, TrainingError
+from polydistill.evaluation.episodes import evaluate
+from polydistill.finetune.config import FinetuneConfig
+from polydistill.students.generalist import GeneralistStudent
+from polydistill.utils import atomic_write_json, library_versions, make_env, seed_everything
+
+__all__ = ["FinetuneTask", "resolve_finetune_tasks", "finetune", "add_pre_finetune", "PRE_FINETUNE",
+           "EVAL_SEED"]
+
+log = logging.getLogger(__name__)
+
+PRE_FINETUNE = "pre_finetune.safetensors"
+"""Name of the copy of the pre-fine-tuning student beside the fine-tuned one."""
+EVAL_SEED = 70_000
+"""First seed of the fine-tuning run's own evaluations (``evaluate`` and the benchmarks use 100,000)."""
+
+_REGENERATED = ("format", "format_version", "student", "student_config", "embodiments", "task_tokens",
+                "created", "versions", "sha256")
+
+
+@dataclass(frozen=True)
+class FinetuneTask:
+    """One task to fine-tune on: its env, the token that drives it and its reference teacher."""
+
+    name: str
+    env_id: str
+    embodiment: str
+    """Student token that drives it (a held-out body's proxy token)."""
+    split: str = "train"
+    """``train``: a task the student was distilled on; ``heldout``: one it never saw."""
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    task: str | None = None
+    """Task token (students with task tokens)."""
+    teacher: str | None = None
+    """The teacher the student was distilled from on this task (the regulariser's reference)."""
+
+
+def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None = None,
+                           env_id: str | None = None, embodiment: str | None = None,
+                           teacher: str | None = None, teachers_dir: str | None = None) -> list[FinetuneTask]:
+    """The tasks a fine-tuning run steps in.
+
+    ``names`` are looked up among the student's own distillation tasks (with their teachers),
+    then among the tasks of the suite it was distilled on (held-out ones drive their proxy
+    token and have no teacher: the regulariser holds them to the pre-fine-tuning student).
+    ``env_id`` (with ``embodiment`` where the student has several) fine-tunes on any env.
+    With neither, every distillation task of the student.
+
+    Raises:
+        ConfigError: for an unknown task name, an embodiment the student lacks, or both
+            ``names`` and ``env_id``.
+    """
+    meta = student.metadata
+    own = [FinetuneTask(t["name"], t["env_id"], t["embodiment"], "train",
+                        tuple(sorted(t.get("env_kwargs", {}).items())), t.get("task"), t.get("teacher"))
+           for t in meta.get("tasks", [])]
+    if names and env_id:
+        raise ConfigError("--task and --env-id are exclusive")
+    if env_id:
+        emb = embodiment or (student.embodiments[0] if len(student.embodiments) == 1 else None)
+        if emb is None:
+            raise ConfigError("--embodiment is required with --env-id: the student drives "
+                              f"{student.embodiments}")
+        tasks = [FinetuneTask(env_id.split("/")[-1], env_id, emb, "train", (), None, teacher)]
+    elif not names:
+        if not own:
+            raise ConfigError("this student records no distillation tasks; pass --task or --env-id")
+        tasks = own
+    else:
+        known = {t.name: t for t in own}
+        suite = meta.get("suite")
+        if suite and any(n not in known for n in names):
+            from polydistill.evaluation.report import suite_eval_tasks
+            from polydistill.setups.generalist import default_teachers_dir
+
+            for t in suite_eval_tasks(suite, teachers_dir or default_teachers_dir()):
+                if t.name not in known:
+                    known[t.name] = FinetuneTask(t.name, t.env_id, t.embodiment, t.split, t.env_kwargs,
+                                                 t.task,
+                                                 t.teacher if t.split == "train" else None)
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise ConfigError(f"unknown task(s) {bad}; this student knows {sorted(known)}")
+        tasks = [known[n] for n in dict.fromkeys(names)]
+    for t in tasks:
+        if t.embodiment not in student.embodiments:
+            raise ConfigError(f"task {t.name!r} needs embodiment {t.embodiment!r}; the student drives "
+                              f"{student.embodiments}")
+        try:
+            student.table.id(t.embodiment, t.task)
+        except Exception as exc:
+            raise ConfigError(f"task {t.name!r}: {exc}") from None
+    return tasks
+
+
+def _teacher_reference(spec: str, task: FinetuneTask) -> Any:
+    from polydistill.evaluation.report import task_teacher
+
+    teacher = task_teacher(spec, task.env_id, dict(task.env_kwargs))
+
+    def ref(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        # The clipped mean: the student was distilled to the action the teacher takes (a mean
+        # beyond the bounds acts as the bound), so the unclipped one would pull it off for nothing.
+        t = teacher.action_dist(obs)
+        return t.action, t.log_std
+
+    return ref
+
+
+def _fresh_copy(student: GeneralistStudent) -> GeneralistStudent:
+    """A deep copy without the original's cached fast paths (they would read the original's weights)."""
+    twin = copy.deepcopy(student)
+    for key in ("_policies", "_norm_cache"):
+        twin.__dict__.pop(key, None)
+    return twin
+
+
+def _student_reference(student: GeneralistStudent, row: int) -> Any:
+    frozen = _fresh_copy(student).eval()
+    k = frozen.table.embodiments[row].action_dim
+
+    @torch.inference_mode()
+    def ref(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = torch.from_numpy(frozen.table.pad_obs(obs.astype(np.float32), row))
+        out = frozen(x, torch.full((len(x),), row, dtype=torch.long))
+        return out.mean[:, :k].numpy(), out.log_std[:, :k].numpy()  # type: ignore[index]
+
+    return ref
+
+
+def _policy_act(student: GeneralistStudent, row: int) -> Any:
+    act = student.policy(row)
+
+    def f(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return act(torch.from_numpy(np.asarray(obs, dtype=np.float32))).numpy()
+
+    return f
+
+
+def _evaluate_tasks(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
+                    episodes: int) -> dict[str, float]:
+    out = {}
+    for t, row in zip(tasks, rows, strict=True):
+        r = evaluate(t.env_id, _policy_act(student, row), n_episodes=episodes, seed=EVAL_SEED,
+                     env_kwargs=dict(t.env_kwargs))
+        out[t.name] = r.mean_return
+    return out
+
+
+def _score(returns: dict[str, float], start: dict[str, float]) -> float:
+    """Mean improvement over the start, relative to each task's starting return."""
+    return float(np.mean([(returns[k] - start[k]) / max(abs(start[k]), 1.0) for k in start]))
+
+
+def _log_std_head(student: GeneralistStudent) -> torch.nn.Linear:
+    head = getattr(student, "head", None)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 2 * student.table.max_action_dim:
+        raise ConfigError(f"log_std_init: the {student.config.architecture} student has no single Gaussian "
+                          "head whose log-std could be set; use log_std_init: student")
+    return head
+
+
+def _reset_log_std(student: GeneralistStudent, value: float) -> None:
+    head, a = _log_std_head(student), student.table.max_action_dim
+    with torch.no_grad():
+        head.weight[a:] = 0.0
+        head.bias[a:] = value
+
+
+def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
+                 own: Sequence[FinetuneTask]) -> str | None:
+    """The teacher whose noise a task explores with: its own, else that of a training task on its token."""
+    if task.teacher:
+        return task.teacher
+    for t in [*tasks, *own]:
+        if t.teacher and t.embodiment == task.embodiment and t.task == task.task:
+            return t.teacher
+    return None
+
+
+def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
+                 own: Sequence[FinetuneTask], states_per_task: int = 2000,
+                 ridge: float = 1e-3) -> dict[str, str | None]:
+    """Least-squares fit of the head's log-std rows to the teachers' log-std on the student's states.
+
+    Only the log-std half of the head changes, so the mean (and every deterministic action)
+    stays exactly as distilled. Returns the teacher used per task (None: none, not fitted);
+    where no task has a teacher with a Gaussian distribution nothing changes (a warning says so).
+    """
+    head, a = _log_std_head(student), student.table.max_action_dim
+    feats, targets, masks, used = [], [], [], {}
+    for t, row in zip(tasks, rows, strict=True):
+        spec = _std_teacher(t, tasks, own)
+        used[t.name] = spec
+        if spec is None:
+            continue
+        states: list[np.ndarray] = []
+        act = _policy_act(student, row)
+
+        def record(obs: np.ndarray, act=act, states=states) -> np.ndarray:  # noqa: ANN001
+            states.append(np.asarray(obs, dtype=np.float32))
+            return act(obs)
+
+        env = make_env(t.env_id, dict(t.env_kwargs))
+        horizon = (env.spec.max_episode_steps if env.spec else None) or 1000
+        env.close()
+        # whole episodes, about states_per_task states
+        episodes = min(max(2, math.ceil(states_per_task / horizon)), 100)
+        evaluate(t.env_id, record, n_episodes=episodes, seed=EVAL_SEED + 1000, env_kwargs=dict(t.env_kwargs))
+        obs = np.concatenate(states)
+        target = _teacher_reference(spec, t)(obs)[1]
+        if target is None:
+            used[t.name] = None
+            continue
+        k = target.shape[1]
+        with torch.no_grad():
+            x = torch.from_numpy(student.table.pad_obs(obs, row))
+            feats.append(student.features(x, torch.full((len(x),), row, dtype=torch.long)).double())
+        y = np.zeros((len(obs), a))
+        y[:, :k] = target
+        m = np.zeros((len(obs), a), bool)
+        m[:, :k] = True
+        targets.append(torch.from_numpy(y))
+        masks.append(torch.from_numpy(m))
+    if not feats:
+        log.warning("log_std_init: teacher: no task has a teacher with a Gaussian distribution; the student "
+                    "explores with its own log-std (set log_std_init to a number to choose one)")
+        return {name: None for name in used}
+    f, y, m = torch.cat(feats), torch.cat(targets), torch.cat(masks)
+    f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)  # (N, H + 1): features and the bias
+    with torch.no_grad():
+        for j in range(a):
+            sel = m[:, j]
+            if not sel.any():
+                continue
+            fj, yj = f[sel], y[sel, j]
+            gram = fj.T @ fj + ridge * len(fj) * torch.eye(fj.shape[1], dtype=fj.dtype)
+            w = torch.linalg.solve(gram, fj.T @ yj)
+            head.weight[a + j] = w[:-1].to(head.weight.dtype)
+            head.bias[a + j] = w[-1].to(head.bias.dtype)
+    return used
+
+
+def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[FinetuneTask] | None = None,
+             steps: int = 100_000, config: FinetuneConfig | None = None, progress_bar: bool = True,
+             command: str | None = None) -> dict[str, Any]:
+    """Fine-tune a distilled student with PPO on ``tasks`` and save it to ``out``.
+
+    Args:
+        student_path: The distilled student (folder or ``.safetensors``).
+        out: Folder of the fine-tuned student (``student.safetensors``, the pre-fine-tuning
+            copy, ``finetune.json`` with the learning curves, TensorBoard logs under ``tb/``).
+        tasks: What to fine-tune on (default: the student's distillation tasks).
+        steps: Env steps of fine-tuning, all tasks together, critic warm-up included.
+        config: PPO and the fine-tuning pieces (default: ``agents/finetune.yaml``).
+        progress_bar: Show SB3's progress bar.
+        command: The command line, recorded in the metadata.
+
+    Returns:
+        The run's summary (also ``out/finetune.json``): tasks, curves, returns before and after.
+
+    Raises:
+        ConfigError: for ``steps <= 0``, a student kind that cannot be fine-tuned, or bad tasks.
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from polydistill.finetune.config import load_finetune_config
+    from polydistill.finetune.policy import StudentActorCritic, TokenRouted
+    from polydistill.finetune.ppo import KickstartPPO
+
+    if int(steps) <= 0:
+        raise ConfigError(f"--steps must be > 0, got {steps}")
+    cfg = config or load_finetune_config()
+    deployed = load_student(student_path)
+    base = deployed.student
+    if not isinstance(base, GeneralistStudent) or base.reads_body or base.discrete:
+        raise ConfigError(f"fine-tuning takes continuous-action generalist students; this one is a "
+                          f"{base.kind!r} student of setup {deployed.metadata.get('setup')!r}")
+    tasks = list(tasks) if tasks else resolve_finetune_tasks(deployed)
+    seed_everything(cfg.seed)
+    torch.set_num_threads(1)
+    student = _fresh_copy(base).train()
+    table = student.table
+    rows = [table.id(t.embodiment, t.task) for t in tasks]
+    std_from: dict[str, Any] = {}
+    if cfg.log_std_init == "teacher":
+        own = resolve_finetune_tasks(deployed) if deployed.metadata.get("tasks") else []
+        std_from = _fit_log_std(student, tasks, rows, own)
+    elif not isinstance(cfg.log_std_init, str):
+        _reset_log_std(student, float(cfg.log_std_init))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    reg = cfg.regularizer
+    refs: list[Any] = []
+    ref_kinds: dict[str, str] = {}
+    for t, row in zip(tasks, rows, strict=True):
+        if reg.coef == 0:
+            ref, kind = None, "none"
+        elif reg.reference == "teacher" and t.teacher:
+            ref, kind = _teacher_reference(t.teacher, t), "teacher"
+        else:
+            ref, kind = _student_reference(base, row), "pre-finetune student"
+        ref_kinds[t.name] = kind
+        refs += [ref] * cfg.n_envs
+    obs_dims = [table.embodiments[r].obs_dim for r in rows for _ in range(cfg.n_envs)]
+    act_dims = [table.embodiments[r].action_dim for r in rows for _ in range(cfg.n_envs)]
+    task_of_env = [t.name for t in tasks for _ in range(cfg.n_envs)]
+
+    def maker(t: FinetuneTask, row: int) -> Any:
+        return lambda: Monitor(TokenRouted(make_env(t.env_id, dict(t.env_kwargs)), table, row))
+
+    venv: Any = DummyVecEnv([maker(t, r) for t, r in zip(tasks, rows, strict=True)
+                             for _ in range(cfg.n_envs)])
+    venv.seed(cfg.seed)
+    if cfg.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+
+    def schedule(lr: float) -> Any:
+        if cfg.lr_schedule == "linear":
+            return lambda p: lr * p
+        return lambda p: lr
+
+    model = KickstartPPO(
+        StudentActorCritic, venv, learning_rate=schedule(cfg.learning_rate), n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, seed=cfg.seed, device="cpu",
+        verbose=0, tensorboard_log=str(out / "tb"),
+        policy_kwargs={"student": student, "value_hidden": tuple(cfg.value_hidden),
+                       "actor_lr": cfg.actor_learning_rate},
+        references=refs, obs_dims=obs_dims, action_dims=act_dims, regularizer=reg,
+        critic_warmup_steps=cfg.critic_warmup_steps, actor_lr=schedule(cfg.actor_learning_rate))
+    actor = model.policy.student  # type: ignore[attr-defined]
+
+    t0 = time.time()
+    start = _evaluate_tasks(actor, tasks, rows, cfg.eval_episodes)
+    curve = [{"step": 0, "returns": start}]
+    best = {"score": 0.0, "step": 0, "state": copy.deepcopy(actor.state_dict())}
+    train_returns: dict[str, list[float]] = {t.name: [] for t in tasks}
+
+    class _Track(BaseCallback):
+        """Per-task episode returns to TensorBoard; periodic evaluations (the curve, the best student)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = cfg.eval_every or math.inf
+
+        def _on_step(self) -> bool:
+            for j, info in enumerate(self.locals["infos"]):
+                ep = info.get("episode")
+                if ep is not None:
+                    train_returns[task_of_env[j]].append(float(ep["r"]))
+                    self.logger.record_mean(f"rollout/ep_return/{task_of_env[j]}", float(ep["r"]))
+            if self.num_timesteps >= self.next_eval:
+                self.next_eval += cfg.eval_every
+                self.evaluate()
+            return True
+
+        def evaluate(self) -> None:
+            returns = _evaluate_tasks(actor, tasks, rows, cfg.eval_episodes)
+            curve.append({"step": int(self.num_timesteps), "returns": returns})
+            for name, r in returns.items():
+                self.logger.record(f"eval/return/{name}", r)
+            score = _score(returns, start)
+            if score > best["score"]:
+                best.update(score=score, step=int(self.num_timesteps),
+                            state=copy.deepcopy(actor.state_dict()))
+
+    track = _Track()
+    model.learn(int(steps), callback=track, progress_bar=progress_bar, tb_log_name="finetune")
+    if curve[-1]["step"] != model.num_timesteps:
+        track.num_timesteps = model.num_timesteps
+        track.evaluate()
+    seconds = time.time() - t0
+    venv.close()
+    if cfg.select == "best":
+        actor.load_state_dict(best["state"])
+        kept = best["step"]
+    else:
+        kept = int(model.num_timesteps)
+    final = next(c["returns"] for c in curve if c["step"] == kept)
+    if not all(np.isfinite(v) for v in final.values()):
+        raise TrainingError("fine-tuning ended with non-finite evaluation returns")
+
+    base_file = resolve_student_path(student_path)
+    base_meta = deployed.metadata
+    stages = list(base_meta.get("stages") or [
+        {"stage": "distill", "setup": base_meta.get("setup"), "created": base_meta.get("created"),
+         "sha256": base_meta.get("sha256"), "config": base_meta.get("config")}])
+    stage = {
+        "stage": "finetune", "from": str(base_file), "from_sha256": base_meta.get("sha256"),
+        "tasks": [asdict(t) for t in tasks], "steps": int(model.num_timesteps), "kept_step": kept,
+        "seconds": round(seconds, 1), "config": to_dict(cfg), "references": ref_kinds,
+        "log_std_from": std_from or cfg.log_std_init,
+        "returns_before": start, "returns_after": final, "curve": curve,
+        "versions": library_versions(), "command": command,
+    }
+    extra = {k: v for k, v in base_meta.items() if k not in _REGENERATED and k not in ("stages", "finetune")}
+    extra.update(stages=[*stages, stage],
+                 finetune={"pre_finetune": PRE_FINETUNE, "tasks": [t.name for t in tasks]})
+    actor.eval()
+    shutil.copyfile(base_file, out / PRE_FINETUNE)
+    file = save_student(out, actor, extra=extra)
+    summary = {**stage, "student": str(file),
+               "train_episode_returns": {k: v[-20:] for k, v in train_returns.items()}}
+    atomic_write_json(out / "finetune.json", summary)
+    log.info("fine-tuned %s on %s for %d steps (%.0f s); kept step %d", student_path,
+             [t.name for t in tasks], model.num_timesteps, seconds, kept)
+    for name in start:
+        log.info("  %-16s before %9.1f  after %9.1f", name, start[name], final[name])
+    return summary
+
+
+def add_pre_finetune(rows: list[Any], student_path: str | Path, setup: Any, options: Any) -> list[Any]:
+    """``rows`` of a fine-tuned student with the pre-fine-tuning student's figures beside them.
+
+    Each row gains ``before`` (that student's return on the same seeds) and ``before_ratio``
+    (over the row's yardstick). Rows are returned unchanged where the copy is missing.
+    """
+    import dataclasses
+
+    from polydistill.evaluation.report import ratio
+
+    pre = resolve_student_path(student_path).parent / PRE_FINETUNE
+    if not pre.is_file():
+        log.warning("no %s beside %s: evaluating the fine-tuned student alone", PRE_FINETUNE, student_path)
+        return rows
+    before = {r.name: r for r in setup.evaluate(load_student(pre), options)}
+    out = []
+    for r in rows:
+        b = before.get(r.name)
+        extra = {**r.extra, "before": None if b is None else b.student_return,
+                 "before_ratio": None if b is None else ratio(b.student_return, r.teacher_return)}
+        out.append(dataclasses.replace(r, extra=extra))
+    return out

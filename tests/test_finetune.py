@@ -1,0 +1,241 @@
+"""RL fine-tuning of distilled students (``polydistill finetune``) on a tiny world with a timid teacher."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import finetune_fixture as fx  # noqa: E402  (tests/ is on sys.path; registers the test ids)
+import numpy as np
+import pytest
+import torch
+
+from polydistill.buffer import BufferConfig
+from polydistill.cli import main
+from polydistill.deploy.checkpoint import load_student
+from polydistill.distill.distiller import DistillerConfig
+from polydistill.errors import ConfigError
+from polydistill.evaluation import evaluate
+from polydistill.finetune import (
+    PRE_FINETUNE,
+    FinetuneConfig,
+    finetune,
+    load_finetune_config,
+    resolve_finetune_tasks,
+)
+from polydistill.finetune.config import RegularizerConfig
+from polydistill.finetune.policy import StudentActorCritic, TokenRouted
+from polydistill.finetune.ppo import KickstartPPO, gaussian_kl
+from polydistill.finetune.run import _student_reference
+from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig
+from polydistill.students import StudentConfig
+from polydistill.utils import make_env
+
+TEACHER = "finetune_fixture:timid_teacher"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory) -> Path:
+    """A student of two bodies (observations of 2 and 4 values) distilled from the timid teacher."""
+    cfg = GeneralistConfig(
+        tasks=(TaskConfig("reach", fx.ENV_ID, TEACHER, "point"),
+               TaskConfig("reach-wide", fx.WIDE_ENV_ID, TEACHER, "wide")),
+        total_steps=4000, rounds=3, n_envs=4, updates_per_step=0.5, seed=0,
+        student=StudentConfig(hidden=(64, 64)), distiller=DistillerConfig(batch_size=128, lr=1e-3),
+        buffer=BufferConfig(capacity=4000))
+    run = GeneralistRun(cfg, progress_bar=False)
+    run.learn()
+    path = run.save(tmp_path_factory.mktemp("distilled") / "student")
+    run.close()
+    return path
+
+
+def _small(**fields) -> FinetuneConfig:  # noqa: ANN003
+    base = dict(n_envs=4, n_steps=128, batch_size=128, critic_warmup_steps=2000, eval_every=4000,
+                eval_episodes=10, regularizer=RegularizerConfig(decay_steps=5000))
+    return FinetuneConfig(**{**base, **fields})
+
+
+def _returns(path: Path, seed: int = 123) -> dict[str, float]:
+    s = load_student(path)
+    return {name: evaluate(env, lambda o, e=emb: s.predict(o, embodiment=e), n_episodes=20,
+                           seed=seed).mean_return
+            for name, env, emb in (("reach", fx.ENV_ID, "point"), ("reach-wide", fx.WIDE_ENV_ID, "wide"))}
+
+
+@pytest.mark.slow
+def test_finetuning_improves_a_distilled_student_on_every_task(distilled: Path, tmp_path: Path) -> None:
+    before = _returns(distilled)
+    teacher = evaluate(fx.ENV_ID, fx.timid_teacher, n_episodes=20, seed=123).mean_return
+    assert before["reach"] == pytest.approx(teacher, abs=0.25), "distillation copies the timid teacher"
+    summary = finetune(distilled, tmp_path / "ft", steps=32_000, config=_small(), progress_bar=False)
+    after = _returns(tmp_path / "ft")
+    for name in before:  # the best policy gets ~-1.4, the teacher ~-2.3 (fresh seeds, not the run's)
+        assert after[name] > before[name] + 0.3, (name, before[name], after[name])
+    meta = load_student(tmp_path / "ft").metadata
+    assert [s["stage"] for s in meta["stages"]] == ["distill", "finetune"]
+    assert meta["stages"][1]["references"] == {"reach": "teacher", "reach-wide": "teacher"}
+    assert meta["tasks"] == load_student(distilled).metadata["tasks"]  # the distillation record is kept
+    assert summary["curve"][0]["step"] == 0 and summary["curve"][-1]["step"] == summary["steps"] >= 32_000
+    assert (tmp_path / "ft" / PRE_FINETUNE).read_bytes() == Path(distilled).read_bytes()
+    assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["kept_step"] == summary["kept_step"]
+    assert list((tmp_path / "ft" / "tb").iterdir())
+
+
+def _model(student, warmup: int, references=(), coef: float = 0.0) -> KickstartPPO:  # noqa: ANN001
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([lambda: TokenRouted(make_env(fx.ENV_ID), student.table, 0)] * 2)
+    return KickstartPPO(StudentActorCritic, venv, n_steps=128, batch_size=64, n_epochs=2, seed=0,
+                        device="cpu",
+                        policy_kwargs={"student": student, "actor_lr": 1e-3}, critic_warmup_steps=warmup,
+                        references=list(references), obs_dims=[2, 2], action_dims=[1, 1],
+                        regularizer=RegularizerConfig(coef=coef))
+
+
+def test_critic_warmup_leaves_the_actor_bit_identical(distilled: Path) -> None:
+    student = copy.deepcopy(load_student(distilled).student).train()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    model = _model(student, warmup=10**9)
+    critic = [p.detach().clone() for p in model.policy.critic.parameters()]
+    model.learn(1024)
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(critic, model.policy.critic.parameters(), strict=True))
+    # ... and once the warm-up is over, the actor moves.
+    model.critic_warmup_steps = 0
+    model.learn(512, reset_num_timesteps=False)
+    after = student.state_dict()
+    assert any(not torch.equal(v, before[k]) for k, v in after.items() if v.is_floating_point())
+
+
+def test_teacher_kl_is_zero_when_the_student_equals_the_teacher(distilled: Path) -> None:
+    student = copy.deepcopy(load_student(distilled).student)
+    policy = _model(student, warmup=0).policy
+    obs = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
+    routed = torch.from_numpy(np.concatenate([obs, np.zeros((64, 3), np.float32)], 1))  # padded to 4, row 0
+    ref_mean, ref_log_std = (torch.from_numpy(x) for x in _student_reference(student, 0)(obs))
+    mean, log_std, _ = policy.student_output(routed)
+    mask = torch.ones_like(mean)
+    kl = gaussian_kl(ref_mean, ref_log_std, mean[:, :1], log_std[:, :1], mask[:, :1])
+    assert torch.all(kl.abs() < 1e-6), kl.abs().max()
+    with torch.no_grad():
+        student.head.bias[0] += 0.3  # move the mean: the pull is positive
+    mean, log_std, _ = policy.student_output(routed)
+    assert torch.all(gaussian_kl(ref_mean, ref_log_std, mean[:, :1], log_std[:, :1], mask[:, :1]) > 1e-3)
+
+
+def test_kickstarting_weight_decays_on_its_schedule() -> None:
+    lin = RegularizerConfig(coef=2.0, decay="linear", decay_steps=100)
+    assert [lin.weight(t) for t in (0, 50, 100, 200)] == [2.0, 1.0, 0.0, 0.0]
+    exp = RegularizerConfig(coef=1.0, decay="exponential", decay_steps=100)
+    assert exp.weight(25) == pytest.approx(0.5)
+    assert RegularizerConfig(coef=0.5, decay="constant").weight(10**9) == 0.5
+
+
+@pytest.mark.slow
+def test_finetuned_checkpoint_loads_with_torch_only_and_exports_to_onnx(distilled: Path,
+                                                                        tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    out = tmp_path / "ft"
+    cfg = _small(critic_warmup_steps=1000, eval_every=0, eval_episodes=2, select="last")
+    finetune(distilled, out, steps=3000, config=cfg, progress_bar=False)
+    code = ("import sys; sys.modules['stable_baselines3'] = None; sys.modules['gymnasium'] = None\n"
+            "import numpy as np\nfrom polydistill.deploy.checkpoint import load_student\n"
+            f"s = load_student({str(out)!r})\n"
+            "print(float(s.predict(np.array([0.5, 1.0], np.float32), embodiment='point')[0]))\n"
+            "assert 'stable_baselines3' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    s = load_student(out)
+    expected = float(s.predict(np.array([0.5, 1.0]), embodiment="point")[0])
+    assert float(res.stdout.split()[-1]) == pytest.approx(expected)
+    for emb, dim in (("point", 2), ("wide", 4)):
+        obs = np.random.default_rng(1).uniform(-1, 1, (16, dim)).astype(np.float32)
+        path = s.export(tmp_path / f"{emb}.onnx", embodiment=emb)
+        got = ort.InferenceSession(str(path)).run(None, {"obs": obs})[0]
+        np.testing.assert_allclose(got, s.predict(obs, embodiment=emb), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "nope"], "unknown task(s) ['nope']"),
+    (["--env-id", fx.ENV_ID, "--embodiment", "hopper"], "needs embodiment 'hopper'"),
+    (["--steps", "0"], "--steps must be > 0"),
+    (["--steps", "-5"], "--steps must be > 0"),
+    (["--set", "regularizer.coef=-1"], "regularizer.coef must be >= 0"),
+])
+def test_bad_finetune_input_exits_2_with_one_error_line(distilled: Path, tmp_path: Path, capsys, args,  # noqa: ANN001
+                                                        message: str) -> None:
+    argv = ["finetune", "--student", str(distilled), "--out", str(tmp_path / "ft")]
+    if "--steps" not in args:
+        argv += ["--steps", "1000"]
+    assert main(argv + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "ft").exists()
+
+
+def test_tasks_resolve_from_the_student_or_an_env_id(distilled: Path) -> None:
+    s = load_student(distilled)
+    assert [t.name for t in resolve_finetune_tasks(s)] == ["reach", "reach-wide"]
+    (t,) = resolve_finetune_tasks(s, ["reach-wide"])
+    assert (t.embodiment, t.teacher, t.split) == ("wide", TEACHER, "train")
+    (t,) = resolve_finetune_tasks(s, env_id=fx.ENV_ID, embodiment="point")
+    assert t.teacher is None and t.embodiment == "point"
+    with pytest.raises(ConfigError, match="--embodiment is required"):
+        resolve_finetune_tasks(s, env_id=fx.ENV_ID)
+
+
+def test_the_shipped_recipe_loads_and_bad_fields_are_refused(tmp_path: Path) -> None:
+    cfg = load_finetune_config()
+    assert cfg.critic_warmup_steps > 0 and cfg.regularizer.coef > 0 and cfg.log_std_init == "teacher"
+    assert load_finetune_config(None, ["regularizer.coef=0"]).regularizer.coef == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_envs: 4\nactor_lr: 1e-4\n")
+    with pytest.raises(ConfigError, match="actor_lr"):
+        load_finetune_config(bad)
+    with pytest.raises(ConfigError, match="select"):
+        FinetuneConfig(select="median")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="log_std_init"):
+        FinetuneConfig(log_std_init="wide")  # type: ignore[arg-type]
+
+
+def test_log_std_fit_matches_the_teachers_noise_and_leaves_the_mean_alone(distilled: Path,
+                                                                          monkeypatch) -> None:  # noqa: ANN001
+    import polydistill.finetune.run as ft
+
+    def gaussian_teacher(spec: str, task):  # noqa: ANN001, ANN202  (a teacher whose noise depends on x)
+        return lambda obs: (fx.timid_teacher(obs), -1.0 - 0.5 * np.abs(obs[:, :1]))
+
+    monkeypatch.setattr(ft, "_teacher_reference", gaussian_teacher)
+    s = load_student(distilled)
+    student = ft._fresh_copy(s.student)
+    tasks = resolve_finetune_tasks(s)
+    rows = [student.table.id(t.embodiment) for t in tasks]
+    obs = np.random.default_rng(0).uniform(-1, 1, (256, 2)).astype(np.float32)
+    obs[:, 1] = 1.0
+    x, e = torch.from_numpy(student.table.pad_obs(obs, rows[0])), torch.zeros(256, dtype=torch.long) + rows[0]
+    mean_before = student(x, e).mean.detach().clone()
+    assert ft._fit_log_std(student, tasks, rows, tasks) == {t.name: TEACHER for t in tasks}
+    out = student(x, e)
+    assert torch.equal(out.mean.detach(), mean_before)
+    err = (out.log_std[:, 0].detach().numpy() - (-1.0 - 0.5 * np.abs(obs[:, 0]))).__abs__()
+    assert err.mean() < 0.1, err.mean()  # fitted on the student's own states, checked on these
+
+
+@pytest.mark.slow
+def test_evaluate_reports_the_student_before_fine_tuning(distilled: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "ft"
+    finetune(distilled, out, steps=2048, config=_small(critic_warmup_steps=0, eval_every=0, eval_episodes=2),
+             progress_bar=False)
+    assert main(["evaluate", "--student", str(out), "--episodes", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "before" in table and "before_ratio" in table
+    row = next(line for line in table.splitlines() if line.startswith("| reach |"))
+    assert row.count("|") == 9  # task, split, token, teacher, student, ratio, before, before_ratio
