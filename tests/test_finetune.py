@@ -239,3 +239,25 @@ def test_evaluate_reports_the_student_before_fine_tuning(distilled: Path, tmp_pa
     assert "before" in table and "before_ratio" in table
     row = next(line for line in table.splitlines() if line.startswith("| reach |"))
     assert row.count("|") == 9  # task, split, token, teacher, student, ratio, before, before_ratio
+
+
+@pytest.mark.slow
+def test_finetune_benchmark_reports_every_column_within_the_budget(tmp_path: Path) -> None:
+    from polydistill.bench import BenchOptions, run_benchmark
+
+    out = tmp_path / "r.json"
+    rep = run_benchmark("finetune", BenchOptions(seeds=1, out=str(out), quick=True, workers=1,
+                                                 envs=("swimmer", "swimmer-long"), progress_bar=False))
+    assert rep["setup"] == "finetune" and rep["seeds"] == 1 and 0 < rep["budget_fraction"] <= 0.1
+    by = {t["name"]: t for t in rep["tasks"]}
+    assert (by["swimmer"]["split"], by["swimmer-long"]["split"]) == ("train", "heldout")
+    for t in rep["tasks"]:
+        for key in ("teacher_return", "distilled_ratio", "finetuned_ratio", "finetuned_ratio_std"):
+            assert np.isfinite(t[key]), (t["name"], key)
+        assert 0 < t["finetune_steps"] <= rep["budget_fraction"] * t["specialist_steps"]
+        done = json.loads((tmp_path / "r-runs" / f"ft-{t['name']}-seed0" / "finetune.json").read_text())
+        assert done["steps"] <= t["finetune_steps"]  # whole rollouts, never past the budget
+    assert np.isfinite(by["swimmer"]["scratch_ratio"]) and by["swimmer-long"]["scratch_ratio"] is None
+    assert set(by["swimmer"]["ablations"]) == {"no_regularizer", "no_warmup"}
+    assert out.with_suffix(".md").read_text().count("| swimmer") == 2
+    assert out.with_suffix(".png").stat().st_size > 10_000

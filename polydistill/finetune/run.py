@@ -351,9 +351,18 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
             return lambda p: lr * p
         return lambda p: lr
 
+    # The budget is a ceiling: whole rollouts only (SB3 would finish the one that crosses it),
+    # with shorter rollouts where one of n_steps would not fit.
+    n_envs = len(obs_dims)
+    n_steps = min(cfg.n_steps, int(steps) // n_envs)
+    if n_steps < 1:
+        raise ConfigError(f"--steps {steps} is fewer than one step of each of the {n_envs} envs "
+                          f"({len(tasks)} task(s) x n_envs={cfg.n_envs})")
+    total = int(steps) // (n_steps * n_envs) * n_steps * n_envs
     model = KickstartPPO(
-        StudentActorCritic, venv, learning_rate=schedule(cfg.learning_rate), n_steps=cfg.n_steps,
-        batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+        StudentActorCritic, venv, learning_rate=schedule(cfg.learning_rate), n_steps=n_steps,
+        batch_size=min(cfg.batch_size, n_steps * n_envs), n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
         clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, seed=cfg.seed, device="cpu",
         verbose=0, tensorboard_log=str(out / "tb"),
@@ -398,7 +407,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
                             state=copy.deepcopy(actor.state_dict()))
 
     track = _Track()
-    model.learn(int(steps), callback=track, progress_bar=progress_bar, tb_log_name="finetune")
+    model.learn(total, callback=track, progress_bar=progress_bar, tb_log_name="finetune")
     if curve[-1]["step"] != model.num_timesteps:
         track.num_timesteps = model.num_timesteps
         track.evaluate()
