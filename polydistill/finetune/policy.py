@@ -104,22 +104,35 @@ class StudentActorCritic(ActorCriticPolicy):
         value_hidden: Hidden widths of the critic.
         actor_lr: Initial learning rate of the actor's parameters.
         activation: Critic activation (one of :data:`~polydistill.students.base.ACTIVATIONS`).
+        log_std: ``(rows, A)`` starting log-std per token row: exploration then uses this
+            state-independent parameter (SB3's own design) instead of the student's log-std
+            output, whose gradient would move the shared trunk, and with it the mean. None:
+            the student's log-std output.
         **kwargs: Passed to :class:`ActorCriticPolicy` (``use_sde`` must stay off).
     """
 
     def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Box,
                  lr_schedule: Any, student: Student, value_hidden: tuple[int, ...] = (256, 256),
-                 actor_lr: float = 3e-5, activation: str = "tanh", **kwargs: Any) -> None:
+                 actor_lr: float = 3e-5, activation: str = "tanh", log_std: np.ndarray | None = None,
+                 **kwargs: Any) -> None:
         if kwargs.get("use_sde"):
             raise ConfigError("fine-tuning a student does not support gSDE")
         # _build (called by the base __init__) needs these before nn.Module is set up.
-        object.__setattr__(self, "_pending", (student, tuple(value_hidden), float(actor_lr), activation))
+        object.__setattr__(self, "_pending", (student, tuple(value_hidden), float(actor_lr), activation,
+                                              log_std))
         super().__init__(observation_space, action_space, lr_schedule, net_arch=[], **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
-        student, hidden, actor_lr, activation = self.__dict__.pop("_pending")
+        student, hidden, actor_lr, activation, log_std = self.__dict__.pop("_pending")
         self.student = student
         self.table = student.table
+        self.log_std: nn.Parameter | None = None
+        if log_std is not None:
+            want = (len(self.table.action_mask), self.table.max_action_dim)
+            if np.shape(log_std) != want:
+                raise ConfigError(f"log_std: expected shape {want} (token rows, actions), "
+                                  f"got {np.shape(log_std)}")
+            self.log_std = nn.Parameter(torch.tensor(np.asarray(log_std), dtype=torch.float32))  # a copy
         width = self.table.max_obs_dim + self.table.code_dim
         layers: list[nn.Module] = []
         for h in hidden:
@@ -129,20 +142,24 @@ class StudentActorCritic(ActorCriticPolicy):
         self.critic = nn.Sequential(*layers)
         self.action_dist = DiagGaussianDistribution(self.table.max_action_dim)
         self.optimizer = self.optimizer_class(
-            [{"params": list(self.student.parameters()), "lr": actor_lr, "name": "actor"},
+            [{"params": self.actor_parameters(), "lr": actor_lr, "name": "actor"},
              {"params": list(self.critic.parameters()), "lr": lr_schedule(1), "name": "critic"}],
             **self.optimizer_kwargs)
 
     # ----------------------------------------------------------------- pieces
     def actor_parameters(self) -> list[nn.Parameter]:
-        """The student's parameters (what the critic warm-up freezes)."""
-        return list(self.student.parameters())
+        """The student's parameters and the exploration log-std (what the critic warm-up freezes)."""
+        return list(self.student.parameters()) + ([self.log_std] if self.log_std is not None else [])
 
     def student_output(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, log-std ``(B, A)`` of the student on routed observations, and their token rows."""
         x, emb = split_obs(obs.float(), self.table)
         out = self.student(x, emb)
-        return out.mean, out.log_std, emb  # type: ignore[return-value]
+        if self.log_std is None:
+            return out.mean, out.log_std, emb  # type: ignore[return-value]
+        lo, hi = self.student.config.log_std_min, self.student.config.log_std_max
+        log_std = self.log_std[emb].clamp(lo, hi) * self.student.action_mask[emb]
+        return out.mean, log_std, emb  # type: ignore[return-value]
 
     def _distribution(self, obs: torch.Tensor) -> DiagGaussianDistribution:
         mean, log_std, _ = self.student_output(obs)

@@ -80,7 +80,7 @@ class KickstartPPO(PPO):
 
     def regularizer_weight(self) -> float:
         """Weight of the kickstarting term now (its decay counts from the end of the warm-up)."""
-        if not self.references or self.regularizer.coef == 0:
+        if all(r is None for r in self.references) or self.regularizer.coef == 0:
             return 0.0
         return self.regularizer.weight(self.num_timesteps - self.critic_warmup_steps)
 

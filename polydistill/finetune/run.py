@@ -195,6 +195,12 @@ def _reset_log_std(student: GeneralistStudent, value: float) -> None:
         head.bias[a:] = value
 
 
+def _scale_std(student: GeneralistStudent, scale: float) -> None:
+    head, a = _log_std_head(student), student.table.max_action_dim
+    with torch.no_grad():
+        head.bias[a:] += math.log(scale)
+
+
 def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
                  own: Sequence[FinetuneTask]) -> str | None:
     """The teacher whose noise a task explores with: its own, else that of a training task on its token."""
@@ -204,6 +210,41 @@ def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
         if t.teacher and t.embodiment == task.embodiment and t.task == task.task:
             return t.teacher
     return None
+
+
+def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n: int) -> np.ndarray:
+    """Raw observations ``(~n, obs_dim)`` of whole deterministic episodes of the student on ``task``."""
+    states: list[np.ndarray] = []
+    act = _policy_act(student, row)
+
+    def record(obs: np.ndarray) -> np.ndarray:
+        states.append(np.asarray(obs, dtype=np.float32))
+        return act(obs)
+
+    env = make_env(task.env_id, dict(task.env_kwargs))
+    horizon = (env.spec.max_episode_steps if env.spec else None) or 1000
+    env.close()
+    episodes = min(max(2, math.ceil(n / horizon)), 100)
+    evaluate(task.env_id, record, n_episodes=episodes, seed=EVAL_SEED + 1000,
+             env_kwargs=dict(task.env_kwargs))
+    return np.concatenate(states)
+
+
+def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
+                  states_per_task: int = 2000) -> np.ndarray:
+    """Each task row's log-std output averaged over the student's own states: ``(token rows, A)``.
+
+    The start of the state-independent exploration parameter; rows of no task are 0.
+    """
+    table = student.table
+    out = np.zeros((len(table.action_mask), table.max_action_dim), np.float32)
+    for t, row in zip(tasks, rows, strict=True):
+        obs = _student_states(student, t, row, states_per_task)
+        with torch.no_grad():
+            x = torch.from_numpy(table.pad_obs(obs, row))
+            log_std = student(x, torch.full((len(x),), row, dtype=torch.long)).log_std
+        out[row] = log_std.mean(0).numpy()  # type: ignore[union-attr]
+    return out
 
 
 def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
@@ -222,20 +263,7 @@ def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows
         used[t.name] = spec
         if spec is None:
             continue
-        states: list[np.ndarray] = []
-        act = _policy_act(student, row)
-
-        def record(obs: np.ndarray, act=act, states=states) -> np.ndarray:  # noqa: ANN001
-            states.append(np.asarray(obs, dtype=np.float32))
-            return act(obs)
-
-        env = make_env(t.env_id, dict(t.env_kwargs))
-        horizon = (env.spec.max_episode_steps if env.spec else None) or 1000
-        env.close()
-        # whole episodes, about states_per_task states
-        episodes = min(max(2, math.ceil(states_per_task / horizon)), 100)
-        evaluate(t.env_id, record, n_episodes=episodes, seed=EVAL_SEED + 1000, env_kwargs=dict(t.env_kwargs))
-        obs = np.concatenate(states)
+        obs = _student_states(student, t, row, states_per_task)
         target = _teacher_reference(spec, t)(obs)[1]
         if target is None:
             used[t.name] = None
@@ -318,6 +346,9 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         std_from = _fit_log_std(student, tasks, rows, own)
     elif not isinstance(cfg.log_std_init, str):
         _reset_log_std(student, float(cfg.log_std_init))
+    if cfg.std_scale != 1.0:
+        _scale_std(student, cfg.std_scale)
+    explore = _mean_log_std(student, tasks, rows) if cfg.exploration == "parameter" else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -329,6 +360,8 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
             ref, kind = None, "none"
         elif reg.reference == "teacher" and t.teacher:
             ref, kind = _teacher_reference(t.teacher, t), "teacher"
+        elif reg.reference == "teacher" and reg.no_teacher == "none":
+            ref, kind = None, "none"
         else:
             ref, kind = _student_reference(base, row), "pre-finetune student"
         ref_kinds[t.name] = kind
@@ -367,7 +400,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl, seed=cfg.seed, device="cpu",
         verbose=0, tensorboard_log=str(out / "tb"),
         policy_kwargs={"student": student, "value_hidden": tuple(cfg.value_hidden),
-                       "actor_lr": cfg.actor_learning_rate},
+                       "actor_lr": cfg.actor_learning_rate, "log_std": explore},
         references=refs, obs_dims=obs_dims, action_dims=act_dims, regularizer=reg,
         critic_warmup_steps=cfg.critic_warmup_steps, actor_lr=schedule(cfg.actor_learning_rate))
     actor = model.policy.student  # type: ignore[attr-defined]
@@ -432,6 +465,9 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         "tasks": [asdict(t) for t in tasks], "steps": int(model.num_timesteps), "kept_step": kept,
         "seconds": round(seconds, 1), "config": to_dict(cfg), "references": ref_kinds,
         "log_std_from": std_from or cfg.log_std_init,
+        "exploration_log_std": None if explore is None else {
+            t.name: model.policy.log_std[r, :table.embodiments[r].action_dim].tolist()  # type: ignore[index]
+            for t, r in zip(tasks, rows, strict=True)},
         "returns_before": start, "returns_after": final, "curve": curve,
         "versions": library_versions(), "command": command,
     }
