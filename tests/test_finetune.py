@@ -225,6 +225,12 @@ def test_the_shipped_recipe_loads_and_bad_fields_are_refused(tmp_path: Path) -> 
         FinetuneConfig(select="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="log_std_init"):
         FinetuneConfig(log_std_init="wide")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="std_scale_no_teacher"):
+        FinetuneConfig(std_scale_no_teacher=0.0)
+    with pytest.raises(ConfigError, match="exploration"):
+        FinetuneConfig(exploration="noisy")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no_teacher"):
+        load_finetune_config(None, ["regularizer.no_teacher=teacher"])
 
 
 def test_log_std_fit_matches_the_teachers_noise_and_leaves_the_mean_alone(distilled: Path,

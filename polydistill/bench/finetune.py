@@ -182,11 +182,6 @@ def run(options: BenchOptions) -> dict[str, Any]:
             for s in range(options.seeds)]
     stage1 = run_cells(jobs, _dispatch, options.workers, "distil", options.progress_bar,
                        Path(options.cells_dir) / "distill" if options.cells_dir else None)
-    for s in range(options.seeds):
-        if not Path(stage1[("distilled", s, "distill")]["student"]).exists():
-            raise ConfigError(f"the cached distilled student of seed {s} is gone "
-                              f"({students[s]}); remove the cells folder's distill/ cells to distil again")
-
     # Stage 2: teachers, fine-tuning (every task x seed, ablations on seed 0), scratch PPO.
     jobs = []
     for t in tasks:
@@ -203,6 +198,14 @@ def run(options: BenchOptions) -> dict[str, Any]:
             for name, sets in ABLATIONS.items():
                 jobs.append((t.name, 0, name, "finetune", t, students[0], str(work / f"ft-{t.name}-{name}"),
                              budget, {**quick_sets, **sets, "seed": 0}, episodes, False))
+    if options.cells_dir:  # cells kept from an earlier run need no student; new ones need theirs
+        from polydistill.bench.stats import _cell_path, _load_cell
+
+        for job in jobs:
+            if job[3] == "finetune" and not _load_cell(_cell_path(Path(options.cells_dir), job))[0] \
+                    and not Path(job[5]).exists():
+                raise ConfigError(f"the distilled student {job[5]} of a cached distill cell is gone and cell "
+                                  f"{job[:3]} needs it; remove {options.cells_dir}/distill to distil again")
     t0 = time.perf_counter()
     results = run_cells(jobs, _dispatch, options.workers, "finetune benchmark", options.progress_bar,
                         options.cells_dir)

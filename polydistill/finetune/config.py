@@ -116,11 +116,18 @@ class FinetuneConfig:
     takes the teacher of the training task whose token it borrows. ``student``: keep the
     log-std learned in distillation (students distilled with a KL loss). A number: that
     constant log-std everywhere."""
-    std_scale: float = 1.0
-    """Multiplies the starting exploration std (after ``log_std_init``): a distilled student
-    is more brittle under noise than the teacher that was trained with it (measured on hopper:
-    the teacher's noise takes the teacher from 3,576 to 2,576 and the student from 3,568 to
-    1,079), so it may explore with less."""
+    std_scale: float = 0.25
+    """Multiplies the starting exploration std (after ``log_std_init``). A distilled student
+    is more brittle under noise than the teacher that was trained with it (hopper, 5 episodes:
+    the teacher's own noise takes the teacher from 3,576 to 2,576 and the student from 3,568 to
+    1,079; at 0.4 of it, 3,570 and 2,787), and PPO then learns from rollouts that fall: at the
+    teacher's std hopper-heavy collapsed from 3,088 to ~1,150 within 30,000 steps; at 0.5 it
+    swung between 1,900 and 3,100; at 0.25 it stayed within 3,040-3,110. With
+    ``exploration: student`` it scales the log-std output of every task."""
+    std_scale_no_teacher: float = 1.0
+    """The scale for tasks without a teacher (held-out bodies), under ``exploration:
+    parameter``: a student that drives a body badly must find a new gait, not polish its own
+    (hopper-long, 100,000 steps: 3,487 at 1.0 vs 1,023 at 0.25; the specialist makes 3,482)."""
     exploration: Literal["parameter", "student"] = "parameter"
     """Where the exploration std comes from. ``parameter``: a state-independent log-std per
     token row (SB3's own design), started at the row's log-std output (after ``log_std_init``
@@ -132,7 +139,7 @@ class FinetuneConfig:
     eval_every: int = 10_000
     """Evaluate every task deterministically every this many env steps (the learning curve;
     0: only at the start and the end)."""
-    eval_episodes: int = 3
+    eval_episodes: int = 10
     """Episodes per task of each periodic evaluation (their seeds are never the benchmark's)."""
     select: Literal["best", "last"] = "best"
     """Which student to keep: the one of the periodic evaluation with the best mean
@@ -160,8 +167,10 @@ class FinetuneConfig:
         if isinstance(self.log_std_init, str) and self.log_std_init not in ("teacher", "student"):
             raise ConfigError(f"FinetuneConfig.log_std_init: expected teacher, student or a number, got "
                               f"{self.log_std_init!r}")
-        if not (isinstance(self.std_scale, int | float) and 0 < self.std_scale < math.inf):
-            raise ConfigError(f"FinetuneConfig.std_scale: expected a number > 0, got {self.std_scale!r}")
+        for name in ("std_scale", "std_scale_no_teacher"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v < math.inf):
+                raise ConfigError(f"FinetuneConfig.{name}: expected a number > 0, got {v!r}")
         if self.exploration not in ("parameter", "student"):
             raise ConfigError("FinetuneConfig.exploration: expected parameter or student, "
                               f"got {self.exploration!r}")

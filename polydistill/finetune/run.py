@@ -346,9 +346,15 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         std_from = _fit_log_std(student, tasks, rows, own)
     elif not isinstance(cfg.log_std_init, str):
         _reset_log_std(student, float(cfg.log_std_init))
-    if cfg.std_scale != 1.0:
+    explore = None
+    if cfg.exploration == "parameter":
+        # per token row: a row that drives a task without a teacher explores with that scale
+        explore = _mean_log_std(student, tasks, rows)
+        untaught = {r for t, r in zip(tasks, rows, strict=True) if not t.teacher}
+        for r in set(rows):
+            explore[r] += math.log(cfg.std_scale_no_teacher if r in untaught else cfg.std_scale)
+    elif cfg.std_scale != 1.0:
         _scale_std(student, cfg.std_scale)
-    explore = _mean_log_std(student, tasks, rows) if cfg.exploration == "parameter" else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
