@@ -288,3 +288,31 @@ def test_finetune_benchmark_reports_every_column_within_the_budget(tmp_path: Pat
     assert set(by["swimmer"]["ablations"]) == {"no_regularizer", "no_warmup"}
     assert out.with_suffix(".md").read_text().count("| swimmer") == 2
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_best_student_is_kept_only_if_it_also_beats_the_start_on_fresh_seeds(  # noqa: ANN001
+        distilled: Path, tmp_path: Path, monkeypatch) -> None:
+    import polydistill.finetune.run as ft
+
+    calls = {"periodic": 0}
+
+    def fake(student, tasks, rows, episodes, seed=ft.EVAL_SEED):  # noqa: ANN001
+        if seed == ft.EVAL_SEED:  # periodic evaluations: every one looks better than the start
+            calls["periodic"] += 1
+            return {t.name: float(calls["periodic"]) for t in tasks}
+        # fresh seeds: the start (the distilled weights) wins
+        same = all(torch.equal(v, w) for v, w in zip(student.state_dict().values(),
+                                                     load_student(distilled).student.state_dict().values(),
+                                                     strict=True))
+        return {t.name: 1.0 if same else 0.0 for t in tasks}
+
+    monkeypatch.setattr(ft, "_evaluate_tasks", fake)
+    cfg = _small(critic_warmup_steps=500, eval_every=1000, log_std_init="student")
+    summary = ft.finetune(distilled, tmp_path / "a", steps=3000, config=cfg, progress_bar=False)
+    assert summary["confirm"]["confirmed"] is False and summary["kept_step"] == 0
+    kept, base = load_student(tmp_path / "a").student, load_student(distilled).student
+    assert all(torch.equal(v, w) for v, w in zip(kept.state_dict().values(), base.state_dict().values(),
+                                                 strict=True))
+    cfg = _small(critic_warmup_steps=500, eval_every=1000, log_std_init="student", confirm_episodes=0)
+    summary = ft.finetune(distilled, tmp_path / "b", steps=3000, config=cfg, progress_bar=False)
+    assert summary["confirm"] is None and summary["kept_step"] > 0  # unchecked: the best evaluation wins

@@ -144,6 +144,12 @@ class FinetuneConfig:
     select: Literal["best", "last"] = "best"
     """Which student to keep: the one of the periodic evaluation with the best mean
     return relative to the start (the start itself included), or the last."""
+    confirm_episodes: int = 20
+    """With ``select: best``: episodes per task on which the best evaluated student must also
+    beat the start, on seeds no periodic evaluation used, or the start is kept (0: no check).
+    The best of ten noisy evaluations is biased upward: on hopper (seed 0) the student of step
+    90,000 was kept for 3,572 on its evaluation seeds (the start: 3,563) and made 3,448 on the
+    benchmark's, against 3,567 for the start."""
     seed: int = 0
     """Seed of PPO and the envs."""
 
@@ -174,6 +180,9 @@ class FinetuneConfig:
         if self.exploration not in ("parameter", "student"):
             raise ConfigError("FinetuneConfig.exploration: expected parameter or student, "
                               f"got {self.exploration!r}")
+        if not (isinstance(self.confirm_episodes, int) and self.confirm_episodes >= 0):
+            raise ConfigError("FinetuneConfig.confirm_episodes: expected an int >= 0, "
+                              f"got {self.confirm_episodes!r}")
         if self.select not in ("best", "last"):
             raise ConfigError(f"FinetuneConfig.select: expected best or last, got {self.select!r}")
 

@@ -40,6 +40,8 @@ PRE_FINETUNE = "pre_finetune.safetensors"
 """Name of the copy of the pre-fine-tuning student beside the fine-tuned one."""
 EVAL_SEED = 70_000
 """First seed of the fine-tuning run's own evaluations (``evaluate`` and the benchmarks use 100,000)."""
+CONFIRM_SEED = 80_000
+"""First seed of the confirmation of the best evaluated student against the start."""
 
 _REGENERATED = ("format", "format_version", "student", "student_config", "embodiments", "task_tokens",
                 "created", "versions", "sha256")
@@ -166,10 +168,10 @@ def _policy_act(student: GeneralistStudent, row: int) -> Any:
 
 
 def _evaluate_tasks(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
-                    episodes: int) -> dict[str, float]:
+                    episodes: int, seed: int = EVAL_SEED) -> dict[str, float]:
     out = {}
     for t, row in zip(tasks, rows, strict=True):
-        r = evaluate(t.env_id, _policy_act(student, row), n_episodes=episodes, seed=EVAL_SEED,
+        r = evaluate(t.env_id, _policy_act(student, row), n_episodes=episodes, seed=seed,
                      env_kwargs=dict(t.env_kwargs))
         out[t.name] = r.mean_return
     return out
@@ -413,6 +415,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
 
     t0 = time.time()
     start = _evaluate_tasks(actor, tasks, rows, cfg.eval_episodes)
+    start_state = copy.deepcopy(actor.state_dict())
     curve = [{"step": 0, "returns": start}]
     best = {"score": 0.0, "step": 0, "state": copy.deepcopy(actor.state_dict())}
     train_returns: dict[str, list[float]] = {t.name: [] for t in tasks}
@@ -452,9 +455,23 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         track.evaluate()
     seconds = time.time() - t0
     venv.close()
+    confirm: dict[str, Any] | None = None
     if cfg.select == "best":
-        actor.load_state_dict(best["state"])
         kept = best["step"]
+        if kept and cfg.confirm_episodes:
+            # the best of many noisy evaluations is biased upward: it must also beat the start
+            # on seeds none of them used, or the start is kept
+            actor.load_state_dict(best["state"])
+            got = _evaluate_tasks(actor, tasks, rows, cfg.confirm_episodes, CONFIRM_SEED)
+            actor.load_state_dict(start_state)
+            base_got = _evaluate_tasks(actor, tasks, rows, cfg.confirm_episodes, CONFIRM_SEED)
+            confirm = {"step": kept, "returns": got, "start_returns": base_got,
+                       "confirmed": _score(got, base_got) > 0}
+            if not confirm["confirmed"]:
+                log.info("the best evaluation (step %d) did not beat the start on fresh seeds: %s vs %s; "
+                         "keeping the start", kept, got, base_got)
+                kept, best["state"] = 0, start_state
+        actor.load_state_dict(best["state"])
     else:
         kept = int(model.num_timesteps)
     final = next(c["returns"] for c in curve if c["step"] == kept)
@@ -474,7 +491,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         "exploration_log_std": None if explore is None else {
             t.name: model.policy.log_std[r, :table.embodiments[r].action_dim].tolist()  # type: ignore[index]
             for t, r in zip(tasks, rows, strict=True)},
-        "returns_before": start, "returns_after": final, "curve": curve,
+        "returns_before": start, "returns_after": final, "curve": curve, "confirm": confirm,
         "versions": library_versions(), "command": command,
     }
     extra = {k: v for k, v in base_meta.items() if k not in _REGENERATED and k not in ("stages", "finetune")}
