@@ -109,8 +109,6 @@ def _scratch_cell(task: EvalTask, out: str, steps: int, seed: int, episodes: int
     """PPO from scratch with the specialist's own recipe and ``steps`` env steps."""
     import torch
 
-    from polydistill.evaluation.episodes import evaluate
-    from polydistill.evaluation.report import task_teacher
     from polydistill.teachers.train import TeacherRecipe, train_teacher
 
     torch.set_num_threads(1)
@@ -125,19 +123,21 @@ def _scratch_cell(task: EvalTask, out: str, steps: int, seed: int, episodes: int
     t0 = time.perf_counter()
     train_teacher(manifest["env_id"], out, recipe, seed=seed, progress_bar=progress_bar)
     seconds = time.perf_counter() - t0
-    kwargs = dict(task.env_kwargs)
-    r = evaluate(task.env_id, task_teacher(out, task.env_id, kwargs).act, n_episodes=episodes, seed=EVAL_SEED,
-                 env_kwargs=kwargs)
-    return {"return": r.mean_return, "seconds": seconds}
+    return {"return": _eval_teacher(out, task, episodes).mean_return, "seconds": seconds}
 
 
-def _teacher_cell(task: EvalTask, episodes: int) -> dict[str, Any]:
+def _eval_teacher(spec: str, task: EvalTask, episodes: int) -> Any:
+    """An SB3 policy folder (a specialist or a scratch run) on ``task``, on the benchmark's seeds."""
     from polydistill.evaluation.episodes import evaluate
     from polydistill.evaluation.report import task_teacher
 
     kwargs = dict(task.env_kwargs)
-    r = evaluate(task.env_id, task_teacher(task.teacher or "", task.env_id, kwargs).act, n_episodes=episodes,
-                 seed=EVAL_SEED, env_kwargs=kwargs)
+    return evaluate(task.env_id, task_teacher(spec, task.env_id, kwargs).act, n_episodes=episodes,
+                    seed=EVAL_SEED, env_kwargs=kwargs)
+
+
+def _teacher_cell(task: EvalTask, episodes: int) -> dict[str, Any]:
+    r = _eval_teacher(task.teacher or "", task, episodes)
     return {"return": r.mean_return, "std": r.std_return}
 
 

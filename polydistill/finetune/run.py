@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from polydistill.config import to_dict
 from polydistill.deploy.checkpoint import DeployedStudent, load_student, resolve_student_path, save_student
 from polydistill.errors import ConfigError, TrainingError
 from polydistill.evaluation.episodes import evaluate
+from polydistill.evaluation.report import EvalTask
 from polydistill.finetune.config import FinetuneConfig
 from polydistill.students.generalist import GeneralistStudent
 from polydistill.utils import atomic_write_json, library_versions, make_env, seed_everything
@@ -47,21 +48,10 @@ _REGENERATED = ("format", "format_version", "student", "student_config", "embodi
                 "created", "versions", "sha256")
 
 
-@dataclass(frozen=True)
-class FinetuneTask:
-    """One task to fine-tune on: its env, the token that drives it and its reference teacher."""
-
-    name: str
-    env_id: str
-    embodiment: str
-    """Student token that drives it (a held-out body's proxy token)."""
-    split: str = "train"
-    """``train``: a task the student was distilled on; ``heldout``: one it never saw."""
-    env_kwargs: tuple[tuple[str, Any], ...] = ()
-    task: str | None = None
-    """Task token (students with task tokens)."""
-    teacher: str | None = None
-    """The teacher the student was distilled from on this task (the regulariser's reference)."""
+FinetuneTask = EvalTask
+"""One task to fine-tune on: an :class:`~polydistill.evaluation.report.EvalTask` whose
+``teacher`` is the regulariser's reference (None for a held-out body, which has none) and whose
+``embodiment`` is the token that drives it (a held-out body's proxy)."""
 
 
 def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None = None,
@@ -80,8 +70,8 @@ def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None
             ``names`` and ``env_id``.
     """
     meta = student.metadata
-    own = [FinetuneTask(t["name"], t["env_id"], t["embodiment"], "train",
-                        tuple(sorted(t.get("env_kwargs", {}).items())), t.get("task"), t.get("teacher"))
+    own = [FinetuneTask(t["name"], t["env_id"], t["embodiment"], "train", teacher=t.get("teacher"),
+                        env_kwargs=tuple(sorted(t.get("env_kwargs", {}).items())), task=t.get("task"))
            for t in meta.get("tasks", [])]
     if names and env_id:
         raise ConfigError("--task and --env-id are exclusive")
@@ -90,7 +80,7 @@ def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None
         if emb is None:
             raise ConfigError("--embodiment is required with --env-id: the student drives "
                               f"{student.embodiments}")
-        tasks = [FinetuneTask(env_id.split("/")[-1], env_id, emb, "train", (), None, teacher)]
+        tasks = [FinetuneTask(env_id.split("/")[-1], env_id, emb, "train", teacher=teacher)]
     elif not names:
         if not own:
             raise ConfigError("this student records no distillation tasks; pass --task or --env-id")
@@ -104,9 +94,8 @@ def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None
 
             for t in suite_eval_tasks(suite, teachers_dir or default_teachers_dir()):
                 if t.name not in known:
-                    known[t.name] = FinetuneTask(t.name, t.env_id, t.embodiment, t.split, t.env_kwargs,
-                                                 t.task,
-                                                 t.teacher if t.split == "train" else None)
+                    # a held-out task's teacher is its yardstick, not a reference
+                    known[t.name] = t if t.split == "train" else replace(t, teacher=None)
         bad = [n for n in names if n not in known]
         if bad:
             raise ConfigError(f"unknown task(s) {bad}; this student knows {sorted(known)}")
@@ -214,8 +203,15 @@ def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
     return None
 
 
-def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n: int) -> np.ndarray:
-    """Raw observations ``(~n, obs_dim)`` of whole deterministic episodes of the student on ``task``."""
+def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n: int,
+                    cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Raw observations ``(~n, obs_dim)`` of whole deterministic episodes of the student on ``task``.
+
+    With ``cache``, a task's states are collected once (the log-std fit leaves the mean, and so
+    the episodes, as they were).
+    """
+    if cache is not None and task.name in cache:
+        return cache[task.name]
     states: list[np.ndarray] = []
     act = _policy_act(student, row)
 
@@ -229,11 +225,14 @@ def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n:
     episodes = min(max(2, math.ceil(n / horizon)), 100)
     evaluate(task.env_id, record, n_episodes=episodes, seed=EVAL_SEED + 1000,
              env_kwargs=dict(task.env_kwargs))
-    return np.concatenate(states)
+    out = np.concatenate(states)
+    if cache is not None:
+        cache[task.name] = out
+    return out
 
 
 def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
-                  states_per_task: int = 2000) -> np.ndarray:
+                  states_per_task: int = 2000, cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Each task row's log-std output averaged over the student's own states: ``(token rows, A)``.
 
     The start of the state-independent exploration parameter; rows of no task are 0.
@@ -241,7 +240,7 @@ def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], row
     table = student.table
     out = np.zeros((len(table.action_mask), table.max_action_dim), np.float32)
     for t, row in zip(tasks, rows, strict=True):
-        obs = _student_states(student, t, row, states_per_task)
+        obs = _student_states(student, t, row, states_per_task, cache)
         with torch.no_grad():
             x = torch.from_numpy(table.pad_obs(obs, row))
             log_std = student(x, torch.full((len(x),), row, dtype=torch.long)).log_std
@@ -251,7 +250,7 @@ def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], row
 
 def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
                  own: Sequence[FinetuneTask], states_per_task: int = 2000,
-                 ridge: float = 1e-3) -> dict[str, str | None]:
+                 ridge: float = 1e-3, cache: dict[str, np.ndarray] | None = None) -> dict[str, str | None]:
     """Least-squares fit of the head's log-std rows to the teachers' log-std on the student's states.
 
     Only the log-std half of the head changes, so the mean (and every deterministic action)
@@ -265,7 +264,7 @@ def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows
         used[t.name] = spec
         if spec is None:
             continue
-        obs = _student_states(student, t, row, states_per_task)
+        obs = _student_states(student, t, row, states_per_task, cache)
         target = _teacher_reference(spec, t)(obs)[1]
         if target is None:
             used[t.name] = None
@@ -343,15 +342,16 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     table = student.table
     rows = [table.id(t.embodiment, t.task) for t in tasks]
     std_from: dict[str, Any] = {}
+    states: dict[str, np.ndarray] = {}  # the student's own states per task, for both log-std steps
     if cfg.log_std_init == "teacher":
         own = resolve_finetune_tasks(deployed) if deployed.metadata.get("tasks") else []
-        std_from = _fit_log_std(student, tasks, rows, own)
+        std_from = _fit_log_std(student, tasks, rows, own, cache=states)
     elif not isinstance(cfg.log_std_init, str):
         _reset_log_std(student, float(cfg.log_std_init))
     explore = None
     if cfg.exploration == "parameter":
         # per token row: a row that drives a task without a teacher explores with that scale
-        explore = _mean_log_std(student, tasks, rows)
+        explore = _mean_log_std(student, tasks, rows, cache=states)
         untaught = {r for t, r in zip(tasks, rows, strict=True) if not t.teacher}
         for r in set(rows):
             explore[r] += math.log(cfg.std_scale_no_teacher if r in untaught else cfg.std_scale)
