@@ -17,6 +17,7 @@ from polydistill.buffer import BufferConfig
 from polydistill.cli import main
 from polydistill.deploy.checkpoint import load_student
 from polydistill.distill.distiller import DistillerConfig
+from polydistill.envs.families import get_family
 from polydistill.errors import ConfigError
 from polydistill.evaluation import evaluate
 from polydistill.finetune import (
@@ -29,7 +30,7 @@ from polydistill.finetune import (
 from polydistill.finetune.config import RegularizerConfig
 from polydistill.finetune.policy import StudentActorCritic, TokenRouted
 from polydistill.finetune.ppo import KickstartPPO, gaussian_kl
-from polydistill.finetune.run import _student_reference
+from polydistill.finetune.run import _Route, _student_reference
 from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig
 from polydistill.students import StudentConfig
 from polydistill.utils import make_env
@@ -139,7 +140,7 @@ def test_teacher_kl_is_zero_when_the_student_equals_the_teacher(distilled: Path)
     policy = _model(student, warmup=0).policy
     obs = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
     routed = torch.from_numpy(np.concatenate([obs, np.zeros((64, 3), np.float32)], 1))  # padded to 4, row 0
-    ref_mean, ref_log_std = (torch.from_numpy(x) for x in _student_reference(student, 0)(obs))
+    ref_mean, ref_log_std = (torch.from_numpy(x) for x in _student_reference(student, _Route(0))(obs))
     mean, log_std, _ = policy.student_output(routed)
     mask = torch.ones_like(mean)
     kl = gaussian_kl(ref_mean, ref_log_std, mean[:, :1], log_std[:, :1], mask[:, :1])
@@ -249,7 +250,8 @@ def test_log_std_fit_matches_the_teachers_noise_and_leaves_the_mean_alone(distil
     obs[:, 1] = 1.0
     x, e = torch.from_numpy(student.table.pad_obs(obs, rows[0])), torch.zeros(256, dtype=torch.long) + rows[0]
     mean_before = student(x, e).mean.detach().clone()
-    assert ft._fit_log_std(student, tasks, rows, tasks) == {t.name: TEACHER for t in tasks}
+    assert ft._fit_log_std(student, tasks, [ft._route(student, t) for t in tasks], tasks) == \
+        {t.name: TEACHER for t in tasks}
     out = student(x, e)
     assert torch.equal(out.mean.detach(), mean_before)
     err = (out.log_std[:, 0].detach().numpy() - (-1.0 - 0.5 * np.abs(obs[:, 0]))).__abs__()
@@ -296,15 +298,16 @@ def test_best_student_is_kept_only_if_it_also_beats_the_start_on_fresh_seeds(  #
 
     calls = {"periodic": 0}
 
-    def fake(student, tasks, rows, episodes, seed=ft.EVAL_SEED):  # noqa: ANN001
+    def fake(student, tasks, rows, episodes, seed=ft.EVAL_SEED, success_key=None):  # noqa: ANN001
+        assert success_key is None  # the pendulum student records no success key
         if seed == ft.EVAL_SEED:  # periodic evaluations: every one looks better than the start
             calls["periodic"] += 1
-            return {t.name: float(calls["periodic"]) for t in tasks}
+            return {t.name: float(calls["periodic"]) for t in tasks}, None
         # fresh seeds: the start (the distilled weights) wins
         same = all(torch.equal(v, w) for v, w in zip(student.state_dict().values(),
                                                      load_student(distilled).student.state_dict().values(),
                                                      strict=True))
-        return {t.name: 1.0 if same else 0.0 for t in tasks}
+        return {t.name: 1.0 if same else 0.0 for t in tasks}, None
 
     monkeypatch.setattr(ft, "_evaluate_tasks", fake)
     cfg = _small(critic_warmup_steps=500, eval_every=1000, log_std_init="student")
@@ -316,3 +319,97 @@ def test_best_student_is_kept_only_if_it_also_beats_the_start_on_fresh_seeds(  #
     cfg = _small(critic_warmup_steps=500, eval_every=1000, log_std_init="student", confirm_episodes=0)
     summary = ft.finetune(distilled, tmp_path / "b", steps=3000, config=cfg, progress_bar=False)
     assert summary["confirm"] is None and summary["kept_step"] > 0  # unchecked: the best evaluation wins
+
+
+def test_selection_ranks_success_before_return() -> None:
+    from polydistill.finetune.run import _score
+
+    start = ({"a": 100.0, "b": 50.0}, {"a": 0.5, "b": 0.5})
+    more_success = ({"a": 80.0, "b": 40.0}, {"a": 0.7, "b": 0.5})
+    more_return = ({"a": 200.0, "b": 100.0}, {"a": 0.5, "b": 0.4})
+    # less return but more success beats far more return with less success
+    assert _score(more_success, start) > (0.0, 0.0) > _score(more_return, start)
+    assert _score(more_success, start)[0] == pytest.approx(0.1)
+    assert _score(more_return, start)[0] == pytest.approx(-0.05) and _score(more_return, start) < (0.0, 0.0)
+    # without a success key, only the relative return counts
+    assert _score(({"a": 110.0}, None), ({"a": 100.0}, None)) == pytest.approx((0.0, 0.1))
+
+
+# ------------------------------------------------------------------ morphology students (body families)
+SWIM_TRAIN, SWIM_HELD = ("swimmer-train-02", "swimmer-train-05"), "swimmer-interp-00"  # 4, 2 and 4 joints
+
+
+@pytest.fixture(scope="module")
+def swimmer_students(tmp_path_factory) -> dict[str, Path]:  # noqa: ANN001
+    """Tiny swimmer-family students (two training bodies of different joint counts), per kind."""
+    from polydistill.setups.morphology import MorphologyConfig, MorphologyRun
+
+    out = {}
+    for kind in ("token", "descriptor", "history"):
+        cfg = MorphologyConfig(family="swimmer", bodies=SWIM_TRAIN, total_steps=1200, rounds=2, n_envs=2,
+                               updates_per_step=0.05, distiller=DistillerConfig(batch_size=32),
+                               student=StudentConfig(hidden=(32, 32), kind=kind, history=3),
+                               buffer=BufferConfig(capacity=1200))
+        run = MorphologyRun(cfg, progress_bar=False)
+        run.learn()
+        out[kind] = run.save(tmp_path_factory.mktemp(kind) / "s")
+        run.close()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["token", "descriptor"])
+def test_the_routed_view_gives_a_morphology_student_what_predict_gives_it(  # noqa: ANN201
+        swimmer_students, kind: str):  # noqa: ANN001
+    import polydistill.finetune.run as ft
+    from polydistill.finetune.policy import StudentInput
+
+    deployed = load_student(swimmer_students[kind])
+    student = deployed.student
+    view = StudentInput(student)
+    for t in resolve_finetune_tasks(deployed, [*SWIM_TRAIN, SWIM_HELD]):
+        route = ft._route(student, t)
+        env = TokenRouted(make_env(t.env_id, dict(t.env_kwargs)), student.table, route.row, route.body,
+                          route.obs_dim)
+        obs, _ = env.reset(seed=0)
+        raw, _ = env.env.reset(seed=0)
+        got, _, emb = view.split(torch.from_numpy(obs[None]))
+        want, want_emb, _ = student.prepare(raw[None], body=route.body)
+        assert torch.equal(emb, want_emb)
+        if isinstance(want, dict):
+            assert all(torch.equal(got[k], want[k]) for k in want)
+        else:
+            assert torch.equal(got, want)
+        env.close()
+
+
+def test_a_morphology_student_fine_tunes_on_training_and_held_out_bodies(  # noqa: ANN201
+        swimmer_students, tmp_path: Path):  # noqa: ANN001
+    path = swimmer_students["descriptor"]
+    deployed = load_student(path)
+    tasks = resolve_finetune_tasks(deployed, [*SWIM_TRAIN, SWIM_HELD])
+    assert [t.split for t in tasks] == ["train", "train", "interp"]
+    summary = finetune(path, tmp_path / "ft", tasks, steps=3 * 2 * 64 * 3,
+                       config=_small(n_steps=64, batch_size=64, critic_warmup_steps=0, eval_every=0,
+                                     eval_episodes=1, confirm_episodes=0, select="last"),
+                       progress_bar=False)
+    # training bodies are held to the family teacher; the held-out one is free, and explores
+    # with the family teacher's noise on its own body (it shares a layout with a training body)
+    assert summary["references"] == {SWIM_TRAIN[0]: "teacher", SWIM_TRAIN[1]: "teacher", SWIM_HELD: "none"}
+    assert all(v is not None for v in summary["log_std_from"].values())
+    tuned = load_student(tmp_path / "ft")
+    assert tuned.student.kind == "descriptor" and [s["stage"] for s in tuned.metadata["stages"]] == \
+        ["distill", "finetune"]
+    before = load_student(tmp_path / "ft" / "pre_finetune.safetensors")
+    obs = make_env(tasks[2].env_id, dict(tasks[2].env_kwargs)).reset(seed=0)[0]
+    desc = get_family("swimmer").descriptor(dict(tasks[2].env_kwargs)["body"])
+    a, b = tuned.predict(obs, body=desc), before.predict(obs, body=desc)
+    assert np.isfinite(a).all() and not np.array_equal(a, b)  # it moved, and deploys with body=
+
+
+def test_kinds_that_cannot_be_fine_tuned_say_so(swimmer_students, tmp_path: Path) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
+        finetune(swimmer_students["history"], tmp_path / "h", steps=1000, config=_small())
+    with pytest.raises(ConfigError, match="unknown swimmer bodies"):
+        resolve_finetune_tasks(load_student(swimmer_students["token"]), ["swimmer-train-99"])
+    with pytest.raises(ConfigError, match="family's bodies"):
+        resolve_finetune_tasks(load_student(swimmer_students["token"]), env_id="polydistill/Swimmer-v0")

@@ -109,3 +109,42 @@ def test_the_bc_baseline_can_run_on_fewer_seeds_than_the_students() -> None:
     assert runs == {"dense": [0, 1, 2], "multihead": [0, 1, 2], "moe": [0, 1, 2], "bc": [0]}
     _, _, _, same = grid(BenchOptions(suite="mt10", seeds=3))
     assert sorted(j[1] for j in same if j[2] == "bc") == [0, 1, 2]
+
+
+def test_finetuning_a_metaworld_student_tracks_success_and_keeps_a_scripted_teacher_as_reference(
+        tmp_path: Path) -> None:
+    from polydistill.finetune import finetune, load_finetune_config
+
+    cfg = _config("mt10")
+    tasks = tuple(t for t in cfg.tasks if t.name == "reach-v3")
+    run = GeneralistRun(GeneralistConfig(tasks=tasks, total_steps=2000, rounds=1, n_envs=2,
+                                         updates_per_step=0.1, success_key="success",
+                                         student=StudentConfig(hidden=(32, 32), architecture="moe")))
+    run.learn()
+    path = run.save(tmp_path / "s")
+    ft = load_finetune_config(overrides={"n_envs": 2, "n_steps": 250, "batch_size": 250, "n_epochs": 2,
+                                         "critic_warmup_steps": 500, "eval_every": 500, "eval_episodes": 2,
+                                         "confirm_episodes": 2, "log_std_init": -1.5})
+    summary = finetune(path, tmp_path / "ft", steps=1500, config=ft, progress_bar=False)
+    # the student's recipe names the success key: every evaluation records success beside the return
+    assert summary["success_key"] == "success"
+    assert all(set(c["success"]) == {"reach-v3"} and 0.0 <= c["success"]["reach-v3"] <= 1.0
+               for c in summary["curve"])
+    assert summary["success_before"]["reach-v3"] == summary["curve"][0]["success"]["reach-v3"]
+    # a scripted expert has no distribution: the regulariser pulls the mean toward its action
+    assert summary["references"] == {"reach-v3": "teacher"}
+    # a constant starting log-std (here -1.5), times std_scale, on the MoE student too (no head fit)
+    start = -1.5 + np.log(ft.std_scale)
+    assert summary["exploration_log_std"]["reach-v3"] == pytest.approx([start] * 4, abs=0.05)
+    deployed = __import__("polydistill").load_student(tmp_path / "ft")
+    assert [s["stage"] for s in deployed.metadata["stages"]] == ["distill", "finetune"]
+    obs, _ = make_env("Meta-World/MT1", {"env_name": "reach-v3", "seed": 0}).reset(seed=0)
+    assert np.isfinite(deployed.predict(obs, embodiment="sawyer", task="reach-v3")).all()
+    # evaluate reports the pre-fine-tuning student's success beside the fine-tuned one's
+    from polydistill.finetune.run import add_pre_finetune
+    from polydistill.setups import get_setup
+
+    options, setup = EvalOptions(episodes=2), get_setup("generalist")
+    rows = add_pre_finetune(setup.evaluate(deployed, options), tmp_path / "ft", setup, options)
+    assert [r.name for r in rows] == ["reach-v3"]
+    assert 0.0 <= rows[0].extra["before_success"] <= 1.0 and 0.0 <= rows[0].extra["success"] <= 1.0

@@ -252,9 +252,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                                    args.teacher, args.teachers_dir)
     summary = finetune(args.student, args.out, tasks, int(args.steps), cfg,
                        progress_bar=not args.no_progress, command=shlex.join(["polydistill", *sys.argv[1:]]))
-    lines = ["| task | before | after |", "|---|---:|---:|"]
+    sb, sa = summary.get("success_before"), summary.get("success_after")
+    lines = ["| task | before | after |" + (" success before | success after |" if sb else ""),
+             "|---|---:|---:|" + ("---:|---:|" if sb else "")]
     for name, before in summary["returns_before"].items():
-        lines.append(f"| {name} | {before:.1f} | {summary['returns_after'][name]:.1f} |")
+        lines.append(f"| {name} | {before:.1f} | {summary['returns_after'][name]:.1f} |"
+                     + (f" {sb[name]:.2f} | {sa[name]:.2f} |" if sb and sa else ""))
     print("\n".join(lines))
     print(f"student: {summary['student']} (kept the student of step {summary['kept_step']}); "
           f"evaluate: polydistill evaluate --student {shlex.quote(args.out)}")

@@ -115,7 +115,10 @@ class FinetuneConfig:
     the default ``mse`` loss needs, since that loss never trains its log-std. A held-out task
     takes the teacher of the training task whose token it borrows. ``student``: keep the
     log-std learned in distillation (students distilled with a KL loss). A number: that
-    constant log-std everywhere."""
+    constant log-std everywhere (any architecture; ``teacher`` needs a single Gaussian head).
+    Where no teacher has a Gaussian (scripted experts such as Meta-World's), ``teacher`` keeps
+    the student's own log-std output and a warning says so: after mse distillation that is
+    the untrained head's, about 0 (std 1, times ``std_scale``)."""
     std_scale: float = 0.25
     """Multiplies the starting exploration std (after ``log_std_init``). A distilled student
     is more brittle under noise than the teacher that was trained with it (hopper, 5 episodes:
@@ -150,6 +153,10 @@ class FinetuneConfig:
     The best of ten noisy evaluations is biased upward: on hopper (seed 0) the student of step
     90,000 was kept for 3,572 on its evaluation seeds (the start: 3,563) and made 3,448 on the
     benchmark's, against 3,567 for the start."""
+    success_key: str | None = None
+    """``info`` key of the env's success flag (Meta-World: ``success``). None: the student's own
+    (its distillation recipe's ``success_key``), else none. With one, every evaluation records
+    the success rate beside the return, and selection ranks success first, then return."""
     seed: int = 0
     """Seed of PPO and the envs."""
 

@@ -1,10 +1,13 @@
 """A distilled student as a stable-baselines3 actor-critic, and the env view it acts through.
 
 SB3's PPO sees one flat observation per env: the task's raw observation zero-padded to the
-student's widest embodiment, then the student's token row (one float). :class:`TokenRouted`
-makes that view of a task's env and cuts the padded action back to the embodiment's; every
-task of a multi-task run therefore has the same spaces and steps in one vector env, each
-routed to its own token. :class:`StudentActorCritic` is the policy: the actor *is* the
+student's widest embodiment, then (for a student that reads a body descriptor) the body's
+descriptor, then the student's token row (one float). :class:`TokenRouted` makes that view of
+a task's env and cuts the padded action back to the embodiment's; every task of a multi-task
+run therefore has the same spaces and steps in one vector env, each routed to its own token.
+A morphology student's padded layout (joint slots, :class:`~polydistill.students.layout.FamilyLayout`)
+is made inside the policy (:class:`StudentInput`), so the raw observation stays a prefix
+that the regulariser's teacher reads as is. :class:`StudentActorCritic` is the policy: the actor *is* the
 student (its normaliser, trunk and head, unchanged in structure, so the fine-tuned weights
 load back into a normal student checkpoint), and the critic is a new MLP on the student's
 normalised input and token.
@@ -25,17 +28,18 @@ from polydistill.errors import ConfigError
 from polydistill.students.base import ACTIVATIONS, Student
 from polydistill.students.embodiment import EmbodimentTable
 
-__all__ = ["TokenRouted", "StudentActorCritic", "routed_spaces", "split_obs"]
+__all__ = ["TokenRouted", "StudentActorCritic", "StudentInput", "routed_spaces", "split_obs"]
 
 
-def routed_spaces(table: EmbodimentTable) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+def routed_spaces(table: EmbodimentTable, n_body: int = 0) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """Observation and action space every routed task shares.
 
-    The observation is ``max_obs_dim`` raw values then the token row; the action is the widest
-    action vector, bounded by the union of the embodiments' bounds (each task clips to its own).
+    The observation is ``max_obs_dim`` raw values, ``n_body`` descriptor values, then the token
+    row; the action is the widest action vector, bounded by the union of the embodiments'
+    bounds (each task clips to its own).
     """
     d, a = table.max_obs_dim, table.max_action_dim
-    obs = gym.spaces.Box(-np.inf, np.inf, (d + 1,), np.float32)
+    obs = gym.spaces.Box(-np.inf, np.inf, (d + n_body + 1,), np.float32)
     mask = table.action_mask
     low = np.where(mask, table.action_low, np.inf).min(0)
     high = np.where(mask, table.action_high, -np.inf).max(0)
@@ -43,9 +47,56 @@ def routed_spaces(table: EmbodimentTable) -> tuple[gym.spaces.Box, gym.spaces.Bo
 
 
 def split_obs(obs: torch.Tensor, table: EmbodimentTable) -> tuple[torch.Tensor, torch.Tensor]:
-    """Routed observations ``(B, D + 1)`` -> padded raw observations ``(B, D)`` and token rows ``(B,)``."""
+    """Routed observations ``(B, D [+ P] + 1)`` -> zero-padded raw observations ``(B, D)`` and token rows."""
     d = table.max_obs_dim
-    return obs[:, :d], obs[:, d].round().long()
+    return obs[:, :d], obs[:, -1].round().long()
+
+
+class StudentInput:
+    """How routed observations become a student's network input, per student kind.
+
+    A generalist student reads the zero-padded observation as it is. A morphology student
+    (``token`` or ``descriptor``) reads it in its family's padded layout, made here per token
+    row by an exact 0/1 matrix; the ``descriptor`` kind also reads the body descriptor that
+    the routed observation carries. Recurrent kinds (``history``) and the ``joints``
+    transformer cannot be fine-tuned (ConfigError).
+
+    Args:
+        student: The student.
+    """
+
+    def __init__(self, student: Student) -> None:
+        self.student, self.table = student, student.table
+        spec = getattr(student, "spec", None)
+        kind = getattr(student, "kind", "generalist")
+        if getattr(student, "recurrent", False) or kind == "joints":
+            raise ConfigError(f"fine-tuning takes generalist students and the token and descriptor "
+                              f"morphology kinds; a {kind!r} student (a history or per-joint "
+                              "transformer) cannot be fine-tuned")
+        self.n_body = spec.n_desc if kind == "descriptor" else 0
+        self.pad: torch.Tensor | None = None
+        if spec is not None:
+            d = self.table.max_obs_dim
+            mats = np.zeros((len(self.table.action_mask), d, d), np.float32)
+            for row in range(len(mats)):
+                layout = spec.layout.layouts[student._layout_of_row(row)]  # type: ignore[attr-defined]
+                mats[row, :layout.obs_dim] = spec.layout.pad(np.eye(layout.obs_dim), layout, np.float32)
+            self.pad = torch.from_numpy(mats)
+
+    def split(self, obs: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Routed observations -> the student's input, its padded observation ``(B, D)`` and token rows."""
+        x, emb = split_obs(obs.float(), self.table)
+        if self.pad is not None:
+            x = torch.einsum("bi,bij->bj", x, self.pad[emb])
+        if self.n_body:
+            d = self.table.max_obs_dim
+            return {"obs": x, "body": obs[:, d: d + self.n_body].float()}, x, emb
+        return x, x, emb
+
+    def body(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The descriptors a routed batch carries (None: the student reads none)."""
+        d = self.table.max_obs_dim
+        return obs[:, d: d + self.n_body].float() if self.n_body else None
 
 
 class TokenRouted(gym.Wrapper):
@@ -55,29 +106,39 @@ class TokenRouted(gym.Wrapper):
         env: The task's env (flat Box observations of the embodiment's size).
         table: The student's embodiment table.
         row: The token row that drives this task.
+        body: The body descriptor to carry (students that read one), None for the others.
+        obs_dim: The env's observation length where it differs from the row's (a morphology
+            body whose layout the student pads); default: the row's.
 
     Example:
         >>> env = TokenRouted(make_env("polydistill/Hopper-v0"), student.table, 0)  # doctest: +SKIP
     """
 
-    def __init__(self, env: gym.Env, table: EmbodimentTable, row: int) -> None:
+    def __init__(self, env: gym.Env, table: EmbodimentTable, row: int, body: np.ndarray | None = None,
+                 obs_dim: int | None = None) -> None:
         super().__init__(env)
         self.table, self.row = table, int(row)
         e = table.embodiments[self.row]
+        want = e.obs_dim if obs_dim is None else int(obs_dim)
         shape = tuple(getattr(env.observation_space, "shape", None) or ())
-        if shape != (e.obs_dim,):
-            raise ConfigError(f"token {e.name!r} reads observations of shape ({e.obs_dim},), the env "
+        if shape != (want,):
+            raise ConfigError(f"token {e.name!r} reads observations of shape ({want},), the env "
                               f"{env.spec.id if env.spec else env} gives {shape}")
         if e.action_kind != "continuous":
             raise ConfigError("fine-tuning supports continuous-action students only")
-        self.observation_space, self.action_space = routed_spaces(table)
-        self._obs_dim, self._act_dim = e.obs_dim, e.action_dim
+        self._body = None if body is None else np.asarray(body, np.float32).ravel()
+        self.observation_space, self.action_space = routed_spaces(
+            table, 0 if self._body is None else len(self._body))
+        self._obs_dim, self._act_dim = want, e.action_dim
         self._low = table.action_low[self.row, : e.action_dim]
         self._high = table.action_high[self.row, : e.action_dim]
 
     def _route(self, obs: Any) -> np.ndarray:
-        out = np.zeros(self.table.max_obs_dim + 1, dtype=np.float32)
+        d = self.table.max_obs_dim
+        out = np.zeros(self.observation_space.shape, dtype=np.float32)  # type: ignore[arg-type]
         out[: self._obs_dim] = obs
+        if self._body is not None:
+            out[d: d + len(self._body)] = self._body
         out[-1] = self.row
         return out
 
@@ -126,6 +187,7 @@ class StudentActorCritic(ActorCriticPolicy):
         student, hidden, actor_lr, activation, log_std = self.__dict__.pop("_pending")
         self.student = student
         self.table = student.table
+        self.view = StudentInput(student)
         self.log_std: nn.Parameter | None = None
         if log_std is not None:
             want = (len(self.table.action_mask), self.table.max_action_dim)
@@ -133,7 +195,7 @@ class StudentActorCritic(ActorCriticPolicy):
                 raise ConfigError(f"log_std: expected shape {want} (token rows, actions), "
                                   f"got {np.shape(log_std)}")
             self.log_std = nn.Parameter(torch.tensor(np.asarray(log_std), dtype=torch.float32))  # a copy
-        width = self.table.max_obs_dim + self.table.code_dim
+        width = self.table.max_obs_dim + self.table.code_dim + self.view.n_body
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
@@ -153,7 +215,7 @@ class StudentActorCritic(ActorCriticPolicy):
 
     def student_output(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, log-std ``(B, A)`` of the student on routed observations, and their token rows."""
-        x, emb = split_obs(obs.float(), self.table)
+        x, _, emb = self.view.split(obs)
         out = self.student(x, emb)
         if self.log_std is None:
             return out.mean, out.log_std, emb  # type: ignore[return-value]
@@ -167,9 +229,10 @@ class StudentActorCritic(ActorCriticPolicy):
 
     def predict_values(self, obs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """Critic values ``(B, 1)`` of routed observations."""
-        x, emb = split_obs(obs.float(), self.table)
-        inp = torch.cat([self.student.normalize(x, emb), self.student.token_codes[emb].to(x.dtype)], -1)
-        return self.critic(inp)
+        _, x, emb = self.view.split(obs)
+        parts = [self.student.normalize(x, emb), self.student.token_codes[emb].to(x.dtype)]
+        body = self.view.body(obs)
+        return self.critic(torch.cat(parts if body is None else [*parts, body], -1))
 
     # ----------------------------------------------------------------- what PPO calls
     def forward(self, obs: torch.Tensor, deterministic: bool = False  # type: ignore[override]

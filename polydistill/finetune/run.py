@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,10 @@ def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None
             ``names`` and ``env_id``.
     """
     meta = student.metadata
+    if meta.get("morphology"):
+        if env_id:
+            raise ConfigError("a morphology student fine-tunes on its family's bodies: pass --task BODY")
+        return _family_tasks(student, names)
     own = [FinetuneTask(t["name"], t["env_id"], t["embodiment"], "train", teacher=t.get("teacher"),
                         env_kwargs=tuple(sorted(t.get("env_kwargs", {}).items())), task=t.get("task"))
            for t in meta.get("tasks", [])]
@@ -111,6 +115,35 @@ def resolve_finetune_tasks(student: DeployedStudent, names: Sequence[str] | None
     return tasks
 
 
+def _family_tasks(student: DeployedStudent, names: Sequence[str] | None) -> list[FinetuneTask]:
+    """Bodies of a morphology student's family as tasks (default: its training bodies).
+
+    A training body's reference is the family teacher (the distillation's, given the body's
+    true descriptor); a held-out body has none, like a held-out task of a suite.
+    """
+    from polydistill.envs.families import body_layout, get_family
+    from polydistill.setups.morphology import default_family_teacher, family_bodies
+
+    meta = student.metadata
+    family = meta["morphology"]["family"]
+    known = family_bodies(family)
+    trained = [b["name"] for b in meta["morphology"]["bodies"]]
+    names = list(dict.fromkeys(names or trained))
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"unknown {family} bodies {bad}; the family has {list(known)}")
+    teacher = str((meta.get("config") or {}).get("teacher") or default_family_teacher(family))
+    fam, spec = get_family(family), student.student.spec  # type: ignore[attr-defined]
+    out = []
+    for n in names:
+        b = known[n]
+        layout = spec.layout_name(spec.layout.index(body_layout(family, b.params)))
+        out.append(FinetuneTask(n, fam.env_id, layout, "train" if n in trained else b.split,
+                                teacher=teacher if n in trained else None,
+                                env_kwargs=(("body", dict(b.params)),)))
+    return out
+
+
 def _teacher_reference(spec: str, task: FinetuneTask) -> Any:
     from polydistill.evaluation.report import task_teacher
 
@@ -133,21 +166,70 @@ def _fresh_copy(student: GeneralistStudent) -> GeneralistStudent:
     return twin
 
 
-def _student_reference(student: GeneralistStudent, row: int) -> Any:
+@dataclass(frozen=True)
+class _Route:
+    """How one task reaches the student: its token row, and the body descriptor it reads (if any)."""
+
+    row: int
+    body: np.ndarray | None = None
+    obs_dim: int | None = None
+    """The env's observation length where the student pads it into a layout (morphology)."""
+
+
+def _route(student: GeneralistStudent, task: FinetuneTask) -> _Route:
+    """The route of ``task``: its token, or for a morphology student its body's row and descriptor."""
+    spec = getattr(student, "spec", None)
+    if spec is None:
+        return _Route(student.table.id(task.embodiment, task.task))
+    from polydistill.envs.families import get_family
+
+    params = dict(task.env_kwargs).get("body")
+    if not isinstance(params, dict):
+        raise ConfigError(f"task {task.name!r}: a {spec.family} morphology student fine-tunes on family "
+                          "bodies (env_kwargs body=PARAMS)")
+    body = np.asarray(get_family(spec.family).descriptor(params), np.float32)
+    env = make_env(task.env_id, dict(task.env_kwargs))
+    try:
+        obs, _ = env.reset(seed=0)
+    finally:
+        env.close()
+    try:
+        _, emb, _ = student.prepare(np.asarray(obs)[None], body=body)
+    except Exception as exc:
+        raise ConfigError(f"task {task.name!r}: {exc}") from None
+    return _Route(int(emb[0]), body, int(np.asarray(obs).shape[-1]))
+
+
+def _net_inputs(student: GeneralistStudent, route: _Route, obs: np.ndarray) -> tuple[Any, torch.Tensor]:
+    """The network input of raw observations ``(N, obs_dim)`` of one task, and their token rows."""
+    if route.body is None:
+        x = torch.from_numpy(student.table.pad_obs(obs.astype(np.float32), route.row))
+        return x, torch.full((len(x),), route.row, dtype=torch.long)
+    x, emb, _ = student.prepare(obs, body=route.body)
+    return x, emb
+
+
+def _student_reference(student: GeneralistStudent, route: _Route) -> Any:
     frozen = _fresh_copy(student).eval()
-    k = frozen.table.embodiments[row].action_dim
+    k = frozen.table.embodiments[route.row].action_dim
 
     @torch.inference_mode()
     def ref(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        x = torch.from_numpy(frozen.table.pad_obs(obs.astype(np.float32), row))
-        out = frozen(x, torch.full((len(x),), row, dtype=torch.long))
+        out = frozen(*_net_inputs(frozen, route, obs))
         return out.mean[:, :k].numpy(), out.log_std[:, :k].numpy()  # type: ignore[index]
 
     return ref
 
 
-def _policy_act(student: GeneralistStudent, row: int) -> Any:
-    act = student.policy(row)
+def _policy_act(student: GeneralistStudent, route: _Route) -> Any:
+    if route.body is not None:
+        def deployed(obs: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                x, emb = _net_inputs(student, route, np.asarray(obs))
+                return student.deploy_act(x, emb, True)
+
+        return deployed
+    act = student.policy(route.row)
 
     def f(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -156,19 +238,33 @@ def _policy_act(student: GeneralistStudent, row: int) -> Any:
     return f
 
 
-def _evaluate_tasks(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
-                    episodes: int, seed: int = EVAL_SEED) -> dict[str, float]:
-    out = {}
-    for t, row in zip(tasks, rows, strict=True):
-        r = evaluate(t.env_id, _policy_act(student, row), n_episodes=episodes, seed=seed,
-                     env_kwargs=dict(t.env_kwargs))
-        out[t.name] = r.mean_return
-    return out
+Scores = tuple[dict[str, float], dict[str, float] | None]
+"""Mean return per task, and success rate per task (None without a success key)."""
 
 
-def _score(returns: dict[str, float], start: dict[str, float]) -> float:
-    """Mean improvement over the start, relative to each task's starting return."""
-    return float(np.mean([(returns[k] - start[k]) / max(abs(start[k]), 1.0) for k in start]))
+def _evaluate_tasks(student: GeneralistStudent, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
+                    episodes: int, seed: int = EVAL_SEED, success_key: str | None = None) -> Scores:
+    returns, success = {}, {}
+    for t, route in zip(tasks, routes, strict=True):
+        r = evaluate(t.env_id, _policy_act(student, route), n_episodes=episodes, seed=seed,
+                     env_kwargs=dict(t.env_kwargs), success_key=success_key)
+        returns[t.name] = r.mean_return
+        if r.success_rate is not None:
+            success[t.name] = r.success_rate
+    return returns, (success if success_key is not None else None)
+
+
+def _score(got: Scores, start: Scores) -> tuple[float, float]:
+    """How much better than the start, compared in order: success, then return.
+
+    The mean success-rate gain (0 without a success key), then the mean return gain relative
+    to each task's starting return.
+    """
+    (returns, success), (base, base_success) = got, start
+    gain = float(np.mean([(returns[k] - base[k]) / max(abs(base[k]), 1.0) for k in base]))
+    if success is None or base_success is None:
+        return 0.0, gain
+    return float(np.mean([success[k] - base_success[k] for k in base_success])), gain
 
 
 def _log_std_head(student: GeneralistStudent) -> torch.nn.Linear:
@@ -200,10 +296,13 @@ def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
     for t in [*tasks, *own]:
         if t.teacher and t.embodiment == task.embodiment and t.task == task.task:
             return t.teacher
+    for t in [*tasks, *own]:  # a family body: any body of its layout has the family teacher
+        if t.teacher and t.embodiment == task.embodiment and dict(task.env_kwargs).get("body") is not None:
+            return t.teacher
     return None
 
 
-def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n: int,
+def _student_states(student: GeneralistStudent, task: FinetuneTask, route: _Route, n: int,
                     cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Raw observations ``(~n, obs_dim)`` of whole deterministic episodes of the student on ``task``.
 
@@ -213,7 +312,7 @@ def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n:
     if cache is not None and task.name in cache:
         return cache[task.name]
     states: list[np.ndarray] = []
-    act = _policy_act(student, row)
+    act = _policy_act(student, route)
 
     def record(obs: np.ndarray) -> np.ndarray:
         states.append(np.asarray(obs, dtype=np.float32))
@@ -231,7 +330,7 @@ def _student_states(student: GeneralistStudent, task: FinetuneTask, row: int, n:
     return out
 
 
-def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
+def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
                   states_per_task: int = 2000, cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Each task row's log-std output averaged over the student's own states: ``(token rows, A)``.
 
@@ -239,16 +338,15 @@ def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], row
     """
     table = student.table
     out = np.zeros((len(table.action_mask), table.max_action_dim), np.float32)
-    for t, row in zip(tasks, rows, strict=True):
-        obs = _student_states(student, t, row, states_per_task, cache)
+    for t, route in zip(tasks, routes, strict=True):
+        obs = _student_states(student, t, route, states_per_task, cache)
         with torch.no_grad():
-            x = torch.from_numpy(table.pad_obs(obs, row))
-            log_std = student(x, torch.full((len(x),), row, dtype=torch.long)).log_std
-        out[row] = log_std.mean(0).numpy()  # type: ignore[union-attr]
+            log_std = student(*_net_inputs(student, route, obs)).log_std
+        out[route.row] = log_std.mean(0).numpy()  # type: ignore[union-attr]
     return out
 
 
-def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows: Sequence[int],
+def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
                  own: Sequence[FinetuneTask], states_per_task: int = 2000,
                  ridge: float = 1e-3, cache: dict[str, np.ndarray] | None = None) -> dict[str, str | None]:
     """Least-squares fit of the head's log-std rows to the teachers' log-std on the student's states.
@@ -257,22 +355,21 @@ def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows
     stays exactly as distilled. Returns the teacher used per task (None: none, not fitted);
     where no task has a teacher with a Gaussian distribution nothing changes (a warning says so).
     """
-    head, a = _log_std_head(student), student.table.max_action_dim
+    a = student.table.max_action_dim
     feats, targets, masks, used = [], [], [], {}
-    for t, row in zip(tasks, rows, strict=True):
+    for t, route in zip(tasks, routes, strict=True):
         spec = _std_teacher(t, tasks, own)
         used[t.name] = spec
         if spec is None:
             continue
-        obs = _student_states(student, t, row, states_per_task, cache)
+        obs = _student_states(student, t, route, states_per_task, cache)
         target = _teacher_reference(spec, t)(obs)[1]
         if target is None:
             used[t.name] = None
             continue
         k = target.shape[1]
         with torch.no_grad():
-            x = torch.from_numpy(student.table.pad_obs(obs, row))
-            feats.append(student.features(x, torch.full((len(x),), row, dtype=torch.long)).double())
+            feats.append(student.features(*_net_inputs(student, route, obs)).double())
         y = np.zeros((len(obs), a))
         y[:, :k] = target
         m = np.zeros((len(obs), a), bool)
@@ -283,6 +380,7 @@ def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rows
         log.warning("log_std_init: teacher: no task has a teacher with a Gaussian distribution; the student "
                     "explores with its own log-std (set log_std_init to a number to choose one)")
         return {name: None for name in used}
+    head = _log_std_head(student)
     f, y, m = torch.cat(feats), torch.cat(targets), torch.cat(masks)
     f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)  # (N, H + 1): features and the bias
     with torch.no_grad():
@@ -324,7 +422,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from polydistill.finetune.config import load_finetune_config
-    from polydistill.finetune.policy import StudentActorCritic, TokenRouted
+    from polydistill.finetune.policy import StudentActorCritic, StudentInput, TokenRouted
     from polydistill.finetune.ppo import KickstartPPO
 
     if int(steps) <= 0:
@@ -332,7 +430,8 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     cfg = config or load_finetune_config()
     deployed = load_student(student_path)
     base = deployed.student
-    if not isinstance(base, GeneralistStudent) or base.reads_body or base.discrete:
+    StudentInput(base)  # refuses the kinds that cannot be fine-tuned, saying why
+    if not isinstance(base, GeneralistStudent) or base.discrete:
         raise ConfigError(f"fine-tuning takes continuous-action generalist students; this one is a "
                           f"{base.kind!r} student of setup {deployed.metadata.get('setup')!r}")
     tasks = list(tasks) if tasks else resolve_finetune_tasks(deployed)
@@ -340,18 +439,23 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     torch.set_num_threads(1)
     student = _fresh_copy(base).train()
     table = student.table
-    rows = [table.id(t.embodiment, t.task) for t in tasks]
+    routes = [_route(student, t) for t in tasks]
+    rows = [r.row for r in routes]
+    success_key = cfg.success_key or deployed.metadata.get("success_key")
     std_from: dict[str, Any] = {}
     states: dict[str, np.ndarray] = {}  # the student's own states per task, for both log-std steps
+    constant = None if isinstance(cfg.log_std_init, str) else float(cfg.log_std_init)
     if cfg.log_std_init == "teacher":
-        own = resolve_finetune_tasks(deployed) if deployed.metadata.get("tasks") else []
-        std_from = _fit_log_std(student, tasks, rows, own, cache=states)
-    elif not isinstance(cfg.log_std_init, str):
-        _reset_log_std(student, float(cfg.log_std_init))
+        own = resolve_finetune_tasks(deployed) if deployed.metadata.get("tasks") or \
+            deployed.metadata.get("morphology") else []
+        std_from = _fit_log_std(student, tasks, routes, own, cache=states)
+    elif constant is not None and cfg.exploration != "parameter":
+        _reset_log_std(student, constant)
     explore = None
     if cfg.exploration == "parameter":
         # per token row: a row that drives a task without a teacher explores with that scale
-        explore = _mean_log_std(student, tasks, rows, cache=states)
+        explore = _mean_log_std(student, tasks, routes, cache=states) if constant is None else \
+            np.full((len(table.action_mask), table.max_action_dim), constant, np.float32)
         untaught = {r for t, r in zip(tasks, rows, strict=True) if not t.teacher}
         for r in set(rows):
             explore[r] += math.log(cfg.std_scale_no_teacher if r in untaught else cfg.std_scale)
@@ -363,7 +467,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     reg = cfg.regularizer
     refs: list[Any] = []
     ref_kinds: dict[str, str] = {}
-    for t, row in zip(tasks, rows, strict=True):
+    for t, route in zip(tasks, routes, strict=True):
         if reg.coef == 0:
             ref, kind = None, "none"
         elif reg.reference == "teacher" and t.teacher:
@@ -371,17 +475,18 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         elif reg.reference == "teacher" and reg.no_teacher == "none":
             ref, kind = None, "none"
         else:
-            ref, kind = _student_reference(base, row), "pre-finetune student"
+            ref, kind = _student_reference(base, route), "pre-finetune student"
         ref_kinds[t.name] = kind
         refs += [ref] * cfg.n_envs
-    obs_dims = [table.embodiments[r].obs_dim for r in rows for _ in range(cfg.n_envs)]
+    obs_dims = [r.obs_dim or table.embodiments[r.row].obs_dim for r in routes for _ in range(cfg.n_envs)]
     act_dims = [table.embodiments[r].action_dim for r in rows for _ in range(cfg.n_envs)]
     task_of_env = [t.name for t in tasks for _ in range(cfg.n_envs)]
 
-    def maker(t: FinetuneTask, row: int) -> Any:
-        return lambda: Monitor(TokenRouted(make_env(t.env_id, dict(t.env_kwargs)), table, row))
+    def maker(t: FinetuneTask, r: _Route) -> Any:
+        return lambda: Monitor(TokenRouted(make_env(t.env_id, dict(t.env_kwargs)), table, r.row, r.body,
+                                           r.obs_dim))
 
-    venv: Any = DummyVecEnv([maker(t, r) for t, r in zip(tasks, rows, strict=True)
+    venv: Any = DummyVecEnv([maker(t, r) for t, r in zip(tasks, routes, strict=True)
                              for _ in range(cfg.n_envs)])
     venv.seed(cfg.seed)
     if cfg.normalize_reward:
@@ -414,10 +519,16 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     actor = model.policy.student  # type: ignore[attr-defined]
 
     t0 = time.time()
-    start = _evaluate_tasks(actor, tasks, rows, cfg.eval_episodes)
+    def scores(episodes: int = cfg.eval_episodes, seed: int = EVAL_SEED) -> Scores:
+        return _evaluate_tasks(actor, tasks, routes, episodes, seed, success_key)
+
+    def point(step: int, got: Scores) -> dict[str, Any]:
+        return {"step": step, "returns": got[0], **({} if got[1] is None else {"success": got[1]})}
+
+    start = scores()
     start_state = copy.deepcopy(actor.state_dict())
-    curve = [{"step": 0, "returns": start}]
-    best = {"score": 0.0, "step": 0, "state": copy.deepcopy(actor.state_dict())}
+    curve = [point(0, start)]
+    best: dict[str, Any] = {"score": (0.0, 0.0), "step": 0, "state": copy.deepcopy(actor.state_dict())}
     train_returns: dict[str, list[float]] = {t.name: [] for t in tasks}
 
     class _Track(BaseCallback):
@@ -439,11 +550,13 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
             return True
 
         def evaluate(self) -> None:
-            returns = _evaluate_tasks(actor, tasks, rows, cfg.eval_episodes)
-            curve.append({"step": int(self.num_timesteps), "returns": returns})
-            for name, r in returns.items():
+            got = scores()
+            curve.append(point(int(self.num_timesteps), got))
+            for name, r in got[0].items():
                 self.logger.record(f"eval/return/{name}", r)
-            score = _score(returns, start)
+            for name, r in (got[1] or {}).items():
+                self.logger.record(f"eval/success/{name}", r)
+            score = _score(got, start)
             if score > best["score"]:
                 best.update(score=score, step=int(self.num_timesteps),
                             state=copy.deepcopy(actor.state_dict()))
@@ -462,11 +575,13 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
             # the best of many noisy evaluations is biased upward: it must also beat the start
             # on seeds none of them used, or the start is kept
             actor.load_state_dict(best["state"])
-            got = _evaluate_tasks(actor, tasks, rows, cfg.confirm_episodes, CONFIRM_SEED)
+            got = scores(cfg.confirm_episodes, CONFIRM_SEED)
             actor.load_state_dict(start_state)
-            base_got = _evaluate_tasks(actor, tasks, rows, cfg.confirm_episodes, CONFIRM_SEED)
-            confirm = {"step": kept, "returns": got, "start_returns": base_got,
-                       "confirmed": _score(got, base_got) > 0}
+            base_got = scores(cfg.confirm_episodes, CONFIRM_SEED)
+            confirm = {"step": kept, "returns": got[0], "start_returns": base_got[0],
+                       "confirmed": _score(got, base_got) > (0.0, 0.0)}
+            if success_key is not None:
+                confirm.update(success=got[1], start_success=base_got[1])
             if not confirm["confirmed"]:
                 log.info("the best evaluation (step %d) did not beat the start on fresh seeds: %s vs %s; "
                          "keeping the start", kept, got, base_got)
@@ -474,7 +589,8 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         actor.load_state_dict(best["state"])
     else:
         kept = int(model.num_timesteps)
-    final = next(c["returns"] for c in curve if c["step"] == kept)
+    kept_point = next(c for c in curve if c["step"] == kept)
+    final = kept_point["returns"]
     if not all(np.isfinite(v) for v in final.values()):
         raise TrainingError("fine-tuning ended with non-finite evaluation returns")
 
@@ -491,7 +607,9 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         "exploration_log_std": None if explore is None else {
             t.name: model.policy.log_std[r, :table.embodiments[r].action_dim].tolist()  # type: ignore[index]
             for t, r in zip(tasks, rows, strict=True)},
-        "returns_before": start, "returns_after": final, "curve": curve, "confirm": confirm,
+        "returns_before": start[0], "returns_after": final, "success_key": success_key,
+        "success_before": start[1], "success_after": kept_point.get("success"),
+        "curve": curve, "confirm": confirm,
         "versions": library_versions(), "command": command,
     }
     extra = {k: v for k, v in base_meta.items() if k not in _REGENERATED and k not in ("stages", "finetune")}
@@ -505,8 +623,8 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     atomic_write_json(out / "finetune.json", summary)
     log.info("fine-tuned %s on %s for %d steps (%.0f s); kept step %d", student_path,
              [t.name for t in tasks], model.num_timesteps, seconds, kept)
-    for name in start:
-        log.info("  %-16s before %9.1f  after %9.1f", name, start[name], final[name])
+    for name in start[0]:
+        log.info("  %-16s before %9.1f  after %9.1f", name, start[0][name], final[name])
     return summary
 
 
@@ -514,7 +632,8 @@ def add_pre_finetune(rows: list[Any], student_path: str | Path, setup: Any, opti
     """``rows`` of a fine-tuned student with the pre-fine-tuning student's figures beside them.
 
     Each row gains ``before`` (that student's return on the same seeds) and ``before_ratio``
-    (over the row's yardstick). Rows are returned unchanged where the copy is missing.
+    (over the row's yardstick), and ``before_success`` where the rows report success. Rows
+    are returned unchanged where the copy is missing.
     """
     import dataclasses
 
@@ -530,5 +649,7 @@ def add_pre_finetune(rows: list[Any], student_path: str | Path, setup: Any, opti
         b = before.get(r.name)
         extra = {**r.extra, "before": None if b is None else b.student_return,
                  "before_ratio": None if b is None else ratio(b.student_return, r.teacher_return)}
+        if "success" in r.extra:
+            extra["before_success"] = None if b is None else b.extra.get("success")
         out.append(dataclasses.replace(r, extra=extra))
     return out
