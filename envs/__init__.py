@@ -199,6 +199,7 @@ def register_envs() -> None:
 _PARALLEL: dict[str, str] = {
     "intersection_v0": "polydistill.envs.intersection:IntersectionEnv",
     "rendezvous_v0": "polydistill.envs.rendezvous:RendezvousEnv",
+    "mamujoco_v0": "polydistill.envs.mamujoco:MaMuJoCoEnv",  # the [mamujoco] extra
 }
 """Multi-agent PettingZoo ``ParallelEnv`` worlds: name -> ``module:class``."""
 

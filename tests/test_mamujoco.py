@@ -1,0 +1,127 @@
+"""Multi-Agent MuJoCo as a polydistill world (issue 15): conformance, modalities, the joint view."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium_robotics")
+
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test  # noqa: E402
+from pettingzoo.utils.conversions import parallel_to_aec  # noqa: E402
+
+from polydistill.envs import make_parallel  # noqa: E402
+from polydistill.envs.mamujoco import SCENARIOS, joint_env_id  # noqa: E402
+from polydistill.errors import ConfigError  # noqa: E402
+from polydistill.wrappers.pettingzoo import PadAgents, SelectModalities, SharedView  # noqa: E402
+
+pytestmark = pytest.mark.physics
+
+
+def _env(name: str = "HalfCheetah-2x3", k: int = 1):  # noqa: ANN202
+    scenario, conf = SCENARIOS[name]
+    return make_parallel("mamujoco_v0", scenario=scenario, agent_conf=conf, agent_obsk=k)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_pettingzoo_conformance(name: str) -> None:
+    parallel_api_test(_env(name), num_cycles=100)
+    api_test(parallel_to_aec(_env(name)), num_cycles=100)
+    parallel_seed_test(lambda: _env(name), num_cycles=100)
+
+
+def test_same_seed_same_rollout_and_another_seed_another() -> None:
+    def rollout(seed: int) -> np.ndarray:
+        env = _env()
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        out = [obs["agent_0"]["global"]]
+        for _ in range(50):
+            obs, *_ = env.step({a: rng.uniform(-1, 1, env.action_space(a).shape) for a in env.agents})
+            out.append(obs["agent_0"]["global"])
+        return np.stack(out)
+
+    assert np.array_equal(rollout(1), rollout(1))
+    assert not np.allclose(rollout(1), rollout(2))
+
+
+@pytest.mark.parametrize(("name", "k"), [("HalfCheetah-2x3", 0), ("HalfCheetah-2x3", 1),
+                                         ("HalfCheetah-6x1", 0), ("Walker2d-2x3", 1), ("Ant-2x4", 1)])
+def test_modalities_local_global_and_id(name: str, k: int) -> None:
+    env = _env(name, k)
+    obs, _ = env.reset(seed=0)
+    n = len(env.possible_agents)
+    single = gym.make(joint_env_id(SCENARIOS[name][0]))
+    state, _ = single.reset(seed=0)
+    for i, a in enumerate(env.possible_agents):
+        o = obs[a]
+        assert set(o) == {"local", "global", "id"}
+        assert env.observation_space(a).contains(o)
+        # global is the single-agent env's observation, the same for every agent
+        np.testing.assert_allclose(o["global"], state.astype(np.float32), rtol=0, atol=0)
+        assert o["id"].tolist() == [1.0 if j == i else 0.0 for j in range(n)]
+        assert o["local"].shape == env.env.observation_space(a).shape  # MaMuJoCo's own local view
+    # more hops, more of the robot seen
+    if k == 0:
+        wider = _env(name, 1).observation_space("agent_0")["local"].shape[0]
+        assert wider > env.observation_space("agent_0")["local"].shape[0]
+
+
+def test_a_joint_policy_through_the_wrapper_is_the_single_agent_env() -> None:
+    """The joint action split among the agents drives the robot exactly as the single-agent env."""
+    w = np.random.default_rng(0).normal(size=(6, 17)) * 0.3
+
+    def joint(state: np.ndarray) -> np.ndarray:
+        return np.tanh(w @ state.astype(np.float32)).astype(np.float32)
+
+    single = gym.make("HalfCheetah-v5")
+    s, _ = single.reset(seed=3)
+    alone = 0.0
+    for _ in range(300):
+        s, r, term, trunc, _ = single.step(joint(s).astype(np.float64))
+        alone += r
+        if term or trunc:
+            break
+    env = _env()
+    env.reset(seed=3)
+    team = 0.0
+    for _ in range(300):
+        a = joint(env.state())
+        split = env.split_action(a)
+        assert np.array_equal(env.join_actions(split), a)
+        _, rew, term, trunc, _ = env.step(split)
+        assert len(set(rew.values())) == 1  # one reward for the whole team
+        team += rew["agent_0"]
+        if any(term.values()) or any(trunc.values()):
+            break
+    assert team == pytest.approx(alone, rel=1e-9)
+
+
+def test_the_caml_wrappers_take_it() -> None:
+    env = SelectModalities(_env(), keep=("local", "id"))
+    obs, _ = env.reset(seed=0)
+    assert set(obs["agent_0"]) == {"local", "id"}  # what a decentralised student deploys with
+    shared = SharedView(_env(), modalities=("global",))
+    obs, _ = shared.reset(seed=0)
+    assert obs["agent_0"]["shared/global"].shape == (2, 17)
+    padded = PadAgents(_env("HalfCheetah-6x1", 1))
+    obs, _ = padded.reset(seed=0)
+    assert len({padded.observation_space(a)["local"].shape for a in padded.possible_agents}) == 1
+
+
+def test_bad_input_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no scenario"):
+        make_parallel("mamujoco_v0", scenario="Cheetah", agent_conf="2x3")
+    with pytest.raises(ConfigError, match="agent_obsk"):
+        make_parallel("mamujoco_v0", scenario="HalfCheetah", agent_conf="2x3", agent_obsk=-1)
+    env = _env()
+    env.reset(seed=0)
+    with pytest.raises(ConfigError, match="missing"):
+        env.step({"agent_0": np.zeros(3)})
+    with pytest.raises(ConfigError, match="finite action"):
+        env.step({"agent_0": np.full(3, np.nan), "agent_1": np.zeros(3)})
+    with pytest.raises(ConfigError, match="joint action"):
+        env.split_action(np.zeros(5))
+    with pytest.raises(ConfigError, match="unknown agent"):
+        env.observation_space("agent_9")
