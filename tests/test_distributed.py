@@ -93,7 +93,20 @@ def _caml(**kw):  # noqa: ANN003, ANN202
     return lambda run_dir=None: CamlRun(cfg, progress_bar=False, run_dir=run_dir)
 
 
-@pytest.mark.parametrize("setup", [_vision, _caml])
+def _mamujoco(**kw):  # noqa: ANN003, ANN202
+    """CAML machinery on Multi-Agent MuJoCo: the shipped joint teacher labels every agent."""
+    pytest.importorskip("gymnasium_robotics")
+    from polydistill.setups.caml import CamlConfig, CamlRun
+    from polydistill.students import StudentConfig, TeamConfig
+
+    cfg = CamlConfig(env="mamujoco_v0", env_kwargs={"scenario": "HalfCheetah", "agent_conf": "2x3"},
+                     teacher="agents/teachers/mamujoco-halfcheetah", n_envs=2, total_steps=1200, rounds=3,
+                     updates_per_step=0.05, team=TeamConfig(("local", "id")),
+                     student=StudentConfig(hidden=(32,)), **kw)
+    return lambda run_dir=None: CamlRun(cfg, progress_bar=False, run_dir=run_dir)
+
+
+@pytest.mark.parametrize("setup", [_vision, _caml, _mamujoco])
 def test_ray_workers_serve_vision_and_caml_runs_with_identical_rows(setup, tmp_path: Path) -> None:  # noqa: ANN001
     """Ray rollout workers collect the same rows as the local path in every setup, and a run
     collected by a worker resumes locally."""

@@ -125,3 +125,74 @@ def test_bad_input_is_a_config_error() -> None:
         env.split_action(np.zeros(5))
     with pytest.raises(ConfigError, match="unknown agent"):
         env.observation_space("agent_9")
+
+
+# ------------------------------------------------------------------ joint teacher -> decentralised students
+TEACHER = "agents/teachers/mamujoco-halfcheetah"
+
+
+def test_the_joint_teacher_through_the_wrapper_gets_its_single_agent_return() -> None:
+    from polydistill.evaluation import evaluate, evaluate_team
+    from polydistill.setups.caml import team_teacher
+
+    teacher = team_teacher(TEACHER)
+    for seed in (7, 8):  # one episode per seed: both evaluators reset with exactly that seed
+        alone = evaluate("HalfCheetah-v5", lambda o: teacher.teacher.act(np.asarray(o, np.float32)),
+                         n_episodes=1, n_envs=1, seed=seed)
+        team = evaluate_team(_env, teacher, episodes=1, seed=seed)
+        assert team.returns == pytest.approx(alone.returns, rel=1e-6)
+        assert alone.mean_return > 3000  # a real teacher (its manifest: 4,172 over 10 episodes)
+
+
+def _caml_config(**kw):  # noqa: ANN003, ANN202
+    from polydistill.buffer import BufferConfig
+    from polydistill.distill.distiller import DistillerConfig
+    from polydistill.setups.caml import CamlConfig
+    from polydistill.students import StudentConfig, TeamConfig
+
+    base = dict(env="mamujoco_v0", teacher=TEACHER,
+                env_kwargs={"scenario": "HalfCheetah", "agent_conf": "2x3", "agent_obsk": 1},
+                team=TeamConfig(("local", "id"), message_dim=0), total_steps=2400, rounds=2,
+                n_envs=2, updates_per_step=0.1, student=StudentConfig(hidden=(32, 32)),
+                distiller=DistillerConfig(batch_size=32), buffer=BufferConfig(capacity=2400), eval_episodes=1)
+    base.update(kw)
+    return CamlConfig(**base)
+
+
+def test_decentralised_students_are_labelled_by_the_joint_teacher_and_never_read_global(  # noqa: ANN201
+        tmp_path):  # noqa: ANN001
+    from polydistill.deploy.checkpoint import load_student
+    from polydistill.errors import ObservationError
+    from polydistill.evaluation.report import EvalOptions
+    from polydistill.setups.caml import CamlRun, team_teacher
+
+    run = CamlRun(_caml_config(), progress_bar=False)
+    run.learn()
+    # every stored label is the joint teacher's action split among the agents
+    env = _env()
+    obs, _ = env.reset(seed=0)
+    want = team_teacher(TEACHER)(env, obs)
+    joint = team_teacher(TEACHER).teacher.act(env.state()[None])[0]
+    np.testing.assert_allclose(np.concatenate([want["agent_0"], want["agent_1"]]),
+                               np.clip(joint, -1, 1), atol=1e-6)
+    student = load_student(run.save(tmp_path / "s"))
+    run.close()
+    assert student.student.team.modalities == ("local", "id")
+    deployable = {a: {m: o[m] for m in ("local", "id")} for a, o in obs.items()}
+    act = student.predict(deployable)
+    assert set(act) == {"agent_0", "agent_1"} and all(np.isfinite(v).all() for v in act.values())
+    with pytest.raises(ObservationError):
+        student.predict(obs)  # the training-only `global` is refused, not read
+    rows = CamlRun.evaluate_student(student, EvalOptions(episodes=1))
+    assert rows[0].teacher_return is not None and rows[0].teacher_return > 3000
+
+
+def test_agents_of_different_sizes_train_through_pad_agents() -> None:
+    from polydistill.setups.caml import CamlRun
+
+    cfg = _caml_config(env_kwargs={"scenario": "HalfCheetah", "agent_conf": "6x1", "agent_obsk": 1},
+                       pad_agents=True, total_steps=1200, rounds=1)
+    run = CamlRun(cfg, progress_bar=False)
+    run.learn()
+    assert len(run.agents) == 6 and run.action_space.shape == (1,)
+    run.close()

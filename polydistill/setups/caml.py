@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +29,9 @@ from polydistill.evaluation.episodes import TeamResult, evaluate_team
 from polydistill.evaluation.report import EvalOptions, TaskRow, ratio, refuse_generalist_options
 from polydistill.setups import Setup, register_setup
 from polydistill.students import Student, TeamConfig, TeamStudent, flatten_modalities
-from polydistill.teachers import ActionTarget, ScriptedExpert, TeamTeacher
+from polydistill.teachers import ActionTarget, JointTeacher, ScriptedExpert, TeamTeacher
 
-__all__ = ["CamlConfig", "CamlRun", "TeamAdapter", "team_policy"]
+__all__ = ["CamlConfig", "CamlRun", "TeamAdapter", "team_policy", "team_teacher"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,14 @@ class CamlConfig(RunConfig):
     """Name from ``polydistill.envs.list_parallel_envs()``."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments (e.g. ``n_agents``)."""
-    teacher: Literal["shared", "own", "full"] = "shared"
+    teacher: str = "shared"
     """What the scripted teacher knows: ``shared`` (CAML: all agents' sensing), ``own`` (the
-    single-agent auxiliary-modality baseline) or ``full`` (an oracle)."""
+    single-agent auxiliary-modality baseline) or ``full`` (an oracle); or the path of a joint
+    teacher (an SB3 teacher of the single-agent robot, for Multi-Agent MuJoCo:
+    :class:`~polydistill.teachers.JointTeacher`)."""
+    pad_agents: bool = False
+    """Wrap the env in :class:`~polydistill.wrappers.pettingzoo.PadAgents` (agents whose
+    observation or action sizes differ, e.g. MaMuJoCo's HalfCheetah 6x1)."""
     team: TeamConfig = field(default_factory=TeamConfig)
     """Deployable modalities and messages."""
     total_steps: int = 100_000
@@ -153,8 +158,9 @@ class CamlRun(DaggerRun):
     def __init__(self, config: CamlConfig, make_env: Callable[[], Any] | None = None,
                  teacher: TeamTeacher | None = None, **kwargs: Any) -> None:
         self._custom_env = make_env is not None
-        self._make = make_env or functools.partial(_make_parallel, config.env, config.env_kwargs)
-        self.teacher = teacher or ScriptedExpert(config.teacher)
+        self._make = make_env or functools.partial(_make_parallel, config.env, config.env_kwargs,
+                                                   config.pad_agents)
+        self.teacher = teacher or team_teacher(config.teacher)
         super().__init__(config, **kwargs)
 
     def prepare(self) -> None:
@@ -206,7 +212,8 @@ class CamlRun(DaggerRun):
     def student_metadata(self) -> dict[str, Any]:
         """The env, its kwargs, what the teacher knew, and whether the env was a custom one."""
         return {"env": self.config.env, "env_kwargs": dict(self.config.env_kwargs),
-                "teacher": self.config.teacher, "custom_env": self._custom_env}
+                "teacher": self.config.teacher, "pad_agents": self.config.pad_agents,
+                "custom_env": self._custom_env}
 
     def evaluate(self, episodes: int | None = None, seed: int = 12345) -> dict[str, float]:
         """The students alone on this run's env (a custom ``make_env`` included)."""
@@ -219,7 +226,8 @@ class CamlRun(DaggerRun):
             return self._make
         if self._custom_env:
             raise ConfigError("this run uses a custom make_env: env kwargs cannot rebuild it")
-        return functools.partial(_make_parallel, self.config.env, {**self.config.env_kwargs, **env_kwargs})
+        return functools.partial(_make_parallel, self.config.env, {**self.config.env_kwargs, **env_kwargs},
+                                 self.config.pad_agents)
 
     def evaluate_policy(self, episodes: int = 20, seed: int = 100_000, **env_kwargs: Any) -> TeamResult:
         """The students acting alone on their deployable modalities (``env_kwargs``: e.g. ``n_agents=5``)."""
@@ -243,9 +251,10 @@ class CamlRun(DaggerRun):
             raise ConfigError(f"this team student was distilled on a custom env (make_env=...), not "
                               f"the shipped {meta['env']!r}: evaluate it with "
                               "polydistill.evaluation.evaluate_team")
-        make = functools.partial(_make_parallel, meta["env"], meta.get("env_kwargs", {}))
+        make = functools.partial(_make_parallel, meta["env"], meta.get("env_kwargs", {}),
+                                 bool(meta.get("pad_agents", False)))
         s = evaluate_team(make, team_policy(student), o.episodes, o.seed)
-        t = evaluate_team(make, ScriptedExpert(meta.get("teacher", "shared")), o.episodes, o.seed) \
+        t = evaluate_team(make, team_teacher(meta.get("teacher", "shared")), o.episodes, o.seed) \
             if o.with_teacher else None
         t_ret = None if t is None else t.mean_return
         extra = {"accident_rate": s.accident_rate,
@@ -260,10 +269,29 @@ def team_policy(student: DeployedStudent) -> TeamTeacher:
     return lambda env, obs: student.predict({a: {m: o[m] for m in mods} for a, o in obs.items()})
 
 
-def _make_parallel(name: str, kwargs: dict[str, Any]) -> Any:
-    from polydistill.envs import make_parallel
+def team_teacher(spec: str) -> TeamTeacher:
+    """The team teacher a config names: a scripted expert's knowledge, or a joint teacher's path."""
+    from pathlib import Path
 
-    return make_parallel(name, **kwargs)
+    from polydistill.utils import agents_dir
+
+    if spec in ("shared", "own", "full"):
+        return ScriptedExpert(spec)  # type: ignore[arg-type]
+    path = Path(spec)
+    if not path.exists() and path.parts[:1] == ("agents",):  # a shipped teacher, from any directory
+        path = agents_dir().joinpath(*path.parts[1:])
+    if not path.exists():
+        raise ConfigError(f"CamlConfig.teacher: expected shared, own, full or the path of a joint teacher "
+                          f"(an SB3 folder or zip), got {spec!r}")
+    return JointTeacher(str(path))
+
+
+def _make_parallel(name: str, kwargs: dict[str, Any], pad_agents: bool = False) -> Any:
+    from polydistill.envs import make_parallel
+    from polydistill.wrappers.pettingzoo import PadAgents
+
+    env = make_parallel(name, **kwargs)
+    return PadAgents(env) if pad_agents else env
 
 
 register_setup(Setup("caml", CamlRun, benchmark="polydistill.bench.caml:run"))

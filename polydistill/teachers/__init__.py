@@ -18,10 +18,10 @@ from polydistill.teachers.base import (
     load_teacher,
 )
 from polydistill.teachers.sb3 import SB3Teacher, load_vecnormalize_stats
-from polydistill.teachers.team import ScriptedExpert, TeamTeacher
+from polydistill.teachers.team import JointTeacher, ScriptedExpert, TeamTeacher
 
 __all__ = ["ActionTarget", "CallableTeacher", "ObsNormalizer", "PolicyTeacher", "Teacher", "TorchTeacher",
            "import_teacher",
            "check_teacher_fits",
            "clip_action", "load_teacher", "SB3Teacher", "load_vecnormalize_stats", "ScriptedExpert",
-           "TeamTeacher"]
+           "TeamTeacher", "JointTeacher"]
