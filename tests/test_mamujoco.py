@@ -196,3 +196,26 @@ def test_agents_of_different_sizes_train_through_pad_agents() -> None:
     run.learn()
     assert len(run.agents) == 6 and run.action_space.shape == (1,)
     run.close()
+
+
+def test_the_benchmark_reports_every_method_in_the_issue_interface(tmp_path) -> None:  # noqa: ANN001
+    from polydistill.bench import BenchOptions, run_benchmark
+
+    out = tmp_path / "results.json"
+    report = run_benchmark("mamujoco", BenchOptions(seeds=1, quick=True, envs=("HalfCheetah-2x3",), workers=1,
+                                                    out=str(out), progress_bar=False))
+    assert report["setup"] == "mamujoco" and report["seeds"] == 1
+    (row,) = report["scenarios"]
+    assert row["name"] == "HalfCheetah-2x3" and row["teacher_return"] > 3000
+    assert set(row["methods"]) == {"student_obsk0", "student_obsk1", "student_obsk1_messages", "ippo"}
+    for m in row["methods"].values():
+        assert {"return", "return_std", "ratio"} <= set(m) and np.isfinite(m["return"])
+    # the baseline's budget: the teacher's env steps and the distillation's together
+    b = row["budget"]
+    assert b["ippo_env_steps"] == b["teacher_env_steps"] + b["distill_env_steps"]
+    assert out.is_file() and out.with_suffix(".md").is_file()
+    from polydistill.bench.mamujoco import scenario_config
+
+    with pytest.raises(ConfigError, match="no shipped joint teacher"):
+        scenario_config("Ant-2x4")
+    assert scenario_config("HalfCheetah-6x1").pad_agents and not scenario_config("HalfCheetah-2x3").pad_agents

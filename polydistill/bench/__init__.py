@@ -13,7 +13,8 @@ from polydistill.errors import ConfigError
 __all__ = ["BenchOptions", "list_benchmarks", "run_benchmark"]
 
 OTHER_BENCHMARKS = {"perf": "polydistill.bench.perf:run", "metaworld": "polydistill.bench.metaworld:run",
-                    "finetune": "polydistill.bench.finetune:run"}
+                    "finetune": "polydistill.bench.finetune:run",
+                    "mamujoco": "polydistill.bench.mamujoco:run"}
 """Benchmarks that belong to no setup."""
 
 
