@@ -29,8 +29,9 @@ from polydistill.utils import agents_dir
 
 __all__ = ["run", "scenario_config", "TEACHERS", "METHODS"]
 
-TEACHERS = {"HalfCheetah": "agents/teachers/mamujoco-halfcheetah"}
-"""Shipped joint teachers by MaMuJoCo robot (Walker2d and Ant: not trained yet)."""
+TEACHERS = {"HalfCheetah": "agents/teachers/mamujoco-halfcheetah",
+            "Walker2d": "agents/teachers/mamujoco-walker2d"}
+"""Shipped joint teachers by MaMuJoCo robot (Ant: not trained yet)."""
 METHODS = ("student_obsk0", "student_obsk1", "student_obsk1_messages", "ippo")
 MESSAGE_DIM = 32
 
