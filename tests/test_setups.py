@@ -71,8 +71,8 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
     err = capsys.readouterr().err
     assert ("unknown setup 'nope'; registered setups: caml, generalist, morphology, toy, "
             "vision") in err
-    assert ("unknown benchmark 'nope'; valid: caml, finetune, generalist, metaworld, morphology, perf, toy, "
-            "vision") in err
+    assert ("unknown benchmark 'nope'; valid: caml, finetune, generalist, mamujoco, metaworld, morphology, "
+            "perf, toy, vision") in err
 
 
 @pytest.mark.parametrize(("args", "message"), [
