@@ -80,6 +80,19 @@ def agents_dir() -> Path:
     return Path(polydistill.agents.__file__).parent
 
 
+def shipped_path(raw: str | Path) -> Path:
+    """``raw`` where it exists (or is absolute), else the same path in the installed ``agents/``.
+
+    ``agents/teachers/x`` and ``teachers/x`` both name a shipped teacher, so recipes can name
+    shipped files from any working directory.
+    """
+    path = Path(raw)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("agents",) else path.parts
+    return agents_dir().joinpath(*parts)
+
+
 def split_evenly(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` integers differing by at most one (earlier parts larger)."""
     return [total // parts + (i < total % parts) for i in range(parts)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from polydistill.setups.caml import CamlConfig, CamlRun, _make_parallel
 from polydistill.teachers import ScriptedExpert
 from polydistill.utils import agents_dir
 
-__all__ = ["run", "caml_recipe", "CAML_ENVS"]
+__all__ = ["run", "caml_recipe", "CAML_ENVS", "sb3_team_policy"]
 
 CAML_ENVS = {"intersection": "caml_intersection.yaml", "rendezvous": "caml_rendezvous.yaml"}
 """Benchmark env name -> shipped CAML recipe in ``agents/``."""
@@ -63,7 +64,6 @@ def _ppo_policy(config: CamlConfig, rl_steps: int) -> Any:
     """PPO with parameter sharing on the deployable modalities, as a team policy."""
     from stable_baselines3 import PPO
 
-    from polydistill.students import flatten_modalities
     from polydistill.wrappers.sb3 import ParallelVecEnv
 
     mods = tuple(config.team.modalities)
@@ -73,10 +73,17 @@ def _ppo_policy(config: CamlConfig, rl_steps: int) -> Any:
                 policy_kwargs={"net_arch": list(config.student.hidden)})
     model.learn(rl_steps)
     venv.close()
+    return sb3_team_policy(model, mods)
+
+
+def sb3_team_policy(model: Any, modalities: tuple[str, ...],
+                    normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+    """``act(env, obs)`` of an SB3 policy shared by every agent, on its ``modalities``, then ``normalize``."""
+    from polydistill.students import flatten_modalities
 
     def act(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        x = np.stack([flatten_modalities({m: obs[a][m] for m in mods}, mods) for a in obs])
-        a, _ = model.predict(x, deterministic=True)
+        x = np.stack([flatten_modalities({m: obs[a][m] for m in modalities}, modalities) for a in obs])
+        a, _ = model.predict(x if normalize is None else normalize(x), deterministic=True)
         return {agent: a[k] for k, agent in enumerate(obs)}
 
     return act

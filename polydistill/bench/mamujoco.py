@@ -13,19 +13,19 @@ from __future__ import annotations
 import functools
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from polydistill.bench import BenchOptions
+from polydistill.bench.caml import sb3_team_policy
 from polydistill.bench.stats import effective_workers, finish_report, run_cells
 from polydistill.config import override
 from polydistill.errors import ConfigError
 from polydistill.evaluation.episodes import evaluate_team
 from polydistill.setups import read_recipe
 from polydistill.setups.caml import CamlConfig, CamlRun, _make_parallel, team_teacher
-from polydistill.utils import agents_dir
+from polydistill.utils import agents_dir, shipped_path
 
 __all__ = ["run", "scenario_config", "TEACHERS", "METHODS"]
 
@@ -83,10 +83,8 @@ def agents_differ(robot: str, conf: str) -> bool:
 
 
 def _teacher_steps(config: CamlConfig) -> int:
-    path = Path(config.teacher)
-    if not path.exists():
-        path = agents_dir().joinpath(*path.parts[1:])
-    return int(json.loads((path / "manifest.json").read_text())["n_timesteps"])
+    manifest = shipped_path(config.teacher) / "manifest.json"
+    return int(json.loads(manifest.read_text())["n_timesteps"])
 
 
 def _n_agents(config: CamlConfig) -> int:
@@ -103,7 +101,6 @@ def _ippo(config: CamlConfig, env_steps: int) -> Any:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from polydistill.students import flatten_modalities
     from polydistill.wrappers.sb3 import ParallelVecEnv
 
     mods = tuple(config.team.modalities)
@@ -116,13 +113,7 @@ def _ippo(config: CamlConfig, env_steps: int) -> Any:
                                              "ortho_init": False})
     model.learn(env_steps * _n_agents(config))  # SB3 counts vector slots: one per agent
     venv.training = False
-
-    def act(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        x = np.stack([flatten_modalities({m: obs[a][m] for m in mods}, mods) for a in obs])
-        a, _ = model.predict(venv.normalize_obs(x), deterministic=True)
-        return {agent: a[k] for k, agent in enumerate(obs)}
-
-    return act
+    return sb3_team_policy(model, mods, venv.normalize_obs)
 
 
 def _cell(config: CamlConfig, method: str, episodes: int, ippo_env_steps: int) -> dict[str, Any]:
@@ -155,9 +146,10 @@ def run(options: BenchOptions) -> dict[str, Any]:
     """Every scenario x seed x method; writes ``options.out`` and returns it."""
     names = list(options.envs or [n for n, (robot, _) in _scenarios().items() if robot in TEACHERS])
     episodes = options.episodes or (2 if options.quick else 10)
+    configs = {name: scenario_config(name) for name in names}
     jobs, budgets = [], {}
     for name in names:
-        base = scenario_config(name)
+        base = configs[name]
         if options.quick:
             base = override(base, {"total_steps": 1200, "rounds": 2, "n_envs": 2, "buffer.capacity": 1200,
                                    "student.hidden": (32, 32), "distiller.batch_size": 32})
@@ -176,7 +168,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
                         options.cells_dir)
     rows = []
     for name in names:
-        base = scenario_config(name)
+        base = configs[name]
         make = functools.partial(_make_parallel, base.env, base.env_kwargs, base.pad_agents)
         teacher = evaluate_team(make, team_teacher(base.teacher), episodes, 100_000).mean_return
         methods = {}

@@ -181,23 +181,19 @@ def _route(student: GeneralistStudent, task: FinetuneTask) -> _Route:
     spec = getattr(student, "spec", None)
     if spec is None:
         return _Route(student.table.id(task.embodiment, task.task))
-    from polydistill.envs.families import get_family
+    from polydistill.envs.families import body_layout, get_family
 
     params = dict(task.env_kwargs).get("body")
     if not isinstance(params, dict):
         raise ConfigError(f"task {task.name!r}: a {spec.family} morphology student fine-tunes on family "
                           "bodies (env_kwargs body=PARAMS)")
     body = np.asarray(get_family(spec.family).descriptor(params), np.float32)
-    env = make_env(task.env_id, dict(task.env_kwargs))
-    try:
-        obs, _ = env.reset(seed=0)
-    finally:
-        env.close()
-    try:
-        _, emb, _ = student.prepare(np.asarray(obs)[None], body=body)
+    obs_dim = body_layout(spec.family, params).obs_dim  # the body's observation length
+    try:  # the row predict() would drive this body with
+        _, emb, _ = student.prepare(np.zeros((1, obs_dim), np.float32), body=body)
     except Exception as exc:
         raise ConfigError(f"task {task.name!r}: {exc}") from None
-    return _Route(int(emb[0]), body, int(np.asarray(obs).shape[-1]))
+    return _Route(int(emb[0]), body, obs_dim)
 
 
 def _net_inputs(student: GeneralistStudent, route: _Route, obs: np.ndarray) -> tuple[Any, torch.Tensor]:
@@ -295,9 +291,6 @@ def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
         return task.teacher
     for t in [*tasks, *own]:
         if t.teacher and t.embodiment == task.embodiment and t.task == task.task:
-            return t.teacher
-    for t in [*tasks, *own]:  # a family body: any body of its layout has the family teacher
-        if t.teacher and t.embodiment == task.embodiment and dict(task.env_kwargs).get("body") is not None:
             return t.teacher
     return None
 

@@ -271,15 +271,11 @@ def team_policy(student: DeployedStudent) -> TeamTeacher:
 
 def team_teacher(spec: str) -> TeamTeacher:
     """The team teacher a config names: a scripted expert's knowledge, or a joint teacher's path."""
-    from pathlib import Path
-
-    from polydistill.utils import agents_dir
+    from polydistill.utils import shipped_path
 
     if spec in ("shared", "own", "full"):
         return ScriptedExpert(spec)  # type: ignore[arg-type]
-    path = Path(spec)
-    if not path.exists() and path.parts[:1] == ("agents",):  # a shipped teacher, from any directory
-        path = agents_dir().joinpath(*path.parts[1:])
+    path = shipped_path(spec)
     if not path.exists():
         raise ConfigError(f"CamlConfig.teacher: expected shared, own, full or the path of a joint teacher "
                           f"(an SB3 folder or zip), got {spec!r}")

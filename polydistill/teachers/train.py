@@ -34,7 +34,7 @@ from polydistill.errors import ConfigError, TrainingError
 from polydistill.evaluation.episodes import evaluate
 from polydistill.students.base import ACTIVATIONS
 from polydistill.teachers.sb3 import SB3Teacher
-from polydistill.utils import agents_dir, atomic_write_json, library_versions, make_env
+from polydistill.utils import agents_dir, atomic_write_json, library_versions, make_env, shipped_path
 
 __all__ = ["TeacherRecipe", "load_recipe", "suite_teacher_recipe", "train_teacher", "default_recipe_path",
            "TeacherJob", "TeacherOutcome", "train_teachers_ray", "summarize"]
@@ -200,9 +200,7 @@ def _hyperparams(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _init_path(raw: str) -> Path:
-    path = Path(raw)
-    if not path.is_absolute() and not path.exists():
-        path = agents_dir() / raw
+    path = shipped_path(raw)
     if not (path / "model.zip").is_file():
         raise ConfigError(f"init_from: no model.zip in {str(path)!r}")
     return path
