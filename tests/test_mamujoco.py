@@ -134,6 +134,7 @@ TEACHER = "agents/teachers/mamujoco-halfcheetah"
 @pytest.mark.parametrize(("scenario", "teacher", "floor"), [
     ("HalfCheetah-2x3", TEACHER, 3000),  # its manifest: 4,172 +- 15 over 10 episodes
     ("Walker2d-2x3", "agents/teachers/mamujoco-walker2d", 1000),  # 4,053 +- 740: it falls in some
+    ("HalfCheetah-2x3", "agents/teachers/mamujoco-halfcheetah-sac", 5000),  # SAC: 6,699 +- 82
 ])
 def test_the_joint_teacher_through_the_wrapper_gets_its_single_agent_return(scenario: str, teacher: str,
                                                                              floor: float) -> None:
@@ -225,4 +226,5 @@ def test_the_benchmark_reports_every_method_in_the_issue_interface(tmp_path) -> 
     with pytest.raises(ConfigError, match="no shipped joint teacher"):
         scenario_config("Ant-2x4")
     assert scenario_config("Walker2d-2x3").teacher.endswith("mamujoco-walker2d")
+    assert scenario_config("HalfCheetah-2x3").teacher.endswith("mamujoco-halfcheetah-sac")
     assert scenario_config("HalfCheetah-6x1").pad_agents and not scenario_config("HalfCheetah-2x3").pad_agents
