@@ -27,18 +27,16 @@ from polydistill.setups import read_recipe
 from polydistill.setups.caml import CamlConfig, CamlRun, _make_parallel, team_teacher
 from polydistill.utils import agents_dir, shipped_path
 
-__all__ = ["run", "scenario_config", "TEACHERS", "PPO_TEACHERS", "METHODS"]
+__all__ = ["run", "scenario_config", "TEACHERS", "METHODS"]
 
 TEACHERS = {"HalfCheetah": "agents/teachers/mamujoco-halfcheetah-sac",
             "Walker2d": "agents/teachers/mamujoco-walker2d"}
 """The benchmark's joint teacher by MaMuJoCo robot (Ant: not trained yet). HalfCheetah: SAC,
 150,000 env steps (``agents/joint_teachers.yaml``; 6,699 +- 82): charged to IPPO as env steps,
 the PPO teacher's 1M steps bought a slower gait (4,172) than IPPO learns with them. Walker2d:
-PPO, 1M steps (4,053 +- 740); SAC at 150,000 steps reached only 2,238 +- 420 here."""
-PPO_TEACHERS = {"HalfCheetah": "agents/teachers/mamujoco-halfcheetah",
-                "Walker2d": "agents/teachers/mamujoco-walker2d"}
-"""The PPO joint teachers (``agents/teachers.yaml``, 1M env steps) of the first measurement
-(``benchmarks/mamujoco_ppo_teachers.json``); ``agents/mamujoco_halfcheetah.yaml`` uses them."""
+PPO, 1M steps (4,053 +- 740); SAC at 150,000 steps reached only 2,238 +- 420 here. The PPO
+half-cheetah teacher (``agents/teachers/mamujoco-halfcheetah``, still the one of
+``agents/mamujoco_halfcheetah.yaml``) gave ``benchmarks/mamujoco_ppo_teachers.json``."""
 LABELLED_STEPS = {"Walker2d": 400_000}
 """Labelled agent-steps where the recipe's 200,000 are not enough (Walker2d 2x3, seed 0, 20
 episodes: 0.749 of the teacher at 200,000, 1.031 at 400,000)."""
