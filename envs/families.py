@@ -60,6 +60,8 @@ Split = Literal["train", "interp", "extrap"]
 SPLIT_SIZES: dict[str, int] = {"train": 16, "interp": 4, "extrap": 4}
 """Bodies per split in every family."""
 _SPLIT_IDS = {"train": 0, "interp": 1, "extrap": 2}
+_POOL_ID = 3
+"""Stream of :meth:`BodyFamily.pool` (beside the splits')."""
 _FAMILY_ENTROPY = 20261129
 """Root of every family's split streams: changing it changes every shipped split."""
 
@@ -189,6 +191,18 @@ class BodyFamily:
                 body = self.sample(rng, "inside" if split == "train" else "inner")
             out.append(body)
         return out
+
+    def pool(self, n: int) -> list[dict[str, float]]:
+        """``n`` more bodies drawn inside the training ranges, from their own seeded stream.
+
+        Never a body of any split; the same on every machine and run. A privileged family
+        teacher labels any body, so a student may train on these besides the training split
+        (``extra_bodies`` of the morphology setup) and see the ranges densely, as the teacher's
+        own domain randomisation would.
+        """
+        family_id = zlib.crc32(self.name.encode())
+        return [self.sample(np.random.default_rng(np.random.SeedSequence(
+            _FAMILY_ENTROPY, spawn_key=(family_id, _POOL_ID, i)))) for i in range(n)]
 
     def body_names(self, split: Split) -> list[str]:
         """Names of the split's bodies: ``<family>-<split>-<i>``."""
@@ -594,6 +608,8 @@ class FamilyEnv(gym.Env):
         bodies: A split name of the family, or a list of parameter dicts.
         descriptor: Append the body descriptor to the observation (default: unless the
             family's members observe it already).
+        pool: Also drive this many bodies of :meth:`BodyFamily.pool` (drawn inside the
+            training ranges), so the randomisation covers the ranges densely.
         **kwargs: Passed to every body's env (e.g. ``render_mode``).
 
     Raises:
@@ -603,10 +619,13 @@ class FamilyEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": ["rgb_array", "depth_array"]}
 
     def __init__(self, family: str, bodies: str | list[dict[str, Any]] = "train",
-                 descriptor: bool | None = None, **kwargs: Any) -> None:
+                 descriptor: bool | None = None, pool: int = 0, **kwargs: Any) -> None:
         self.family = get_family(family)
         descriptor = not self.family.observed if descriptor is None else descriptor
+        if pool < 0:
+            raise ConfigError(f"FamilyEnv pool must be >= 0, got {pool}")
         listed = self.family.split(bodies) if isinstance(bodies, str) else list(bodies)  # type: ignore[arg-type]
+        listed += self.family.pool(pool)
         if not listed:
             raise ConfigError(f"FamilyEnv({family!r}) needs at least one body")
         self.bodies = [self.family.resolve(b) for b in listed]

@@ -317,3 +317,23 @@ def test_suite_teacher_recipe_trains_family_teachers_on_the_family_env() -> None
     env_id, recipe = suite_teacher_recipe(tasks["cheetah-vel1.5"])  # a specialist of one member
     assert env_id == "polydistill/HalfCheetahVelBody-v0"
     assert recipe.env_kwargs["body"] == {"target_velocity": 1.5}
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_the_pool_is_seeded_inside_the_ranges_and_apart_from_every_split(family: str) -> None:
+    fam = get_family(family)
+    pool = fam.pool(8)
+    assert pool == fam.pool(8) and fam.pool(3) == pool[:3]  # one stream: a longer pool extends a shorter
+    d = np.stack([fam.descriptor(b) for b in pool])
+    assert (np.abs(d) <= 1 + 1e-9).all()
+    named = {tuple(sorted(b.items())) for s in SPLIT_SIZES for b in fam.split(s)}  # type: ignore[arg-type]
+    assert not named & {tuple(sorted(b.items())) for b in pool}
+
+
+def test_a_family_env_with_a_pool_drives_its_bodies_too() -> None:
+    from polydistill.envs.families import FamilyEnv
+
+    env = FamilyEnv("swimmer", bodies="train", pool=4)
+    assert len(env.bodies) == SPLIT_SIZES["train"] + 4
+    with pytest.raises(ConfigError, match="pool must be >= 0"):
+        FamilyEnv("swimmer", pool=-1)

@@ -62,8 +62,11 @@ def _canon(x: Any) -> Any:
     import functools
 
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        # a field marked ``metadata={"fingerprint": "if_set"}`` (one added after cells were kept)
+        # counts only away from its default, so cells computed before it existed stay found
         return {"__dataclass__": type(x).__qualname__,
-                **{f.name: _canon(getattr(x, f.name)) for f in dataclasses.fields(x)}}
+                **{f.name: _canon(getattr(x, f.name)) for f in dataclasses.fields(x)
+                   if not (f.metadata.get("fingerprint") == "if_set" and getattr(x, f.name) == f.default)}}
     if isinstance(x, functools.partial):
         return {"__partial__": _canon(x.func), "args": _canon(x.args), "keywords": _canon(x.keywords)}
     if isinstance(x, bool | int | float | str | type(None)):

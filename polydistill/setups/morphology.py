@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,15 @@ class MorphologyConfig(RunConfig):
     specialists_dir: str | None = None
     """Folder of ``<body name>/model.zip`` specialists, the yardsticks where they exist
     (default: the shipped teachers, ``agents/teachers``)."""
+    extra_bodies: int = field(default=0, metadata={"fingerprint": "if_set"})
+    """Bodies drawn inside the training ranges (:meth:`~polydistill.envs.families.BodyFamily.pool`,
+    named ``<family>-pool-<i>``) that the student trains on besides ``bodies``: the privileged
+    teacher labels any body, so the student sees the ranges densely instead of at 16 points."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.extra_bodies < 0:
+            raise ConfigError(f"extra_bodies must be >= 0, got {self.extra_bodies}")
 
 
 @dataclass(frozen=True)
@@ -289,7 +298,9 @@ class MorphologyRun(DaggerRun):
         if unknown or len(set(names)) != len(names):
             raise ConfigError(f"bodies must be distinct names of {cfg.family} bodies; unknown: {unknown} "
                               f"(known: {list(named)})")
-        self.bodies = [named[n] for n in names]
+        pool = fam.pool(cfg.extra_bodies)
+        self.bodies = [named[n] for n in names] + [
+            FamilyBody(f"{cfg.family}-pool-{i:03d}", "train", b) for i, b in enumerate(pool)]
         env = make_env(fam.family_env_id)
         if self._given is not None:
             self.teacher = self._given
