@@ -14,6 +14,7 @@ Ablations (seed 0, training tasks): the recipe without the kickstarting regulari
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -253,9 +254,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
                                                 for s in range(options.seeds)])),
               "eval_episodes": episodes, "workers": effective_workers(len(jobs), options.workers),
               "wall_s": wall}
-    report = finish_report(report, _table(rows, options.seeds), options.out)
-    _plot(rows, Path(options.out).with_suffix(".png"))
-    return report
+    return finish_report(report, _table(rows, options.seeds), options.out,
+                         plot=functools.partial(_plot, rows))
 
 
 def _table(rows: list[dict[str, Any]], seeds: int) -> str:

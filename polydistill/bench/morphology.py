@@ -11,6 +11,7 @@ the students' evaluation seeds. A body's ratio is the student's return over the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -194,9 +195,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
             lines.append(f"| {fam['name']} | {kind} | {f(e['train_ratio'])} | {f(e['interp_ratio'])} "
                          f"({f(e['interp_min_ratio'])}) | {f(e['extrap_ratio'])} "
                          f"({f(e['extrap_min_ratio'])}{cannot}) |")
-    report = finish_report(report, "\n".join(lines), options.out)
-    _plot(out_families, Path(options.out).with_suffix(".png"))
-    return report
+    return finish_report(report, "\n".join(lines), options.out, plot=functools.partial(_plot, out_families))
 
 
 def _teacher_digest(teacher: str | None) -> str:

@@ -562,4 +562,7 @@ def run_perf_benchmark(out: str | Path = "perf.json", budget: PerfBudget | None 
         report["markdown"] = _markdown(report)
         atomic_write_bytes(out.with_suffix(".md"), (report["markdown"] + "\n").encode())
     atomic_write_json(out, report)
+    from polydistill.bench.stats import write_benchmark_html
+
+    write_benchmark_html(out)
     return report

@@ -20,7 +20,8 @@ import numpy as np
 from polydistill.errors import ConfigError
 from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions
 
-__all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report"]
+__all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report",
+           "write_benchmark_html"]
 
 BOOTSTRAP_REPS = 5000
 log = logging.getLogger(__name__)
@@ -192,11 +193,40 @@ def run_cells(jobs: list[tuple[Any, ...]], run: Callable[..., Any], workers: int
     return results
 
 
-def finish_report(report: dict[str, Any], markdown: str, out: str | Path) -> dict[str, Any]:
-    """Stamp the command and versions, write ``out`` (JSON) and its ``.md`` table; returns it."""
+def finish_report(report: dict[str, Any], markdown: str, out: str | Path,
+                  plot: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Stamp the command and versions, write ``out`` (JSON), its ``.md`` table and ``.html`` page.
+
+    Args:
+        report: The benchmark's results (gains ``command`` and ``versions``).
+        markdown: Its table(s), written to ``out`` with ``.md``.
+        out: The results JSON.
+        plot: Draws the benchmark's figure into the path it is given (``out`` with ``.png``),
+            after the JSON is safe and before the page, which embeds it.
+
+    The page (``out`` with ``.html``, :func:`polydistill.evaluation.html.write_html_report`)
+    comes last: if it fails, a warning is logged and the results stand.
+
+    Returns:
+        ``report``, with ``markdown`` added.
+    """
     report["command"] = " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else ""
     report["versions"] = library_versions()
     atomic_write_json(out, report)
     atomic_write_bytes(Path(out).with_suffix(".md"), (markdown + "\n").encode())
     report["markdown"] = markdown
+    if plot is not None:
+        plot(Path(out).with_suffix(".png"))
+    write_benchmark_html(out)
     return report
+
+
+def write_benchmark_html(out: str | Path) -> Path | None:
+    """The HTML page of the results JSON ``out`` (beside it); logs a warning instead of raising."""
+    try:
+        from polydistill.evaluation.html import write_html_report
+
+        return write_html_report(out)
+    except Exception as exc:  # noqa: BLE001  (the page is a view of the results, never their cost)
+        log.warning("%s: HTML page not written: %s: %s", out, type(exc).__name__, exc)
+        return None

@@ -1,7 +1,8 @@
-"""Command line: ``polydistill train-teacher | distill | finetune | evaluate | quickstart | benchmark``.
+"""Command line: ``polydistill train-teacher|distill|finetune|evaluate|dataset|report|quickstart|benchmark``.
 
 Every subcommand prints its own ``--help``; errors from bad input are printed as one line
-(``error: ...``) with exit status 2 instead of a traceback.
+(``error: ...``) with exit status 2 instead of a traceback. Every long command ends with a
+short table (:mod:`polydistill.cli.summary`): what ran, its figures, where the files went.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from polydistill.cli.report_cmd import add_report_parser
+from polydistill.cli.summary import Summary, print_summary, ratio_facts
 from polydistill.errors import CheckpointError, ConfigError, PolydistillError
 
 __all__ = ["main", "build_parser"]
@@ -100,12 +104,17 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
             log.error("%d of %d teachers failed: %s", len(failed), len(outcomes), failed)
             return 1
         return 0
+    trained = Summary(f"train-teacher: {len(specs)} teacher{'s' if len(specs) != 1 else ''}")
     for env_id, out, recipe, seed, cmd in specs:
         log.info("training teacher for %s -> %s (%s, %d steps)", env_id, out, recipe.algo,
                  recipe.n_timesteps)
         m = train_teacher(env_id, out, recipe, seed=seed,
                           progress_bar=not args.no_progress, command=cmd)
         log.info("%s: mean return %.1f +- %.1f", env_id, m["mean_return"], m["std_return"])
+        trained.facts.append((str(out.name), f"{env_id}, {recipe.algo} {recipe.n_timesteps:,} steps: mean "
+                                             f"return {m['mean_return']:.1f} +- {m['std_return']:.1f}"))
+        trained.files.append((str(out.name), out))
+    print_summary(trained)
     return 0
 
 
@@ -135,6 +144,11 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its latest commit (after a crash or "
                    "kill); it keeps its config, so no other run option may be given")
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="distil from Minari dataset(s) in DIR (one dataset, or a folder of them): "
+                   "behaviour cloning on its rows (a polydistill dataset's teacher labels, else the "
+                   "dataset's actions); with --steps N, then DAgger for N labelled steps with the "
+                   "tasks' teachers (--env-id / --teacher for a single-task dataset)")
     p.set_defaults(func=_cmd_distill)
 
 
@@ -181,6 +195,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.setups import read_recipe
     from polydistill.utils import atomic_write_json
 
+    if args.dataset or (args.resume and _dataset_run(args.resume)):
+        return _cmd_distill_dataset(args)
+    started = time.perf_counter()
     if args.resume:
         setup, cfg, out = _resume_config(args)
         run_dir = Path(args.resume)
@@ -208,11 +225,174 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         run.close()
     atomic_write_json(run_dir / "history.json", run.history)
     log.info("student saved to %s", path)
+    rows = []
     if args.eval_episodes > 0:
         rows = setup.evaluate(load_student(path), EvalOptions(episodes=args.eval_episodes, train_only=True))
         write_report(rows, run_dir, f"{setup.name} distillation run")
         print(markdown_table(rows))
     print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
+    print_summary(_distill_summary(f"distill ({setup.name})", run, path, run_dir, rows, started))
+    return 0
+
+
+def _distill_summary(title: str, run: Any, path: Path, run_dir: Path, rows: list[Any],
+                     started: float) -> Summary:
+    """The closing table of a distillation run.
+
+    ``rows`` is its evaluation (maybe empty), ``started`` the ``time.perf_counter()`` of the
+    command's start.
+    """
+    last = run.history[-1] if run.history else {}
+    facts = [("student", f"{run.distiller.updates:,} updates, {run.total_steps:,} labelled env steps, "
+                         f"{(time.perf_counter() - started) / 60:.1f} min")]
+    if "distill/teacher_agreement" in last:
+        facts.append(("teacher agreement (last round)", f"{last['distill/teacher_agreement']:.3f}"))
+    facts += ratio_facts(rows)
+    files: list[tuple[str, str | Path]] = [("student", path), ("history", run_dir / "history.json")]
+    if (run_dir / "report.html").is_file():
+        files.append(("report", run_dir / "report.html"))
+    files.append(("tensorboard", f"tensorboard --logdir {run_dir / 'tb'}"))
+    return Summary(title, facts, files, [f"polydistill evaluate --student {shlex.quote(str(path))}",
+                                         f"polydistill report {shlex.quote(str(run_dir))}"])
+
+
+def _dataset_run(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a run distilled from a dataset (``distill --dataset``)."""
+    try:
+        return bool(json.loads((Path(run_dir) / RUN_FILE).read_text()).get("dataset"))
+    except (OSError, ValueError, AttributeError):
+        return False  # the ordinary --resume path reports it
+
+
+def _dataset_config(args: argparse.Namespace) -> Any:
+    """The :class:`DatasetConfig` of ``distill --dataset`` (recipe fields, flags, then ``--set``)."""
+    from polydistill.config import parse_assignments
+    from polydistill.datasets.offline import dataset_config
+
+    refused = [f for f, v in (("--bc", args.bc), ("--suite", args.suite),
+                              ("--teachers-dir", args.teachers_dir)) if v]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} do not apply to --dataset (its rows are the behaviour "
+                          "cloning data, its tasks the dataset's)")
+    flags = {"env_id": args.env_id, "teacher": args.teacher, "seed": args.seed, "distiller.loss": args.loss,
+             "total_steps": None if args.steps is None else int(args.steps),
+             "dagger": True if args.steps is not None else None}
+    return dataset_config(args.dataset, args.recipe, {k: v for k, v in flags.items() if v is not None},
+                          parse_assignments(args.set))
+
+
+def _cmd_distill_dataset(args: argparse.Namespace) -> int:
+    """``distill --dataset DIR`` (and ``--resume`` of such a run)."""
+    from polydistill.config import from_dict, override, parse_assignments, to_dict
+    from polydistill.datasets.offline import DatasetConfig, make_dataset_run
+    from polydistill.deploy import load_student
+    from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
+    from polydistill.utils import atomic_write_json
+
+    if args.resume:
+        given = [f for f, v in (("--dataset", args.dataset), ("--recipe", args.recipe),
+                                ("--env-id", args.env_id), ("--teacher", args.teacher),
+                                ("--steps", args.steps), ("--seed", args.seed), ("--loss", args.loss),
+                                ("--out", args.out)) if v is not None]
+        sets = parse_assignments(args.set)
+        given += [f"--set {k}" for k in sets if k not in ("workers", "ray_address")]
+        if given:
+            raise ConfigError(f"--resume keeps the run's config and folder; do not also give "
+                              f"{', '.join(given)}")
+        run_dir = Path(args.resume)
+        run = json.loads((run_dir / RUN_FILE).read_text())
+        try:
+            cfg = override(from_dict(DatasetConfig, run["config"], f"DatasetConfig({run_dir / RUN_FILE})"),
+                           sets)
+            out = str(run_dir / run["student"])
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{str(run_dir / RUN_FILE)!r} is incomplete: {exc!r}") from None
+    else:
+        cfg = _dataset_config(args)
+        out = args.out or "runs/distill"
+        run_dir = _run_dir(out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    run = make_dataset_run(cfg, run_dir=run_dir, log_dir=run_dir / "tb", progress_bar=not args.no_progress)
+    if not args.resume:
+        student_file = Path(out).name if Path(out).suffix == ".safetensors" else "."
+        atomic_write_json(run_dir / RUN_FILE, {"setup": run.setup, "dataset": True, "student": student_file,
+                                               "config": to_dict(cfg)})
+    try:
+        if args.resume and not run.resume():
+            log.warning("no commit in %s: starting the run from behaviour cloning", run_dir)
+        run.learn()
+        path = run.save(out)
+    finally:
+        run.close()
+    atomic_write_json(run_dir / "history.json", run.history)
+    log.info("student saved to %s", path)
+    student = load_student(path)
+    if args.eval_episodes > 0 and student.metadata.get("tasks"):
+        rows = run.evaluate_student(student, EvalOptions(episodes=args.eval_episodes, train_only=True))
+        write_report(rows, run_dir, "distillation from a dataset")
+        print(markdown_table(rows))
+    elif args.eval_episodes > 0:
+        log.warning("the dataset names no env: evaluate with polydistill evaluate --student %s --env-id ID",
+                    path)
+    print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
+    print_summary(_distill_summary("distill from a dataset", run, path, run_dir,
+                                   rows if args.eval_episodes > 0 and student.metadata.get("tasks") else [],
+                                   started))
+    return 0
+
+
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="distillation datasets in Minari's format: export a recorded run, "
+                                       "describe datasets")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    e = dsub.add_parser("export", help="write a run made with --set record_dataset=true as Minari dataset(s)")
+    e.add_argument("run", metavar="RUN", help="the distill run folder")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="root folder of the datasets (they go to DIR/NAMESPACE/NAME-vVERSION)")
+    e.add_argument("--per-task", action="store_true", help="one dataset per task (default: one for the run, "
+                                                            "with task ids)")
+    e.add_argument("--name", default=None, help="dataset name (default: the run folder's name)")
+    e.add_argument("--namespace", default="polydistill", help="Minari namespace of the dataset ids")
+    e.add_argument("--version", type=int, default=0, help="the -vN of the dataset ids")
+    e.add_argument("--author", default=None)
+    e.add_argument("--author-email", default=None)
+    e.add_argument("--code-permalink", default=None)
+    e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    e.set_defaults(func=_cmd_dataset_export)
+    i = dsub.add_parser("info", help="episodes, steps, spaces and labels of the Minari dataset(s) in DIR")
+    i.add_argument("path", metavar="DIR")
+    i.set_defaults(func=_cmd_dataset_info)
+
+
+def _cmd_dataset_export(args: argparse.Namespace) -> int:
+    from polydistill.datasets.minari_io import export_run
+
+    written = export_run(args.run, args.out, per_task=args.per_task, namespace=args.namespace, name=args.name,
+                         version=args.version, author=args.author, author_email=args.author_email,
+                         code_permalink=args.code_permalink, progress_bar=not args.no_progress)
+    for d in written:
+        print(f"{d.dataset_id}: {d.episodes} episodes, {d.steps} steps, tasks {', '.join(d.tasks)} "
+              f"-> {d.path}")
+    where = str(written[0].path if len(written) == 1 else args.out)
+    print(f"distil from it: polydistill distill --dataset {shlex.quote(where)} --out runs/from-dataset")
+    print_summary(Summary("dataset export", [(d.dataset_id, f"{d.episodes:,} episodes, {d.steps:,} steps, "
+                                                            f"tasks {', '.join(d.tasks)}") for d in written],
+                          [(d.dataset_id, d.path) for d in written],
+                          [f"polydistill distill --dataset {shlex.quote(where)} --out runs/from-dataset"]))
+    return 0
+
+
+def _cmd_dataset_info(args: argparse.Namespace) -> int:
+    from polydistill.datasets.minari_io import dataset_summary
+
+    lines = ["| dataset | episodes | steps | env | observations | actions | tasks | labels |",
+             "|---|---:|---:|---|---|---|---|---|"]
+    for d in dataset_summary(args.path):
+        lines.append(f"| {d['dataset_id']} | {d['episodes']} | {d['steps']} | {d['env_id'] or '-'} | "
+                     f"{d['observation_space']} | {d['action_space']} | "
+                     f"{', '.join(d['tasks']) if d['tasks'] else '-'} | {d['labels']} |")
+    print("\n".join(lines))
     return 0
 
 
@@ -261,6 +441,18 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     print(f"student: {summary['student']} (kept the student of step {summary['kept_step']}); "
           f"evaluate: polydistill evaluate --student {shlex.quote(args.out)}")
+    before, after = summary["returns_before"], summary["returns_after"]
+    facts = [("fine-tuned", f"{len(before)} task(s), {summary['steps']:,} PPO env steps, "
+                            f"{summary['seconds'] / 60:.1f} min; kept the student of step "
+                            f"{summary['kept_step']:,}")]
+    facts += [(name, f"return {b:.1f} -> {after[name]:.1f}" + (f", success {sb[name]:.2f} -> {sa[name]:.2f}"
+                                                                  if sb and sa else ""))
+              for name, b in before.items()]
+    print_summary(Summary("finetune", facts,
+                          [("student", summary["student"]), ("curves", Path(args.out) / "finetune.json"),
+                           ("tensorboard", f"tensorboard --logdir {Path(args.out) / 'tb'}")],
+                          [f"polydistill evaluate --student {shlex.quote(args.out)}",
+                           f"polydistill report {shlex.quote(args.out)}"]))
     return 0
 
 
@@ -313,10 +505,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             env_id=args.env_id, embodiment=args.embodiment, task=args.task, with_teacher=False,
             success_key=args.success_key, env_kwargs=tuple(sorted(env_kwargs.items()))))
     print(markdown_table(rows))
+    files: list[tuple[str, str | Path]] = []
     if args.out:
-        print(f"report: {write_report(rows, args.out, f'evaluation of {args.student}')['md']}")
+        written = write_report(rows, args.out, f"evaluation of {args.student}")
+        print(f"report: {written['md']}")
+        files += [(k, written[k]) for k in ("html", "md", "json") if k in written]
     if args.video:
         print(f"videos: {args.video}")
+        files.append(("videos", args.video))
+    print_summary(Summary(f"evaluate ({setup.name})",
+                          [("evaluated", f"{len(rows)} task(s), {args.episodes} episode(s) each, seeds from "
+                                         f"{args.seed}"), *ratio_facts(rows)], files))
     return 0
 
 
@@ -344,11 +543,26 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     if s["min_train_ratio"] is not None:
         print(f"\ntraining tasks: student/teacher return ratio min {s['min_train_ratio']:.3f}, "
               f"mean {s['mean_train_ratio']:.3f}")
-    print(f"report: {report['files']['md']} (+ report.json, report.png); "
+    print(f"report: {report['files']['md']} (+ report.json, report.png, report.html); "
           f"tensorboard --logdir {report['tensorboard']}")
     print(f"student: {report['student']}\n"
           f"deploy: polydistill.load_student({report['student']!r}).predict(obs, embodiment='hopper')")
+    facts = [("distilled", f"one generalist student, {report['env_steps']:,} labelled env steps, "
+                           f"{report['updates']:,} updates, {report['distill_s'] / 60:.1f} min"),
+             *ratio_facts(_rows(report["tasks"]))]
+    files = [(k, v) for k, v in report["files"].items() if k in ("html", "md")]
+    files += [("tensorboard", f"tensorboard --logdir {report['tensorboard']}")]
+    print_summary(Summary("quickstart", facts, [("student", report["student"]), *files],
+                          [f"polydistill evaluate --student {shlex.quote(str(report['student']))} "
+                           "--suite locomotion"]))
     return 0
+
+
+def _rows(tasks: list[dict[str, Any]]) -> list[Any]:
+    """``TaskRow``s of a report's ``tasks`` entries (as ``write_report`` wrote them)."""
+    from polydistill.evaluation.report import TaskRow
+
+    return [TaskRow(**t) for t in tasks]
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
@@ -388,9 +602,17 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                         envs=tuple(args.envs) if args.envs else None, quick=args.quick, workers=args.workers,
                         suite=args.suite, students=tuple(args.students) if args.students else None,
                         cells_dir=args.cells_dir, bc_seeds=args.bc_seeds)
+    started = time.perf_counter()
     report = run_benchmark(args.name, opts)
     print(report["markdown"])
     print(f"results: {args.out}")
+    out = Path(args.out)
+    outputs = (("results", out), ("table", out.with_suffix(".md")), ("plot", out.with_suffix(".png")),
+               ("report", out.with_suffix(".html")))
+    files = [(kind, p) for kind, p in outputs if p.is_file()]
+    print_summary(Summary(f"benchmark {args.name}",
+                          [("ran", f"{args.seeds} seed(s){', quick budgets' if args.quick else ''}, "
+                                   f"{(time.perf_counter() - started) / 60:.1f} min")], files))
     return 0
 
 
@@ -406,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill(sub)
     _add_finetune(sub)
     _add_evaluate(sub)
+    _add_dataset(sub)
+    add_report_parser(sub)
     _add_quickstart(sub)
     _add_benchmark(sub)
     return parser

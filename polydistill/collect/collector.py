@@ -33,11 +33,13 @@ class Collector:
         teacher_action: ``mean`` or ``sample`` when the teacher acts.
         workers: Ray rollout actors (0: collect in this process).
         ray_address: Ray cluster to join (default: ``RAY_ADDRESS``, else a local one).
+        record: Also keep every vector step for the run's dataset: after each
+            :meth:`collect`, :attr:`records` holds the round's steps by task index.
     """
 
     def __init__(self, tasks: list[RolloutTask], student: Student, n_envs: int = 8,
                  student_action: str = "mean", teacher_action: str = "mean", workers: int = 0,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, record: bool = False) -> None:
         if not tasks:
             raise ConfigError("a collector needs at least one task")
         if workers < 0:
@@ -45,7 +47,10 @@ class Collector:
         self.student = student
         self.tasks = list(tasks)
         self.total_steps = 0
-        args = dict(n_envs=n_envs, student_action=student_action, teacher_action=teacher_action)
+        self.records: dict[int, dict[str, np.ndarray]] = {}
+        """The latest round's recorded steps by task index (``record`` only)."""
+        args: dict[str, Any] = dict(n_envs=n_envs, student_action=student_action,
+                                    teacher_action=teacher_action, record=record)
         self.pool = None
         self.rollouts: dict[str, Rollout] = {}
         if workers:
@@ -119,8 +124,11 @@ class Collector:
         dt = time.perf_counter() - t0
         labelled = teacher_steps = 0
         metrics: dict[str, float] = {}
+        self.records = {}
         for t in self.tasks:
             res = results[t.name]
+            if res.record is not None:
+                self.records[t.task_id] = res.record
             buffer.add(t.task_id, res.rows)
             if len(res.norm_obs):
                 self.student.update_normalizer(res.norm_obs, t.emb_id)

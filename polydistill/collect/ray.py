@@ -64,7 +64,7 @@ class RolloutWorker:
     """
 
     def __init__(self, tasks: list[Any], student_meta: dict[str, Any], n_envs: int, student_action: str,
-                 teacher_action: str) -> None:
+                 teacher_action: str, record: bool = False) -> None:
         import torch
 
         from polydistill.collect.rollout import Rollout
@@ -74,7 +74,7 @@ class RolloutWorker:
         import polydistill.envs  # noqa: F401  (registers ids in this process)
 
         self.student = student_class(student_meta["student"]).from_metadata(student_meta)
-        self.rollouts = {t.name: Rollout(t, n_envs, student_action, teacher_action) for t in tasks}
+        self.rollouts = {t.name: Rollout(t, n_envs, student_action, teacher_action, record) for t in tasks}
 
     def collect(self, student_state: dict[str, Any], quotas: dict[str, int], beta: float) -> dict[str, Any]:
         """Load the student's weights, then collect ``quotas[task]`` steps of each own task."""
@@ -119,7 +119,8 @@ class RolloutPool:
     """
 
     def __init__(self, tasks: list[Any], student: Any, workers: int, address: str | None = None, *,
-                 n_envs: int, student_action: str, teacher_action: str, timeout_s: float = 3600.0) -> None:
+                 n_envs: int, student_action: str, teacher_action: str, timeout_s: float = 3600.0,
+                 record: bool = False) -> None:
         ray = init_ray(address, num_cpus=None)
         self.student = student
         self.timeout_s = timeout_s
@@ -130,7 +131,8 @@ class RolloutPool:
         self.assignment = [list(range(len(tasks)))[w::n] for w in range(n)]
         actor = ray.remote(num_cpus=1)(RolloutWorker)
         self.actors = [
-            actor.remote([tasks[i] for i in idx], student.metadata(), n_envs, student_action, teacher_action)
+            actor.remote([tasks[i] for i in idx], student.metadata(), n_envs, student_action, teacher_action,
+                         record)
             for idx in self.assignment
         ]
         try:

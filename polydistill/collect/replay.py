@@ -53,6 +53,8 @@ class ReplayVectorEnv:
     Attributes:
         obs: Current observations, ``(n, *obs_shape)``; after an episode ends this is already
             the first observation of the next one (as gymnasium's ``SAME_STEP`` autoreset).
+        final_obs: The last observation of each copy whose episode ended in the latest
+            :meth:`step` (copy index -> observation; empty when none ended).
         envs: The copies.
     """
 
@@ -69,6 +71,7 @@ class ReplayVectorEnv:
         """Reset seed of each copy's current episode."""
         self._log: list[list[np.ndarray]] = [[] for _ in self.envs]
         self.obs: Any = np.empty(0)
+        self.final_obs: dict[int, Any] = {}
 
     @property
     def single_action_space(self) -> gym.spaces.Space:
@@ -116,10 +119,12 @@ class ReplayVectorEnv:
         term = np.zeros(n, dtype=bool)
         trunc = np.zeros(n, dtype=bool)
         new_obs = []
+        self.final_obs = {}
         for i in range(n):
             a = actions[i]
             o, rew[i], term[i], trunc[i] = self._step_one(i, a)
             if term[i] or trunc[i]:
+                self.final_obs[i] = o
                 self.episodes[i] += 1
                 o = self._reset_one(i, self._next_seed(i))
             else:

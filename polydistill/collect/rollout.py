@@ -169,17 +169,21 @@ class RolloutResult:
     """Of those, the steps on which the teacher's action was executed."""
     returns: list[float]
     """Returns of the episodes that ended in this round."""
+    record: dict[str, np.ndarray] | None = None
+    """The round's steps as the dataset recorder keeps them (``record_dataset`` runs only;
+    :class:`~polydistill.datasets.recorder.RoundRecorder`)."""
 
 
 class Rollout:
     """One task's env copies, adapter and random streams; collects its share of every round.
 
     Everything random in a task's collection (mixing, student noise, env resets) comes from
-    streams seeded by the task's own seeds.
+    streams seeded by the task's own seeds. With ``record`` every vector step is also kept for
+    the run's dataset (:mod:`polydistill.datasets.recorder`); recording draws no randomness.
     """
 
     def __init__(self, task: RolloutTask, n_envs: int, student_action: str = "mean",
-                 teacher_action: str = "mean") -> None:
+                 teacher_action: str = "mean", record: bool = False) -> None:
         self.task = task
         self.adapter = task.adapter()
         self.student_action, self.teacher_action = student_action, teacher_action
@@ -189,6 +193,11 @@ class Rollout:
         self.venv = self.adapter.make_envs(n_envs, env_seed)
         self.venv.reset()
         self.ep_ret = np.zeros(n_envs)
+        self.recorder = None
+        if record:
+            from polydistill.datasets.recorder import RoundRecorder
+
+            self.recorder = RoundRecorder(n_envs)
 
     def _check(self, tgt: ActionTarget) -> None:
         for field_name in ("action", "mean", "log_std", "logits"):
@@ -212,6 +221,8 @@ class Rollout:
         return collect_together({name: self}, student, {name: steps}, beta)[name]
 
     def _start(self, steps: int) -> _Pass:
+        if self.recorder is not None:
+            self.recorder.begin()
         return _Pass(RowStore(self.adapter.fields, steps), steps)
 
     def _decide(self, student: Student, p: _Pass, beta: float) -> None:
@@ -231,10 +242,14 @@ class Rollout:
             raise TrainingError(f"non-finite action in task {self.task.name!r}; refusing to step")
         n, t = ad.record(p.out, obs, tgt, use_t, p.steps - p.labelled)
         p.labelled, p.teacher_steps, p.action = p.labelled + n, p.teacher_steps + t, action
+        if self.recorder is not None:
+            self.recorder.decide(obs, tgt, action, use_t, self.venv.seeds)
 
     def _advance(self, p: _Pass) -> None:
         """Step the env copies with the action :meth:`_decide` chose."""
         _, rew, term, trunc = self.venv.step(p.action)
+        if self.recorder is not None:
+            self.recorder.outcome(rew, term, trunc, self.venv.final_obs)
         done = term | trunc
         self.adapter.after_step(done, p.action)
         self.ep_ret += rew
@@ -242,11 +257,11 @@ class Rollout:
             p.returns.extend(self.ep_ret[done].tolist())
             self.ep_ret[done] = 0.0
 
-    @staticmethod
-    def _result(p: _Pass) -> RolloutResult:
+    def _result(self, p: _Pass) -> RolloutResult:
         rows = {k: a[: p.out.n] for k, a in p.out.arrays.items()}
         norm = np.concatenate(p.out.norm) if p.out.norm else np.zeros((0, 0))
-        return RolloutResult(rows, norm, p.labelled, p.teacher_steps, p.returns)
+        record = self.recorder.finish(self.venv.obs) if self.recorder is not None else None
+        return RolloutResult(rows, norm, p.labelled, p.teacher_steps, p.returns, record)
 
     def state_dict(self) -> dict[str, Any]:
         """RNG states, the env copies' replayable state, running returns and the adapter's state."""
@@ -302,4 +317,4 @@ def collect_together(rollouts: dict[str, Rollout], student: Student, steps: dict
         for n in active:
             rollouts[n]._advance(passes[n])
         active = [n for n in active if passes[n].labelled < passes[n].steps]
-    return {n: Rollout._result(p) for n, p in passes.items()}
+    return {n: rollouts[n]._result(p) for n, p in passes.items()}

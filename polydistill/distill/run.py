@@ -130,6 +130,10 @@ class RunConfig:
     torch_threads: int = 1
     """torch intra-op threads (0: leave torch's default). Small networks run fastest on one
     thread and oversubscribed threads are 5-10x slower on a busy 2-core machine (measured)."""
+    record_dataset: bool = False
+    """Record every labelled step with its episode boundaries, rewards and the executed action
+    under ``RUN/dataset/`` (one shard per round) for ``polydistill dataset export`` (Minari).
+    Setups with flat observations only (generalist); needs a run folder."""
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -176,12 +180,19 @@ class DaggerRun:
     """Labelled steps one buffer row holds (sequences hold several)."""
     single_stream: ClassVar[bool] = False
     """Seed the one task's streams from the run seed directly (else: one child seed per task)."""
+    records_datasets: ClassVar[bool] = False
+    """The setup supports ``record_dataset`` (flat observations; see :meth:`dataset_manifest`)."""
 
     def __init__(self, config: RunConfig, *, run_dir: str | Path | None = None,
                  log_dir: str | Path | None = None, progress_bar: bool = True) -> None:
         if not isinstance(config, self.Config):
             raise ConfigError(f"{type(self).__name__} needs a {self.Config.__name__}, "
                               f"got {type(config).__name__}")
+        if config.record_dataset and not self.records_datasets:
+            raise ConfigError(f"record_dataset: the {self.setup!r} setup does not record datasets "
+                              "(supported: setups with flat observations, such as 'generalist')")
+        if config.record_dataset and run_dir is None:
+            raise ConfigError("record_dataset needs a run folder (run_dir) to write RUN/dataset into")
         self.config = config
         self.progress_bar = progress_bar
         self.checkpoint_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
@@ -211,8 +222,16 @@ class DaggerRun:
                               f"({config.rounds} x {len(tasks)})")
         self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
                                          seed=config.seed)
+        self.recorder = None
+        if config.record_dataset:
+            from polydistill.datasets.recorder import DATASET_DIR, DatasetRecorder
+
+            self.recorder = DatasetRecorder(Path(run_dir) / DATASET_DIR, {  # type: ignore[arg-type]
+                "setup": self.setup, "n_envs": config.n_envs, "config": to_dict(config),
+                **self.dataset_manifest()})
         self.collector = Collector(tasks, self.student, config.n_envs, config.student_action,
-                                   config.teacher_action, config.workers, config.ray_address)
+                                   config.teacher_action, config.workers, config.ray_address,
+                                   record=config.record_dataset)
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -251,6 +270,16 @@ class DaggerRun:
     def student_metadata(self) -> dict[str, Any]:
         """Setup metadata of the student checkpoint (what its evaluation needs)."""
         return {}
+
+    def dataset_manifest(self) -> dict[str, Any]:
+        """What a recorded dataset says about the run's tasks (``record_dataset`` setups).
+
+        Returns:
+            ``tasks`` (one dict per task index: ``name``, ``task_id``, ``emb_id``, ``env_id``,
+            ``env_kwargs``, ``embodiment``, ``task``, ``teacher``) and ``table`` (the student's
+            embodiment table: ``embodiments``, ``tasks``).
+        """
+        raise NotImplementedError
 
     def distiller_config(self) -> DistillerConfig:
         """The distiller's config (a setup may adapt it, e.g. batches counted in sequences)."""
@@ -333,10 +362,14 @@ class DaggerRun:
         t_start = time.perf_counter() - self.elapsed_s
         if self.round == 0 and self.checkpoint_dir is not None:
             clear_run_state(self.checkpoint_dir)  # a fresh run replaces an older one's commits
+        if self.round == 0 and self.recorder is not None:
+            self.recorder.start()  # likewise its recording
         stop = cfg.rounds if max_rounds is None else min(cfg.rounds, self.round + max_rounds)
         while self.round < stop:
             beta = cfg.beta.value(self.round, cfg.rounds)
             metrics = self.collector.collect(split_evenly(steps[self.round], n_tasks), beta, self.buffer)
+            if self.recorder is not None:
+                self.recorder.write_round(self.round, self.collector.records)
             metrics.update(self.distiller.train_round(self.buffer, updates[self.round], max(1, sum(updates))))
             if "distill/samples_per_s" in metrics:  # labelled steps, not rows
                 metrics["distill/samples_per_s"] *= self.steps_per_row
@@ -432,6 +465,8 @@ class DaggerRun:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"run state in {str(self.checkpoint_dir)!r} is incomplete or "
                                   f"damaged: {exc!r}") from None
+        if self.recorder is not None:  # shards written after the commit are collected again
+            self.recorder.discard_from(self.round)
         if self.writer is not None:  # events written after the commit are purged
             from torch.utils.tensorboard import SummaryWriter
 

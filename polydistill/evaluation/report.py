@@ -3,7 +3,8 @@
 ``evaluate_student`` fills one row per task: teacher return, student return and their ratio,
 for training tasks and held-out ones (where the yardstick is a specialist trained on that
 variant alone, never used for distillation). ``write_report`` writes ``report.md``,
-``report.json`` and ``report.png`` (student vs teacher returns).
+``report.json``, ``report.png`` (student vs teacher returns) and ``report.html`` (the page a
+person reads: :mod:`polydistill.evaluation.html`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from polydistill.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["TaskRow", "EvalTask", "EvalOptions", "evaluate_student", "write_report", "suite_eval_tasks",
            "ratio",
-           "markdown_table"]
+           "markdown_table", "plot_png"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class TaskRow:
     student_std: float | None = None
     extra: dict[str, float | None] = field(default_factory=dict)
     """More figures of the row (e.g. accident rates), shown as extra columns."""
+    episodes: int | None = None
+    """Evaluation episodes behind each mean (None: not recorded); with the stds it gives the
+    ratio's confidence interval in the HTML report."""
 
 
 def refuse_generalist_options(options: EvalOptions, setup: str) -> None:
@@ -176,8 +180,8 @@ def evaluate_student(student: DeployedStudent, tasks: list[EvalTask], episodes: 
         extra = {} if success_key is None else {
             "success": s.success_rate, "teacher_success": tr.success_rate if tr is not None else None}
         token = t.embodiment if t.task is None else f"{t.embodiment}/{t.task}"
-        rows.append(TaskRow(t.name, t.split, token, t_mean, s.mean_return,
-                            ratio(s.mean_return, t_mean), t_std, s.std_return, extra))
+        rows.append(TaskRow(t.name, t.split, token, t_mean, s.mean_return, ratio(s.mean_return, t_mean),
+                            t_std, s.std_return, extra, episodes=len(s.returns)))
         log.debug("%-16s %-8s teacher %8s student %8.1f ratio %s", t.name, t.split,
                  "-" if t_mean is None else f"{t_mean:.1f}", s.mean_return,
                  "-" if rows[-1].ratio is None else f"{rows[-1].ratio:.3f}")
@@ -222,9 +226,28 @@ def markdown_table(rows: list[TaskRow]) -> str:
     return "\n".join(lines)
 
 
+def _command() -> str:
+    """The command line of this process (``polydistill ...`` for the console script)."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv) or [""]
+    if Path(argv[0]).name in ("polydistill", "__main__.py"):
+        argv[0] = "polydistill"
+    return shlex.join(argv)
+
+
 def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydistill report",
                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.json`` and ``report.png`` to ``out_dir``."""
+    """Write ``report.md``, ``report.json``, ``report.png`` and ``report.html`` to ``out_dir``.
+
+    ``report.json`` also records the command line and the library versions. The HTML page
+    (:func:`polydistill.evaluation.html.write_html_report`) is written last and reads the
+    folder (``history.json``, ``run.json``, the student beside); if it fails, a warning is
+    logged and the other files stand.
+    """
+    from polydistill.utils import library_versions
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = [r.ratio for r in rows if r.split == "train" and r.ratio is not None]
@@ -236,7 +259,8 @@ def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydis
     if succ:
         summary["mean_train_success"] = float(np.mean(succ))
     atomic_write_json(out / "report.json", {"title": title, "summary": summary,
-                                            "tasks": [asdict(r) for r in rows], **(extra or {})})
+                                            "tasks": [asdict(r) for r in rows], "command": _command(),
+                                            "versions": library_versions(), **(extra or {})})
     md = [f"# {title}", "", markdown_table(rows), "",
           f"Training tasks: min ratio {_fmt(summary['min_train_ratio'], 3)}, "
           f"mean ratio {_fmt(summary['mean_train_ratio'], 3)}"
@@ -245,11 +269,19 @@ def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydis
         md += ["```", *[f"{k}: {v}" for k, v in extra.items() if not isinstance(v, dict | list)],
                "```", ""]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
-    _plot(rows, out / "report.png", title)
-    return {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png"}
+    atomic_write_bytes(out / "report.png", plot_png(rows, title))
+    files = {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png"}
+    try:
+        from polydistill.evaluation.html import write_html_report
+
+        files["html"] = write_html_report(out)
+    except Exception as exc:  # noqa: BLE001  (the page is a view of the files above, never their cost)
+        log.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+    return files
 
 
-def _plot(rows: list[TaskRow], path: Path, title: str) -> None:
+def plot_png(rows: list[TaskRow], title: str) -> bytes:
+    """The bar plot of ``report.png`` (student vs teacher returns; success rates where known)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,8 +290,8 @@ def _plot(rows: list[TaskRow], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     succ = any(r.extra.get("success") is not None for r in rows)
-    fig, axes = plt.subplots(2 if succ else 1, 1, figsize=(max(6.0, 0.5 * len(rows)), 7.0 if succ else 4.0),
-                             squeeze=False)
+    fig, axes = plt.subplots(2 if succ else 1, 1, squeeze=False,
+                             figsize=(max(6.0, 0.9 * len(rows) + 1.0), 7.0 if succ else 4.2))
     ax = axes[0, 0]
     x = np.arange(len(rows))
     labels = [f"{r.name}\n({r.split})" for r in rows]
@@ -285,6 +317,6 @@ def _plot(rows: list[TaskRow], path: Path, title: str) -> None:
         ax2.legend(loc="lower left", fontsize=8, ncols=2)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()

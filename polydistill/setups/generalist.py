@@ -170,6 +170,7 @@ class GeneralistRun(DaggerRun):
 
     Config = GeneralistConfig
     setup = "generalist"
+    records_datasets = True
     config: GeneralistConfig
 
     def __init__(self, config: GeneralistConfig, teachers: dict[str, Teacher] | None = None,
@@ -177,11 +178,15 @@ class GeneralistRun(DaggerRun):
         self._given = teachers or {}
         super().__init__(config, **kwargs)
 
+    def run_tasks(self) -> tuple[TaskConfig, ...]:
+        """The tasks to distil (the config's; a dataset run takes its dataset's)."""
+        return resolve_tasks(self.config)
+
     def prepare(self) -> None:
         """Resolve the tasks, load and check their teachers, build the embodiment table."""
         import polydistill.envs  # noqa: F401  (registers ids)
 
-        self.tasks = resolve_tasks(self.config)
+        self.tasks = self.run_tasks()
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ConfigError(f"task names must be unique, got {names}")
@@ -233,6 +238,20 @@ class GeneralistRun(DaggerRun):
             env.close()
             kinds[t.name] = self.teachers[t.name].action_dist(np.asarray(obs)[None]).kind
         return kinds
+
+    def dataset_manifest(self) -> dict[str, Any]:
+        """Each task's env, token row and teacher, and the embodiment table (``record_dataset``)."""
+        tasks = []
+        for i, t in enumerate(self.tasks):
+            emb = t.embodiment or t.env_id
+            token = task_token(self.table, t)
+            tasks.append({"name": t.name, "task_id": i, "emb_id": self.table.id(emb, token),
+                          "env_id": t.env_id, "env_kwargs": dict(t.env_kwargs), "embodiment": emb,
+                          "task": token, "teacher": t.teacher})
+        return {"tasks": tasks, "table": {"embodiments": self.table.to_json(),
+                                          "tasks": self.table.tasks_json()},
+                "suite": None if self.config.tasks else self.config.suite,
+                "success_key": self.config.success_key}
 
     def student_metadata(self) -> dict[str, Any]:
         """The tasks (env, token, kwargs, teacher) and the suite they came from."""
