@@ -283,9 +283,7 @@ def test_finish_report_writes_json_then_plot_then_page(tmp_path: Path,
     results = {k: v for k, v in data.items() if k not in ("command", "versions")}
     markdown = (BENCH / "morphology.md").read_text().strip()
     out = tmp_path / "morph.json"
-    t0 = time.perf_counter()
     report = finish_report(results, markdown, out, plot=functools.partial(morphology._plot, data["families"]))
-    took = time.perf_counter() - t0
     assert report["markdown"] == markdown and json.loads(out.read_text())["families"] == data["families"]
     page = out.with_suffix(".html").read_text()
     images = _check_page(page)
@@ -293,7 +291,6 @@ def test_finish_report_writes_json_then_plot_then_page(tmp_path: Path,
     for line in markdown.splitlines()[2:]:  # every row of the benchmark's table, as an HTML row
         family, kind = line.strip("| ").split(" | ")[:2]
         assert f"<tr><td>{family}</td><td>{kind}</td>" in page
-    assert took < 10
     # a failing page never costs the results
     import polydistill.evaluation.html as html_mod
 

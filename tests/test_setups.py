@@ -41,7 +41,11 @@ def test_a_registered_toy_setup_runs_through_every_command(tmp_path: Path, capsy
     recipe = _recipe(tmp_path, total_steps=600, rounds=2, eval_every=1)
     assert main(["distill", "--recipe", recipe, "--out", str(run_dir), "--no-progress", "--eval-episodes",
                  "1"]) == 0
-    assert "| toy | train | toy |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| toy | train | toy |" in out
+    # the closing summary: what ran, the figures, where the files went
+    summary = out[out.index("distill (toy)"):]
+    assert "labelled env steps" in summary and "report.html" in summary and "polydistill report" in summary
     assert json.loads((run_dir / "run.json").read_text())["setup"] == "toy"
     student = polydistill.load_student(run_dir)
     assert student.metadata["setup"] == "toy" and student.predict(np.zeros(3)).shape == (1,)

@@ -562,7 +562,7 @@ def run_perf_benchmark(out: str | Path = "perf.json", budget: PerfBudget | None 
         report["markdown"] = _markdown(report)
         atomic_write_bytes(out.with_suffix(".md"), (report["markdown"] + "\n").encode())
     atomic_write_json(out, report)
-    from polydistill.bench.stats import write_benchmark_html
+    from polydistill.evaluation.html import write_html_report_safe
 
-    write_benchmark_html(out)
+    write_html_report_safe(out)
     return report

@@ -20,8 +20,7 @@ import numpy as np
 from polydistill.errors import ConfigError
 from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions
 
-__all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report",
-           "write_benchmark_html"]
+__all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report"]
 
 BOOTSTRAP_REPS = 5000
 log = logging.getLogger(__name__)
@@ -217,16 +216,7 @@ def finish_report(report: dict[str, Any], markdown: str, out: str | Path,
     report["markdown"] = markdown
     if plot is not None:
         plot(Path(out).with_suffix(".png"))
-    write_benchmark_html(out)
+    from polydistill.evaluation.html import write_html_report_safe
+
+    write_html_report_safe(out)
     return report
-
-
-def write_benchmark_html(out: str | Path) -> Path | None:
-    """The HTML page of the results JSON ``out`` (beside it); logs a warning instead of raising."""
-    try:
-        from polydistill.evaluation.html import write_html_report
-
-        return write_html_report(out)
-    except Exception as exc:  # noqa: BLE001  (the page is a view of the results, never their cost)
-        log.warning("%s: HTML page not written: %s: %s", out, type(exc).__name__, exc)
-        return None

@@ -190,8 +190,6 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from polydistill.config import parse_assignments, to_dict
-    from polydistill.deploy import load_student
-    from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
     from polydistill.setups import read_recipe
     from polydistill.utils import atomic_write_json
 
@@ -216,9 +214,24 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         atomic_write_json(run_dir / RUN_FILE, {"setup": setup.name, "student": student_file,
                                                "config": to_dict(cfg)})
     run = setup.run(cfg, run_dir=run_dir, log_dir=run_dir / "tb", progress_bar=not args.no_progress)
+    return _finish_distill(args, run, out, run_dir, started, f"distill ({setup.name})",
+                           f"{setup.name} distillation run", setup.evaluate)
+
+
+def _finish_distill(args: argparse.Namespace, run: Any, out: str, run_dir: Path, started: float, title: str,
+                    report_title: str, evaluate: Any) -> int:
+    """Learn (resuming where asked), save, evaluate, report and summarise a distillation run.
+
+    ``evaluate(student, options)`` gives the evaluation rows; None skips the evaluation (a
+    student with no env to drive).
+    """
+    from polydistill.deploy import load_student
+    from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
+    from polydistill.utils import atomic_write_json
+
     try:
         if args.resume and not run.resume():
-            log.warning("no commit in %s yet: starting the run from round 0", run_dir)
+            log.warning("no commit in %s yet: starting the run from its beginning", run_dir)
         run.learn()
         path = run.save(out)
     finally:
@@ -226,12 +239,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     atomic_write_json(run_dir / "history.json", run.history)
     log.info("student saved to %s", path)
     rows = []
-    if args.eval_episodes > 0:
-        rows = setup.evaluate(load_student(path), EvalOptions(episodes=args.eval_episodes, train_only=True))
-        write_report(rows, run_dir, f"{setup.name} distillation run")
+    if args.eval_episodes > 0 and evaluate is not None:
+        rows = evaluate(load_student(path), EvalOptions(episodes=args.eval_episodes, train_only=True))
+        write_report(rows, run_dir, report_title)
         print(markdown_table(rows))
     print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
-    print_summary(_distill_summary(f"distill ({setup.name})", run, path, run_dir, rows, started))
+    print_summary(_distill_summary(title, run, path, run_dir, rows, started))
     return 0
 
 
@@ -245,6 +258,9 @@ def _distill_summary(title: str, run: Any, path: Path, run_dir: Path, rows: list
     last = run.history[-1] if run.history else {}
     facts = [("student", f"{run.distiller.updates:,} updates, {run.total_steps:,} labelled env steps, "
                          f"{(time.perf_counter() - started) / 60:.1f} min")]
+    bc = next((h["bc/updates"] for h in run.history if "bc/updates" in h), None)
+    if bc:  # distill --dataset: the behaviour-cloning phase (DAgger's updates count from 0 after it)
+        facts.append(("behaviour cloning", f"{int(bc):,} updates on the dataset's rows"))
     if "distill/teacher_agreement" in last:
         facts.append(("teacher agreement (last round)", f"{last['distill/teacher_agreement']:.3f}"))
     facts += ratio_facts(rows)
@@ -285,8 +301,7 @@ def _cmd_distill_dataset(args: argparse.Namespace) -> int:
     """``distill --dataset DIR`` (and ``--resume`` of such a run)."""
     from polydistill.config import from_dict, override, parse_assignments, to_dict
     from polydistill.datasets.offline import DatasetConfig, make_dataset_run
-    from polydistill.deploy import load_student
-    from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
+    from polydistill.distill.run import DaggerRun
     from polydistill.utils import atomic_write_json
 
     if args.resume:
@@ -295,7 +310,7 @@ def _cmd_distill_dataset(args: argparse.Namespace) -> int:
                                 ("--steps", args.steps), ("--seed", args.seed), ("--loss", args.loss),
                                 ("--out", args.out)) if v is not None]
         sets = parse_assignments(args.set)
-        given += [f"--set {k}" for k in sets if k not in ("workers", "ray_address")]
+        given += [f"--set {k}" for k in sets if k not in DaggerRun.resume_may_differ]
         if given:
             raise ConfigError(f"--resume keeps the run's config and folder; do not also give "
                               f"{', '.join(given)}")
@@ -318,28 +333,12 @@ def _cmd_distill_dataset(args: argparse.Namespace) -> int:
         student_file = Path(out).name if Path(out).suffix == ".safetensors" else "."
         atomic_write_json(run_dir / RUN_FILE, {"setup": run.setup, "dataset": True, "student": student_file,
                                                "config": to_dict(cfg)})
-    try:
-        if args.resume and not run.resume():
-            log.warning("no commit in %s: starting the run from behaviour cloning", run_dir)
-        run.learn()
-        path = run.save(out)
-    finally:
-        run.close()
-    atomic_write_json(run_dir / "history.json", run.history)
-    log.info("student saved to %s", path)
-    student = load_student(path)
-    if args.eval_episodes > 0 and student.metadata.get("tasks"):
-        rows = run.evaluate_student(student, EvalOptions(episodes=args.eval_episodes, train_only=True))
-        write_report(rows, run_dir, "distillation from a dataset")
-        print(markdown_table(rows))
-    elif args.eval_episodes > 0:
-        log.warning("the dataset names no env: evaluate with polydistill evaluate --student %s --env-id ID",
-                    path)
-    print(f"student: {path}\nload it with: polydistill.load_student({str(path)!r})")
-    print_summary(_distill_summary("distill from a dataset", run, path, run_dir,
-                                   rows if args.eval_episodes > 0 and student.metadata.get("tasks") else [],
-                                   started))
-    return 0
+    evaluate = run.evaluate_student if run.student_metadata().get("tasks") else None
+    if evaluate is None and args.eval_episodes > 0:
+        log.warning("the dataset names no env: evaluate the student with polydistill evaluate --student "
+                    "STUDENT --env-id ID")
+    return _finish_distill(args, run, out, run_dir, started, "distill from a dataset",
+                           "distillation from a dataset", evaluate)
 
 
 def _add_dataset(sub: argparse._SubParsersAction) -> None:

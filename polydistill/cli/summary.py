@@ -12,13 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Summary", "print_summary", "ratio_facts", "fmt"]
+__all__ = ["Summary", "print_summary", "ratio_facts"]
 
 
 @dataclass
@@ -35,30 +34,25 @@ class Summary:
     """Commands worth running next (load, evaluate, report)."""
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    """A figure for the table (``-`` for a missing or non-finite one)."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
 def ratio_facts(rows: Sequence[Any]) -> list[tuple[str, str]]:
     """Min and mean student/teacher ratio of the training and held-out rows of an evaluation.
 
     ``rows`` are :class:`~polydistill.evaluation.report.TaskRow` (anything with ``split``,
     ``ratio`` and ``extra``). Splits without a ratio are left out.
     """
+    from polydistill.evaluation.report import format_figure as fmt
+
     out = []
     for split in dict.fromkeys(r.split for r in rows):
         vals = [r.ratio for r in rows if r.split == split and r.ratio is not None]
         if vals:
             worst = min((r for r in rows if r.split == split and r.ratio is not None), key=lambda r: r.ratio)
             out.append((f"{split} ratio (student/teacher)",
-                        f"mean {fmt(sum(vals) / len(vals))}, min {fmt(worst.ratio)} ({worst.name}), "
+                        f"mean {fmt(sum(vals) / len(vals), 3)}, min {fmt(worst.ratio, 3)} ({worst.name}), "
                         f"{len(vals)} task{'s' if len(vals) != 1 else ''}"))
         succ = [r.extra["success"] for r in rows if r.split == split and r.extra.get("success") is not None]
         if succ:
-            out.append((f"{split} success", f"mean {fmt(sum(succ) / len(succ))}"))
+            out.append((f"{split} success", f"mean {fmt(sum(succ) / len(succ), 3)}"))
     return out
 
 
@@ -67,13 +61,13 @@ def print_summary(summary: Summary, width: int | None = None, file: Any = None) 
 
     Args:
         summary: What to print.
-        width: Console width (default: the terminal's, 100 when not a terminal).
+        width: Console width (default: the terminal's, 140 when not a terminal: logs).
         file: Stream to print to (default: stdout).
     """
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=file, width=width or (None if _is_tty(file) else 100), highlight=False,
+    console = Console(file=file, width=width or (None if _is_tty(file) else 140), highlight=False,
                       soft_wrap=False)
     table = Table(title=summary.title, title_style="bold", show_header=False, expand=False,
                   pad_edge=True)

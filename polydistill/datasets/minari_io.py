@@ -201,7 +201,7 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
 
     Raises:
         ConfigError: if ``run`` is not a recorded run, an id is invalid or already taken, or
-            the run's bodies cannot share one dataset (discrete actions of different sizes).
+            the run's bodies cannot share one dataset (different spaces with discrete actions).
     """
     from tqdm.auto import tqdm
 

@@ -28,6 +28,7 @@ import io
 import json
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,17 @@ class DatasetRecorder:
         self.manifest = manifest
 
     def start(self) -> None:
-        """A fresh run: remove an older recording, write the manifest."""
+        """A fresh run: remove an older recording, write the manifest.
+
+        Raises:
+            ConfigError: if the folder exists and is not a polydistill recording (never
+                delete what the run did not write, e.g. a Minari export named ``dataset``).
+        """
         if self.folder.exists():
+            if any(self.folder.iterdir()) and not _is_recording(self.folder):
+                raise ConfigError(f"{str(self.folder)!r} exists and is not a polydistill recording (no "
+                                  f"{MANIFEST} of format {FORMAT}); record into another run folder or "
+                                  "move it away")
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)
         atomic_write_json(self.folder / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -238,22 +248,31 @@ def read_recording(run: str | Path) -> Recording:
         raise CheckpointError(f"the recording in {str(folder)!r} has a gap: rounds "
                               f"{[r for r, _ in shards]}")
     parts: dict[int, list[dict[str, np.ndarray]]] = {}
-    for r, p in shards:
+    n_tasks = len(manifest.get("tasks") or [])
+    for _, p in shards:
+        by_task: dict[int, dict[str, np.ndarray]] = {}
         try:
             with np.load(p, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
+                for key in z.files:
+                    t, _, field = key.partition("/")
+                    by_task.setdefault(int(t), {})[field] = z[key]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise CheckpointError(f"recording shard {str(p)!r} is unreadable: {exc}") from None
-        by_task: dict[int, dict[str, np.ndarray]] = {}
-        for key, v in data.items():
-            t, _, field = key.partition("/")
-            by_task.setdefault(int(t), {})[field] = v
+        if set(by_task) != set(range(n_tasks)):
+            raise CheckpointError(f"recording shard {str(p)!r}: expected tasks {list(range(n_tasks))} (the "
+                                  f"manifest's), got {sorted(by_task)}")
         for t, rec in by_task.items():
             parts.setdefault(t, []).append(rec)
-            if len(parts[t]) != r + 1:
-                raise CheckpointError(f"recording shard {str(p)!r}: task {t} missing from an earlier round")
     tasks = {t: _join(t, recs, folder) for t, recs in sorted(parts.items())}
     return Recording(folder, manifest, tasks, len(shards))
+
+
+def _is_recording(folder: Path) -> bool:
+    """Whether ``folder`` holds a recording's manifest (what :meth:`DatasetRecorder.start` may replace)."""
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _check_same_run(run_file: Path, manifest: dict[str, Any]) -> None:
@@ -268,7 +287,9 @@ def _check_same_run(run_file: Path, manifest: dict[str, Any]) -> None:
         config = json.loads(run_file.read_text()).get("config")
     except (OSError, ValueError, AttributeError):
         return
-    movable = ("workers", "ray_address")  # where rows are collected; a resume may change them
+    from polydistill.distill.run import DaggerRun
+
+    movable = DaggerRun.resume_may_differ  # where rows are collected; a resume may change them
     a, b = ({k: v for k, v in json_roundtrip(c or {}).items() if k not in movable}
             for c in (config, manifest.get("config")))
     if a != b:

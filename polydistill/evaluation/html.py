@@ -35,6 +35,7 @@ import base64
 import html
 import io
 import json
+import logging
 import math
 import shlex
 from collections.abc import Iterable, Sequence
@@ -46,8 +47,10 @@ import numpy as np
 from polydistill.errors import ConfigError
 from polydistill.utils import atomic_write_bytes, library_versions
 
-__all__ = ["write_html_report", "ratio_ci_delta", "ratio_ci_bootstrap", "markdown_to_html",
-           "RUN_FILES", "is_benchmark_json", "record_camera_gif", "sees_pixels"]
+__all__ = ["write_html_report", "write_html_report_safe", "ratio_ci_delta", "ratio_ci_bootstrap",
+           "markdown_to_html", "RUN_FILES", "is_benchmark_json", "record_camera_gif", "sees_pixels"]
+
+log = logging.getLogger(__name__)
 
 RUN_FILES = ("report.json", "history.json", "run.json", "finetune.json", "student.safetensors")
 """Any of these makes a folder a run folder."""
@@ -738,14 +741,13 @@ def _render_run(folder: Path) -> tuple[str, str]:
     run = run if isinstance(run, dict) else None
     ft = ft if isinstance(ft, dict) and ft.get("stage") == "finetune" else None
     history = history if isinstance(history, list) else None
-    student_file = None
-    for cand in ([folder / run["student"]] if run and isinstance(run.get("student"), str) else []) + [
-            folder / "student.safetensors",
-            *([Path(report["student"])] if report and isinstance(report.get("student"), str) else [])]:
-        file = cand if cand.suffix == ".safetensors" else cand / "student.safetensors"
-        if file.is_file():
-            student_file = file
-            break
+    from polydistill.deploy.checkpoint import resolve_student_path
+
+    # where each command leaves its student: run.json names it (distill), quickstart writes
+    # folder/student, evaluate --out names it in report.json (relative to where it ran)
+    named = [Path(str(d["student"])) for d in (run, report) if d and isinstance(d.get("student"), str)]
+    cands = [folder / n for n in named] + [folder, folder / "student"] + [n for n in named if n.is_absolute()]
+    student_file = next((f for f in map(resolve_student_path, cands) if f.is_file()), None)
     meta = _student_metadata(student_file) if student_file else None
     setup = (run or {}).get("setup") or (meta or {}).get("setup") or ("finetune" if ft else None)
     rows = [r for r in (report or {}).get("tasks", []) if isinstance(r, dict)]
@@ -1023,3 +1025,17 @@ def write_html_report(path_in: str | Path, out: str | Path | None = None) -> Pat
         dest = Path(out) if out is not None else target / "report.html"
     atomic_write_bytes(dest, _page(title, body).encode("utf-8"))
     return dest
+
+
+def write_html_report_safe(path_in: str | Path, out: str | Path | None = None) -> Path | None:
+    """:func:`write_html_report` for the commands that write a page after their results.
+
+    The page is a view of results already on disk, never their cost: a failure is logged as a
+    warning (with the traceback at debug level) and ``None`` returned.
+    """
+    try:
+        return write_html_report(path_in, out)
+    except Exception as exc:  # noqa: BLE001  (see the docstring)
+        log.warning("%s: HTML page not written: %s: %s", path_in, type(exc).__name__, exc)
+        log.debug("HTML page of %s", path_in, exc_info=True)
+        return None

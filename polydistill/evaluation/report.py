@@ -25,7 +25,7 @@ from polydistill.utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["TaskRow", "EvalTask", "EvalOptions", "evaluate_student", "write_report", "suite_eval_tasks",
            "ratio",
-           "markdown_table", "plot_png"]
+           "markdown_table", "plot_png", "format_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,8 @@ def task_teacher(spec: str, env_id: str, env_kwargs: dict[str, Any] | None = Non
         env.close()
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
+def format_figure(x: float | None, digits: int = 1) -> str:
+    """``x`` with ``digits`` decimals, or ``-`` where it is missing or not finite."""
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
@@ -219,9 +220,9 @@ def markdown_table(rows: list[TaskRow]) -> str:
              "|---|---|---|---:|---:|---:|" + "---:|" * len(extra)]
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.split} | {r.embodiment} | {_fmt(r.teacher_return)} | "
-            f"{_fmt(r.student_return)} | {_fmt(r.ratio, 3)} |"
-            + "".join(f" {_fmt(r.extra.get(k), 3)} |" for k in extra)
+            f"| {r.name} | {r.split} | {r.embodiment} | {format_figure(r.teacher_return)} | "
+            f"{format_figure(r.student_return)} | {format_figure(r.ratio, 3)} |"
+            + "".join(f" {format_figure(r.extra.get(k), 3)} |" for k in extra)
         )
     return "\n".join(lines)
 
@@ -262,8 +263,8 @@ def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydis
                                             "tasks": [asdict(r) for r in rows], "command": _command(),
                                             "versions": library_versions(), **(extra or {})})
     md = [f"# {title}", "", markdown_table(rows), "",
-          f"Training tasks: min ratio {_fmt(summary['min_train_ratio'], 3)}, "
-          f"mean ratio {_fmt(summary['mean_train_ratio'], 3)}"
+          f"Training tasks: min ratio {format_figure(summary['min_train_ratio'], 3)}, "
+          f"mean ratio {format_figure(summary['mean_train_ratio'], 3)}"
           + (f", mean success {summary['mean_train_success']:.3f}." if succ else "."), ""]
     if extra:
         md += ["```", *[f"{k}: {v}" for k, v in extra.items() if not isinstance(v, dict | list)],
@@ -271,12 +272,10 @@ def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydis
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     atomic_write_bytes(out / "report.png", plot_png(rows, title))
     files = {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png"}
-    try:
-        from polydistill.evaluation.html import write_html_report
+    from polydistill.evaluation.html import write_html_report_safe
 
-        files["html"] = write_html_report(out)
-    except Exception as exc:  # noqa: BLE001  (the page is a view of the files above, never their cost)
-        log.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+    if (page := write_html_report_safe(out)) is not None:
+        files["html"] = page
     return files
 
 
