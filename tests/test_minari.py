@@ -223,6 +223,33 @@ def test_record_dataset_is_refused_where_it_cannot_record(tmp_path: Path) -> Non
         GeneralistRun(_config(), teachers=_teachers(), progress_bar=False)
 
 
+
+def test_a_recording_never_deletes_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    theirs = tmp_path / "run" / "dataset" / "someone" / "data.hdf5"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"not ours")
+    run = GeneralistRun(_config(total_steps=400, rounds=1), teachers=_teachers(), progress_bar=False,
+                        run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="is not a polydistill recording"):
+        run.learn()
+    run.close()
+    assert theirs.read_bytes() == b"not ours"
+
+
+
+def test_a_damaged_recording_is_a_checkpoint_error(recorded, tmp_path: Path) -> None:
+    import shutil
+
+    from polydistill.errors import CheckpointError
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(recorded[0], run_dir)
+    shard = sorted((run_dir / "dataset").glob("round-*.npz"))[-1]
+    shard.write_bytes(shard.read_bytes()[:100])  # cut short, as a full disk would leave it
+    with pytest.raises(CheckpointError, match="unreadable"):
+        read_recording(run_dir)
+
+
 # ------------------------------------------------------------------ datasets made elsewhere
 def _foreign_dataset(root: Path, episodes: int = 10) -> Path:
     """A Pendulum-v1 dataset of a scripted damping controller, made with Minari alone."""
