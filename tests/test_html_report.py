@@ -539,6 +539,21 @@ def test_run_page_renders_in_headless_chromium(browser: Browser, run_dir: Path, 
     print(f"run page checked in Chromium in {time.perf_counter() - t0:.1f} s")
 
 
+@pytest.mark.slow
+def test_the_quickstart_page_renders_in_headless_chromium(browser: Browser, tmp_path: Path) -> None:
+    """The README's main job, on a small budget: its report.html in a real browser."""
+    from polydistill.quickstart import run_quickstart
+
+    report = run_quickstart(out=tmp_path / "qs", steps=6000, seed=0, episodes=1, progress_bar=False)
+    page = Path(report["files"]["html"])
+    assert page == tmp_path / "qs" / "report.html"
+    facts = _page_in_browser(browser, page, tmp_path / "quickstart.png")
+    assert facts["rows"] >= len(report["tasks"]) == 10  # every task of the suite, held-out ones too
+    assert len(facts["images"]) == 2  # the learning curves and the bar plot
+    text = page.read_text()
+    assert "hopper-long" in text and "Learning curves" in text and "Library versions" in text
+
+
 @pytest.mark.parametrize("name", ["caml.json", "generalist.json", "."])
 def test_benchmark_pages_render_in_headless_chromium(browser: Browser, bench_copy: Path, tmp_path: Path,
                                                      name: str) -> None:
