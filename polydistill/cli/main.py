@@ -374,7 +374,6 @@ def _cmd_dataset_export(args: argparse.Namespace) -> int:
         print(f"{d.dataset_id}: {d.episodes} episodes, {d.steps} steps, tasks {', '.join(d.tasks)} "
               f"-> {d.path}")
     where = str(written[0].path if len(written) == 1 else args.out)
-    print(f"distil from it: polydistill distill --dataset {shlex.quote(where)} --out runs/from-dataset")
     print_summary(Summary("dataset export", [(d.dataset_id, f"{d.episodes:,} episodes, {d.steps:,} steps, "
                                                             f"tasks {', '.join(d.tasks)}") for d in written],
                           [(d.dataset_id, d.path) for d in written],
@@ -546,15 +545,22 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
           f"tensorboard --logdir {report['tensorboard']}")
     print(f"student: {report['student']}\n"
           f"deploy: polydistill.load_student({report['student']!r}).predict(obs, embodiment='hopper')")
+    print_summary(quickstart_summary(report))
+    return 0
+
+
+def quickstart_summary(report: dict[str, Any]) -> Summary:
+    """The closing table of ``quickstart`` from its report (what :func:`run_quickstart` returns)."""
     facts = [("distilled", f"one generalist student, {report['env_steps']:,} labelled env steps, "
                            f"{report['updates']:,} updates, {report['distill_s'] / 60:.1f} min"),
              *ratio_facts(_rows(report["tasks"]))]
-    files = [(k, v) for k, v in report["files"].items() if k in ("html", "md")]
-    files += [("tensorboard", f"tensorboard --logdir {report['tensorboard']}")]
-    print_summary(Summary("quickstart", facts, [("student", report["student"]), *files],
-                          [f"polydistill evaluate --student {shlex.quote(str(report['student']))} "
-                           "--suite locomotion"]))
-    return 0
+    names = {"html": "report", "md": "table"}
+    files: list[tuple[str, str | Path]] = [("student", report["student"])]
+    files += [(names[k], report["files"][k]) for k in names if k in report["files"]]
+    files.append(("tensorboard", f"tensorboard --logdir {report['tensorboard']}"))
+    student = shlex.quote(str(report["student"]))
+    return Summary("quickstart", facts, files,
+                   [f"polydistill evaluate --student {student} --suite locomotion"])
 
 
 def _rows(tasks: list[dict[str, Any]]) -> list[Any]:

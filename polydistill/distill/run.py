@@ -130,7 +130,7 @@ class RunConfig:
     torch_threads: int = 1
     """torch intra-op threads (0: leave torch's default). Small networks run fastest on one
     thread and oversubscribed threads are 5-10x slower on a busy 2-core machine (measured)."""
-    record_dataset: bool = False
+    record_dataset: bool = field(default=False, metadata={"fingerprint": "if_set"})
     """Record every labelled step with its episode boundaries, rewards and the executed action
     under ``RUN/dataset/`` (one shard per round) for ``polydistill dataset export`` (Minari).
     Setups with flat observations only (generalist); needs a run folder."""
