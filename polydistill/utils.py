@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import random
+import shlex
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def command_line(program: str | None = None) -> str:
+    """The command line of this process, shell-quoted, for a report or a checkpoint's history.
+
+    Args:
+        program: name to show in place of ``argv[0]`` (e.g. ``"scripts/benchmark.py"``). By default
+            the console script and ``python -m polydistill`` both show as ``polydistill``.
+
+    Returns:
+        The command line, e.g. ``"polydistill distill --env-id polydistill/Pendulum-v0"``.
+    """
+    argv = list(sys.argv) or [""]
+    if program is not None:
+        argv[0] = program
+    elif Path(argv[0]).name in ("polydistill", "__main__.py"):
+        argv[0] = "polydistill"
+    return shlex.join(argv)
 
 
 def library_versions() -> dict[str, str]:

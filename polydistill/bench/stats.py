@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from polydistill.errors import ConfigError
-from polydistill.utils import atomic_write_bytes, atomic_write_json, library_versions
+from polydistill.utils import atomic_write_bytes, atomic_write_json, command_line, library_versions
 
 __all__ = ["interval_stats", "run_cells", "cell_fingerprint", "effective_workers", "finish_report"]
 
@@ -209,7 +208,7 @@ def finish_report(report: dict[str, Any], markdown: str, out: str | Path,
     Returns:
         ``report``, with ``markdown`` added.
     """
-    report["command"] = " ".join(["scripts/benchmark.py", *sys.argv[1:]]) if sys.argv else ""
+    report["command"] = command_line("scripts/benchmark.py")
     report["versions"] = library_versions()
     atomic_write_json(out, report)
     atomic_write_bytes(Path(out).with_suffix(".md"), (markdown + "\n").encode())

@@ -30,7 +30,10 @@ import numpy as np
 
 from polydistill.errors import CheckpointError, ConfigError, ObservationError
 
-__all__ = ["BufferConfig", "FieldSpec", "DistillationBuffer"]
+__all__ = ["BufferConfig", "FieldSpec", "DistillationBuffer", "LOGIT_PAD"]
+
+LOGIT_PAD = -1e9
+"""Logit stored for the padded actions of a discrete row narrower than the buffer's widest action set."""
 
 _FORMAT = "polydistill.buffer"
 _FORMAT_VERSION = 1

@@ -419,6 +419,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from polydistill.deploy import load_student
     from polydistill.finetune import finetune, load_finetune_config, resolve_finetune_tasks
+    from polydistill.utils import command_line
 
     if args.steps <= 0:
         raise ConfigError(f"--steps must be > 0, got {args.steps:g}")
@@ -429,7 +430,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     tasks = resolve_finetune_tasks(load_student(args.student), args.task, args.env_id, args.embodiment,
                                    args.teacher, args.teachers_dir)
     summary = finetune(args.student, args.out, tasks, int(args.steps), cfg,
-                       progress_bar=not args.no_progress, command=shlex.join(["polydistill", *sys.argv[1:]]))
+                       progress_bar=not args.no_progress, command=command_line("polydistill"))
     sb, sa = summary.get("success_before"), summary.get("success_after")
     lines = ["| task | before | after |" + (" success before | success after |" if sb else ""),
              "|---|---:|---:|" + ("---:|---:|" if sb else "")]

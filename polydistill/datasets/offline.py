@@ -34,12 +34,18 @@ import torch
 from polydistill.buffer import BufferConfig, DistillationBuffer
 from polydistill.config import to_dict
 from polydistill.datasets.rows import DatasetRows
-from polydistill.deploy.checkpoint import DeployedStudent, save_student
+from polydistill.deploy.checkpoint import DeployedStudent
 from polydistill.distill.distiller import Distiller
-from polydistill.distill.run import BetaSchedule
+from polydistill.distill.run import BetaSchedule, save_run_student
 from polydistill.errors import ConfigError, SpaceMismatchError
 from polydistill.evaluation.report import EvalOptions, TaskRow
-from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig, generalist_fields
+from polydistill.setups.generalist import (
+    GeneralistConfig,
+    GeneralistRun,
+    TaskConfig,
+    generalist_fields,
+    task_metadata,
+)
 from polydistill.students import Student, student_for
 from polydistill.teachers import Teacher
 from polydistill.utils import make_env, seed_everything
@@ -288,17 +294,13 @@ class OfflineRun:
 
     def student_metadata(self) -> dict[str, Any]:
         """The generalist's metadata: tasks with an env (evaluation), suite, success key, dataset."""
-        return {"tasks": [{"name": t.name, "env_id": t.env_id, "embodiment": t.embodiment or t.env_id,
-                           "env_kwargs": dict(t.env_kwargs), "teacher": t.teacher or None, "task": t.task}
-                          for t in self.tasks if t.env_id],
+        return {"tasks": [task_metadata(t, t.task) for t in self.tasks if t.env_id],
                 **_run_fields(self.config, self.data),
                 "dataset": _dataset_meta(self.config, self.data, self.updates)}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Save the student checkpoint (a generalist one; its metadata records the dataset)."""
-        meta = {"setup": self.setup, **self.student_metadata(), "config": to_dict(self.config),
-                "env_steps": 0, "updates": self.distiller.updates, **(extra or {})}
-        return save_student(path, self.student, meta)
+        return save_run_student(path, self, 0, extra)
 
     def close(self) -> None:
         """Close the logger."""

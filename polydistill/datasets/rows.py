@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from polydistill.buffer import FieldSpec
+from polydistill.buffer import LOGIT_PAD, FieldSpec
 from polydistill.errors import ConfigError, ObservationError
 from polydistill.students import EmbodimentTable
 
 __all__ = ["DatasetTask", "DatasetRows", "RowsBuilder", "recorded_rows", "manifest_table", "run_info",
            "LOGIT_PAD"]
-
-LOGIT_PAD = -1e9
-"""Logits of padded discrete actions (as the generalist buffer pads them)."""
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,44 @@ def save_student(path: str | Path, student: Student, extra: dict[str, Any] | Non
     return file
 
 
+_MAX_HEADER = 64 << 20  # safetensors' own limit on the JSON header (100 MB) rounded down
+
+
+def _header_metadata(header: bytes) -> Any:
+    """The ``polydistill`` entry of a safetensors JSON header, decoded (``None`` when absent)."""
+    return json.loads(json.loads(header).get("__metadata__", {}).get("polydistill", "null"))
+
+
+def read_student_metadata(path: str | Path) -> dict[str, Any]:
+    """A student checkpoint's JSON metadata, read from the safetensors header without the weights.
+
+    Args:
+        path: the checkpoint file, or the folder holding ``student.safetensors``.
+
+    Returns:
+        The metadata dict that :func:`load_student` would see.
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors, or carries no polydistill metadata.
+    """
+    file = resolve_student_path(path)
+    try:
+        with file.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < _MAX_HEADER:
+                raise ValueError(f"header length {n} is out of range")
+            meta = _header_metadata(f.read(n))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read student checkpoint {str(file)!r}: {exc}") from None
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{str(file)!r} is not a readable safetensors student checkpoint: {exc}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(file)!r} has no polydistill metadata; not a student checkpoint")
+    return meta
+
+
 def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not file.exists():
         raise CheckpointError(f"student checkpoint not found: expected a file at {str(file)!r}")
@@ -94,9 +132,7 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"student checkpoint {str(file)!r} is empty (0 bytes)")
     try:
         state = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get("polydistill", "null"))
+        meta = _header_metadata(raw[8:8 + int.from_bytes(raw[:8], "little")])
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError,
             OverflowError, MemoryError, AttributeError) as exc:
         hint = ""

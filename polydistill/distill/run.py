@@ -399,9 +399,7 @@ class DaggerRun:
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Save the student checkpoint with the setup, its metadata and the run's config."""
-        meta = {"setup": self.setup, **self.student_metadata(), "config": to_dict(self.config),
-                "env_steps": self.collector.total_steps, "updates": self.distiller.updates, **(extra or {})}
-        return save_student(path, self.student, meta)
+        return save_run_student(path, self, self.collector.total_steps, extra)
 
     # ------------------------------------------------------------------ resumable state
     def state_dict(self) -> dict[str, Any]:
@@ -481,3 +479,19 @@ class DaggerRun:
         if self.writer is not None:
             self.writer.close()
 
+
+def save_run_student(path: str | Path, run: Any, env_steps: int, extra: dict[str, Any] | None = None) -> Path:
+    """Save a run's student with the metadata every run's checkpoint carries.
+
+    Args:
+        path: checkpoint file or folder (:func:`polydistill.deploy.checkpoint.save_student`).
+        run: the run: its ``setup``, ``student``, ``config``, ``distiller`` and ``student_metadata()``.
+        env_steps: labelled env steps the run collected.
+        extra: more metadata (overrides the run's own keys).
+
+    Returns:
+        The checkpoint file.
+    """
+    meta = {"setup": run.setup, **run.student_metadata(), "config": to_dict(run.config),
+            "env_steps": int(env_steps), "updates": run.distiller.updates, **(extra or {})}
+    return save_student(path, run.student, meta)

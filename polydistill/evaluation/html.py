@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from polydistill.errors import ConfigError
+from polydistill.deploy.checkpoint import read_student_metadata
+from polydistill.errors import CheckpointError, ConfigError
 from polydistill.utils import atomic_write_bytes, library_versions
 
 __all__ = ["write_html_report", "write_html_report_safe", "ratio_ci_delta", "ratio_ci_bootstrap",
@@ -525,15 +526,9 @@ def is_benchmark_json(data: Any) -> bool:
 def _student_metadata(file: Path) -> dict[str, Any] | None:
     """A student checkpoint's metadata, read from the safetensors header alone (no weights)."""
     try:
-        with file.open("rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < (64 << 20):
-                return None
-            header = json.loads(f.read(n))
-        meta = json.loads(header.get("__metadata__", {}).get("polydistill", "null"))
-    except (OSError, ValueError, AttributeError):
+        return read_student_metadata(file)
+    except CheckpointError:
         return None
-    return meta if isinstance(meta, dict) else None
 
 
 def _classify(src: Path) -> tuple[str, Path]:

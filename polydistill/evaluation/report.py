@@ -21,7 +21,7 @@ from polydistill.deploy.checkpoint import DeployedStudent
 from polydistill.errors import ConfigError, ObservationError
 from polydistill.evaluation.episodes import evaluate
 from polydistill.teachers import load_teacher
-from polydistill.utils import atomic_write_bytes, atomic_write_json
+from polydistill.utils import atomic_write_bytes, atomic_write_json, command_line
 
 __all__ = ["TaskRow", "EvalTask", "EvalOptions", "evaluate_student", "write_report", "suite_eval_tasks",
            "ratio",
@@ -227,17 +227,6 @@ def markdown_table(rows: list[TaskRow]) -> str:
     return "\n".join(lines)
 
 
-def _command() -> str:
-    """The command line of this process (``polydistill ...`` for the console script)."""
-    import shlex
-    import sys
-
-    argv = list(sys.argv) or [""]
-    if Path(argv[0]).name in ("polydistill", "__main__.py"):
-        argv[0] = "polydistill"
-    return shlex.join(argv)
-
-
 def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydistill report",
                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.json``, ``report.png`` and ``report.html`` to ``out_dir``.
@@ -260,7 +249,7 @@ def write_report(rows: list[TaskRow], out_dir: str | Path, title: str = "polydis
     if succ:
         summary["mean_train_success"] = float(np.mean(succ))
     atomic_write_json(out / "report.json", {"title": title, "summary": summary,
-                                            "tasks": [asdict(r) for r in rows], "command": _command(),
+                                            "tasks": [asdict(r) for r in rows], "command": command_line(),
                                             "versions": library_versions(), **(extra or {})})
     md = [f"# {title}", "", markdown_table(rows), "",
           f"Training tasks: min ratio {format_figure(summary['min_train_ratio'], 3)}, "

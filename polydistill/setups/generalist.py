@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polydistill.buffer import FieldSpec
+from polydistill.buffer import LOGIT_PAD, FieldSpec
 from polydistill.collect.replay import ReplayVectorEnv
 from polydistill.collect.rollout import RolloutTask, RowStore, StepAdapter, label_fields
 from polydistill.deploy.checkpoint import DeployedStudent
@@ -102,6 +102,12 @@ def task_token(table: EmbodimentTable, task: TaskConfig) -> str | None:
     return (task.task or task.name) if table.has_tasks else None
 
 
+def task_metadata(task: TaskConfig, token: str | None) -> dict[str, Any]:
+    """How a student checkpoint (and a recorded dataset) names one task: env, body, token, teacher."""
+    return {"name": task.name, "env_id": task.env_id, "embodiment": task.embodiment or task.env_id,
+            "env_kwargs": dict(task.env_kwargs), "teacher": task.teacher or None, "task": token}
+
+
 class GeneralistAdapter(StepAdapter):
     """One task's step: flat observations padded to the table's width, with the task's token."""
 
@@ -148,7 +154,7 @@ class GeneralistAdapter(StepAdapter):
         if self.discrete:
             r["action"][sl] = target.action[:k]
             if "logits" in r:
-                r["logits"][sl] = -1e9
+                r["logits"][sl] = LOGIT_PAD
                 r["logits"][sl, : target.logits.shape[1]] = target.logits[:k]  # type: ignore[union-attr]
         else:
             r["action"][sl, :a] = target.action[:k]
@@ -241,23 +247,14 @@ class GeneralistRun(DaggerRun):
 
     def dataset_manifest(self) -> dict[str, Any]:
         """Each task's env, token row and teacher, and the embodiment table (``record_dataset``)."""
-        tasks = []
-        for i, t in enumerate(self.tasks):
-            emb = t.embodiment or t.env_id
-            token = task_token(self.table, t)
-            tasks.append({"name": t.name, "task_id": i, "emb_id": self.table.id(emb, token),
-                          "env_id": t.env_id, "env_kwargs": dict(t.env_kwargs), "embodiment": emb,
-                          "task": token, "teacher": t.teacher})
-        return {"tasks": tasks, "table": {"embodiments": self.table.to_json(),
-                                          "tasks": self.table.tasks_json()},
-                "suite": None if self.config.tasks else self.config.suite,
-                "success_key": self.config.success_key}
+        meta = GeneralistRun.student_metadata(self)  # not a subclass's additions
+        for i, task in enumerate(meta["tasks"]):
+            task.update(task_id=i, emb_id=self.table.id(task["embodiment"], task["task"]))
+        return {**meta, "table": {"embodiments": self.table.to_json(), "tasks": self.table.tasks_json()}}
 
     def student_metadata(self) -> dict[str, Any]:
         """The tasks (env, token, kwargs, teacher) and the suite they came from."""
-        return {"tasks": [{"name": t.name, "env_id": t.env_id, "embodiment": t.embodiment or t.env_id,
-                           "env_kwargs": dict(t.env_kwargs), "teacher": t.teacher,
-                           "task": task_token(self.table, t)} for t in self.tasks],
+        return {"tasks": [task_metadata(t, task_token(self.table, t)) for t in self.tasks],
                 "suite": None if self.config.tasks else self.config.suite,
                 "success_key": self.config.success_key}
 

@@ -434,3 +434,22 @@ def test_file_unchanged_by_loading(ckpt: Path) -> None:
     load_student(ckpt).predict(np.zeros(11), "a")
     assert ckpt.read_bytes() == before
     assert os.stat(ckpt).st_mtime_ns == st.st_mtime_ns
+
+
+def test_metadata_read_from_the_header_alone_equals_the_loaded_metadata(ckpt: Path) -> None:
+    from polydistill.deploy import read_student_metadata
+
+    assert read_student_metadata(ckpt) == load_student(ckpt).metadata
+    assert read_student_metadata(ckpt.parent) == load_student(ckpt).metadata
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04not safetensors", (10**12).to_bytes(8, "little") + b"{}"])
+def test_metadata_reader_refuses_what_is_not_a_checkpoint(tmp_path: Path, content: bytes) -> None:
+    from polydistill.deploy import read_student_metadata
+
+    bad = tmp_path / "student.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(polydistill.CheckpointError, match="student checkpoint"):
+        read_student_metadata(bad)
+    with pytest.raises(polydistill.CheckpointError, match="cannot read"):
+        read_student_metadata(tmp_path / "missing.safetensors")
