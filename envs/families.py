@@ -591,6 +591,10 @@ def family_layout(family: str) -> FamilyLayout:
     return FamilyLayout(tuple(sorted((_layout_of(family, k) for k in keys), key=lambda x: x.joints)))
 
 
+BALANCE_MODES = ("episodes", "steps")
+"""How :class:`FamilyEnv` draws each episode's body."""
+
+
 class FamilyEnv(gym.Env):
     """Domain randomisation over a family: every episode drives one body of a list.
 
@@ -610,6 +614,11 @@ class FamilyEnv(gym.Env):
             family's members observe it already).
         pool: Also drive this many bodies of :meth:`BodyFamily.pool` (drawn inside the
             training ranges), so the randomisation covers the ranges densely.
+        balance: ``"episodes"`` (default): every body is equally likely each episode, so a body
+            the policy falls on early yields few steps. ``"steps"``: a body is drawn with
+            probability inversely proportional to its recent episode length (a moving average
+            kept by this env; a body not driven yet comes first), so every body yields about
+            the same share of the samples. A reset with a seed clears the averages.
         **kwargs: Passed to every body's env (e.g. ``render_mode``).
 
     Raises:
@@ -619,11 +628,15 @@ class FamilyEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": ["rgb_array", "depth_array"]}
 
     def __init__(self, family: str, bodies: str | list[dict[str, Any]] = "train",
-                 descriptor: bool | None = None, pool: int = 0, **kwargs: Any) -> None:
+                 descriptor: bool | None = None, pool: int = 0, balance: str = "episodes",
+                 **kwargs: Any) -> None:
         self.family = get_family(family)
         descriptor = not self.family.observed if descriptor is None else descriptor
         if pool < 0:
             raise ConfigError(f"FamilyEnv pool must be >= 0, got {pool}")
+        if balance not in BALANCE_MODES:
+            raise ConfigError(f"FamilyEnv balance: expected one of {BALANCE_MODES}, got {balance!r}")
+        self.balance = balance
         listed = self.family.split(bodies) if isinstance(bodies, str) else list(bodies)  # type: ignore[arg-type]
         listed += self.family.pool(pool)
         if not listed:
@@ -644,6 +657,8 @@ class FamilyEnv(gym.Env):
         env.close()
         self._envs: dict[int, gym.Env] = {}
         self._current = 0
+        self._episode_steps = 0
+        self._mean_length = np.full(len(self.bodies), np.nan)  # balance="steps": moving averages
         extra = len(self.family.params) if descriptor else 0
         self.observation_space = Box(-np.inf, np.inf, (self.obs_dim + extra,), np.float64)
         self.action_space = Box(-1.0, 1.0, (self.act_dim,), np.float32)
@@ -667,12 +682,30 @@ class FamilyEnv(gym.Env):
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw the episode's body, then reset it (seeded from this env's stream)."""
         super().reset(seed=seed)
-        self._current = int(self.np_random.integers(len(self.bodies)))
+        self._current = self._draw_body(fresh=seed is not None)
+        self._episode_steps = 0
         obs, info = self._env(self._current).reset(seed=int(self.np_random.integers(2**31)), options=options)
         return self._obs(obs), {**info, "body": self._current}
 
+    def _draw_body(self, fresh: bool) -> int:
+        """The next episode's body index (see ``balance``)."""
+        if self.balance == "episodes":
+            return int(self.np_random.integers(len(self.bodies)))
+        lengths = self._mean_length
+        if fresh:
+            lengths[:] = np.nan
+        elif self._episode_steps > 0:
+            i, n = self._current, float(self._episode_steps)
+            lengths[i] = n if np.isnan(lengths[i]) else 0.8 * lengths[i] + 0.2 * n
+        unseen = np.flatnonzero(np.isnan(lengths))
+        if unseen.size:
+            return int(self.np_random.choice(unseen))
+        weights = 1.0 / np.maximum(lengths, 1.0)
+        return int(self.np_random.choice(len(self.bodies), p=weights / weights.sum()))
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Step the current body with the leading entries of ``action``."""
+        self._episode_steps += 1
         env = self._env(self._current)
         n = env.action_space.shape[0]
         obs, rew, term, trunc, info = env.step(np.asarray(action, dtype=np.float64)[:n])

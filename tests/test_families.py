@@ -337,3 +337,37 @@ def test_a_family_env_with_a_pool_drives_its_bodies_too() -> None:
     assert len(env.bodies) == SPLIT_SIZES["train"] + 4
     with pytest.raises(ConfigError, match="pool must be >= 0"):
         FamilyEnv("swimmer", pool=-1)
+
+
+@pytest.mark.parametrize("balance", ["episodes", "steps"])
+def test_balancing_by_steps_gives_a_body_that_ends_early_its_share_of_samples(balance: str) -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    from polydistill.envs.families import FamilyEnv
+
+    env = FamilyEnv("swimmer", bodies="train", balance=balance)
+    env.bodies = env.bodies[:2]  # two bodies: episodes on body 0 last 5 steps, on body 1 50
+    env._mean_length = env._mean_length[:2]
+    steps = np.zeros(2)
+    env.reset(seed=0)
+    for _ in range(400):
+        n = 5 if env._current == 0 else 50
+        for _ in range(n):
+            env.step(env.action_space.sample())
+        steps[env._current] += n
+        env.reset()
+    share = steps[0] / steps.sum()
+    if balance == "steps":
+        assert 0.35 < share < 0.65, share
+    else:
+        assert share < 0.2, share
+    # a seeded reset starts afresh: the same seed draws the same body and observation
+    first = env.reset(seed=3)
+    for _ in range(7):
+        env.step(env.action_space.sample())
+    again = env.reset(seed=3)
+    assert first[1]["body"] == again[1]["body"] and np.array_equal(first[0], again[0])
+    env.close()
+    check_env(FamilyEnv("swimmer", bodies="train", balance=balance), skip_render_check=True)
+    with pytest.raises(ConfigError, match="balance"):
+        FamilyEnv("swimmer", balance="returns")

@@ -539,3 +539,25 @@ def test_a_teacher_starts_from_another_with_more_observations(tmp_path: Path) ->
                  policy_kwargs={"net_arch": [16, 16]}, device="cpu")
     with pytest.raises(ConfigError, match="may only add observations"):
         warm_start(narrow, narrow.get_env(), tmp_path / "src", PPO)
+
+
+def test_train_env_kwargs_reach_the_training_envs_and_not_the_evaluations(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stable_baselines3.common.env_util as env_util
+
+    from polydistill.teachers.train import TeacherRecipe, train_teacher
+
+    calls: list[tuple[int, dict]] = []
+    real = env_util.make_vec_env
+
+    def spy(env_id, n_envs=1, seed=None, env_kwargs=None, **kw):  # noqa: ANN001, ANN202
+        calls.append((n_envs, dict(env_kwargs or {})))
+        return real(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, **kw)
+
+    monkeypatch.setattr(env_util, "make_vec_env", spy)
+    recipe = TeacherRecipe(n_timesteps=256, n_envs=2, eval_freq=128, n_eval_episodes=1, final_eval_episodes=1,
+                           hyperparams={"n_steps": 64, "batch_size": 64}, policy_kwargs={"net_arch": [8]},
+                           env_kwargs={"g": 9.0}, train_env_kwargs={"g": 3.0})
+    train_teacher("Pendulum-v1", tmp_path / "t", recipe, progress_bar=False)
+    assert calls[0] == (2, {"g": 3.0})  # the training envs
+    assert len(calls) >= 2 and all(kw == {"g": 9.0} for _, kw in calls[1:])  # periodic and final evaluations

@@ -65,6 +65,10 @@ class TeacherRecipe:
     ``value`` to 0 over training."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gymnasium.make`` arguments."""
+    train_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """More ``gymnasium.make`` arguments for the training envs only, not the evaluation ones:
+    how training draws its episodes (e.g. ``{balance: steps}`` for a body family) without
+    changing what the evaluations measure."""
     obs_groups: tuple[str, ...] = ()
     """For Dict-observation envs: the groups the teacher reads, concatenated into one vector
     (e.g. ``[proprio, privileged]`` for a privileged teacher)."""
@@ -296,7 +300,8 @@ def train_teacher(
     from stable_baselines3.common.vec_env import VecNormalize
 
     recipe = recipe or load_recipe(env_id)
-    make_env(env_id, recipe.env_kwargs).close()  # unknown id / bad kwargs: ConfigError
+    train_kwargs = {**recipe.env_kwargs, **recipe.train_env_kwargs}
+    make_env(env_id, train_kwargs).close()  # unknown id / bad kwargs: ConfigError
     algo_cls = _algo_class(recipe.algo)
     _check_hyperparams(algo_cls, recipe.hyperparams)
     hyperparams = _hyperparams(recipe.hyperparams)
@@ -314,7 +319,7 @@ def train_teacher(
         from polydistill.wrappers.gymnasium import ConcatGroups
 
         wrap = {"wrapper_class": ConcatGroups, "wrapper_kwargs": {"keys": recipe.obs_groups}}
-    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=recipe.env_kwargs, **wrap)
+    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=train_kwargs, **wrap)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=recipe.env_kwargs,
                             **wrap)
     if recipe.normalize:
