@@ -249,31 +249,32 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
                 obs_space, act_space = _padded_box(obs_spaces), _padded_box(act_spaces)
                 obs_w, act_w = obs_space.shape[0], act_space.shape[0]
             one_env = len({(tasks[i].env_id, repr(sorted(tasks[i].env_kwargs.items()))) for i in group}) == 1
-            episodes, cut = [], []
-            for i in group:
-                t = tasks[i]
-                for ep in iter_episodes(rec, i):
-                    if ep.cut:
-                        cut.append(len(episodes))
-                    episodes.append(EpisodeBuffer(
-                        id=len(episodes), seed=ep.seed,
-                        observations=_pad(ep.observations, obs_w),
-                        actions=_pad(ep.actions, act_w), rewards=ep.rewards,
-                        terminations=ep.terminations, truncations=ep.truncations,
-                        infos=_infos(ep, i, t.emb_id, act_w, table.action_kind == "discrete")))
-                    bar.update(1)
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": polydistill.__version__,
-                    "layout": "per-task" if per_task else "run", "padded": obs_w is not None,
-                    "task_ids": list(group), "cut_episodes": cut, "run": str(Path(run).resolve()),
-                    "table": rec.manifest["table"], "tasks": rec.manifest["tasks"],
-                    "label_fields": sorted(k for k in rec.tasks[group[0]] if k.startswith("label_")),
-                    **run_info(rec.manifest), "export_versions": library_versions()}
+            cut: list[int] = []
+            count = {"episodes": 0, "steps": 0}
+
+            def episodes(group: list[int] = group, obs_w: int | None = obs_w, act_w: int | None = act_w,
+                         cut: list[int] = cut, count: dict[str, int] = count) -> Iterator[Any]:
+                """The group's episodes one at a time: Minari writes each before the next is built."""
+                for i in group:
+                    for ep in iter_episodes(rec, i):
+                        if ep.cut:
+                            cut.append(count["episodes"])
+                        yield EpisodeBuffer(
+                            id=count["episodes"], seed=ep.seed,
+                            observations=_pad(ep.observations, obs_w),
+                            actions=_pad(ep.actions, act_w), rewards=ep.rewards,
+                            terminations=ep.terminations, truncations=ep.truncations,
+                            infos=_infos(ep, i, tasks[i].emb_id, act_w, table.action_kind == "discrete"))
+                        count["episodes"] += 1
+                        count["steps"] += len(ep.rewards)
+                        bar.update(1)
+
             names = ", ".join(tasks[i].name for i in group)
             with _datasets_root(out), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # Minari's notes on fields left None
                 try:
                     ds = minari.create_dataset_from_buffers(
-                        dataset_id, episodes, env=envs[group[0]] if one_env else None,
+                        dataset_id, episodes(), env=envs[group[0]] if one_env else None,
                         observation_space=obs_space, action_space=act_space,
                         algorithm_name="polydistill DAgger (teacher-labelled)", author=author,
                         author_email=author_email, code_permalink=code_permalink,
@@ -281,6 +282,14 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
                                      f"{Path(run).resolve().name!r}, task(s) {names}. actions: executed "
                                      "(teacher or student); infos['teacher_*']: the teacher's labels."),
                         data_format=DATA_FORMAT, requirements=[f"polydistill>={polydistill.__version__}"])
+                    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                            "version": polydistill.__version__, "layout": "per-task" if per_task else "run",
+                            "padded": obs_w is not None,
+                            "task_ids": list(group), "cut_episodes": cut, "run": str(Path(run).resolve()),
+                            "table": rec.manifest["table"], "tasks": rec.manifest["tasks"],
+                            "label_fields": sorted(k for k in rec.tasks[group[0]]
+                                                   if k.startswith("label_")),
+                            **run_info(rec.manifest), "export_versions": library_versions()}
                     ds.storage.update_metadata({METADATA_KEY: meta})
                 except (ValueError, TypeError, OSError) as exc:
                     shutil.rmtree(out / dataset_id, ignore_errors=True)
@@ -289,8 +298,7 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
                 except BaseException:
                     shutil.rmtree(out / dataset_id, ignore_errors=True)
                     raise
-            written.append(ExportedDataset(dataset_id, out / dataset_id, len(episodes),
-                                           int(sum(len(e.rewards) for e in episodes)),
+            written.append(ExportedDataset(dataset_id, out / dataset_id, count["episodes"], count["steps"],
                                            tuple(tasks[i].name for i in group)))
     finally:
         bar.close()
