@@ -409,3 +409,26 @@ def test_bc_from_a_minari_dataset_reaches_90_percent_of_the_teacher(tmp_path: Pa
     rows = get_setup("generalist").evaluate(student, EvalOptions(episodes=5))
     assert rows[0].teacher_return > 5000, "the shipped pendulum teacher should balance the poles"
     assert rows[0].ratio >= 0.9, (rows[0].student_return, rows[0].teacher_return)
+
+
+def test_discrete_bodies_of_different_observation_widths_share_one_dataset(tmp_path: Path) -> None:
+    def logits(o: np.ndarray) -> np.ndarray:  # a fixed linear teacher over the first two entries
+        return np.stack([o[:, 0], -o[:, 0], o[:, 1]], -1)
+
+    tasks = {"acro": "Acrobot-v1", "car": "MountainCar-v0"}  # obs 6 and 2, both Discrete(3)
+    teachers = {}
+    for name, env_id in tasks.items():
+        env = gym.make(env_id)
+        teachers[name] = CallableTeacher(logits, env.observation_space, env.action_space)
+        env.close()
+    cfg = GeneralistConfig(tasks=tuple(TaskConfig(n, e, "unused") for n, e in tasks.items()), total_steps=800,
+                           rounds=2, n_envs=2, updates_per_step=0.05, student=StudentConfig(hidden=(16,)),
+                           distiller=DistillerConfig(batch_size=32), record_dataset=True)
+    run = GeneralistRun(cfg, teachers=teachers, progress_bar=False, run_dir=tmp_path / "run")
+    run.learn()
+    run.close()
+    (made,) = export_run(tmp_path / "run", tmp_path / "ds", progress_bar=False)
+    assert made.tasks == ("acro", "car")
+    back = load_dataset(tmp_path / "ds", progress_bar=False)
+    _assert_same_rows(recorded_rows(tmp_path / "run"), back)
+    assert back.distribution == "categorical"

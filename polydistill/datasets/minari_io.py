@@ -17,8 +17,9 @@ Layout of an exported dataset (one per task with ``per_task``, else one for the 
   of the run, the run's config, its tasks (env id and keywords, embodiment, task token,
   teacher) and the student's embodiment table, which tasks this dataset holds.
 
-A whole-run dataset of bodies with different spaces stores observations and actions
-zero-padded to the widest (``polydistill.padded``; Box spaces padded with zero bounds); a
+A whole-run dataset of bodies with different spaces stores observations zero-padded to the
+widest (``polydistill.padded``; Box spaces padded with zero bounds) and actions padded too
+unless every body has the same action space (different discrete ones are refused); a
 per-task dataset keeps the env's own spaces and its ``env_spec``, so
 ``dataset.recover_environment()`` works (after ``import polydistill.envs`` for polydistill ids).
 
@@ -242,9 +243,12 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
             obs_w = act_w = None
             if same:
                 obs_space, act_space = obs_spaces[0], act_spaces[0]
+            elif all(a == act_spaces[0] for a in act_spaces):  # observations padded, actions as they are
+                obs_space, act_space = _padded_box(obs_spaces), act_spaces[0]
+                obs_w = obs_space.shape[0]
             elif table.action_kind == "discrete":
-                raise ConfigError("the run's bodies have different spaces and discrete actions: export "
-                                  "them with --per-task")
+                raise ConfigError("the run's bodies have different discrete action spaces "
+                                  f"({sorted({str(a) for a in act_spaces})}): export them with --per-task")
             else:
                 obs_space, act_space = _padded_box(obs_spaces), _padded_box(act_spaces)
                 obs_w, act_w = obs_space.shape[0], act_space.shape[0]
