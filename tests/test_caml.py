@@ -206,6 +206,7 @@ def test_distill_cli_selects_the_caml_setup_from_the_recipe(tmp_path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads((tmp_path / "eval" / "report.json").read_text())["tasks"][0]
     assert row["name"] == "rendezvous_v0" and row["teacher_return"] > row["student_return"]
+    assert row["episodes"] == 2 and row["student_std"] >= 0 and row["teacher_std"] >= 0  # the page's CI
     assert {"accident_rate", "teacher_accident_rate"} <= set(row["extra"]) and "accident_rate" in r.stdout
     # --resume finds the caml run's config in run.json and its last commit (here: the end)
     before = (tmp_path / "s" / "student.safetensors").read_bytes()

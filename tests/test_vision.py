@@ -132,6 +132,7 @@ def test_vision_student_checkpoint_round_trip_and_input_checks(tmp_path) -> None
 
 
 def test_distill_cli_selects_the_vision_setup_from_the_recipe(tmp_path) -> None:
+    import json
     import os
     import subprocess
     import sys
@@ -148,6 +149,8 @@ def test_distill_cli_selects_the_vision_setup_from_the_recipe(tmp_path) -> None:
         env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| PointGoalVision-v0 |" in r.stdout
+    row = json.loads((tmp_path / "s" / "report.json").read_text())["tasks"][0]
+    assert row["episodes"] == 1 and row["student_std"] == 0.0 and row["teacher_std"] == 0.0
     policy = polydistill.load_student(tmp_path / "s")
     assert policy.metadata["setup"] == "vision" and policy.metadata["student_groups"] == ["proprio", "pixels"]
     action = policy.predict({"proprio": np.zeros(4), "pixels": np.zeros((3, 32, 32), np.uint8)})

@@ -256,11 +256,11 @@ class CamlRun(DaggerRun):
         s = evaluate_team(make, team_policy(student), o.episodes, o.seed)
         t = evaluate_team(make, team_teacher(meta.get("teacher", "shared")), o.episodes, o.seed) \
             if o.with_teacher else None
-        t_ret = None if t is None else t.mean_return
+        t_ret, t_std = (None, None) if t is None else (t.mean_return, t.std_return)
         extra = {"accident_rate": s.accident_rate,
                  "teacher_accident_rate": None if t is None else t.accident_rate}
         return [TaskRow(meta["env"], "train", "team", t_ret, s.mean_return, ratio(s.mean_return, t_ret),
-                        extra=extra)]
+                        t_std, s.std_return, extra=extra, episodes=len(s.returns))]
 
 
 def team_policy(student: DeployedStudent) -> TeamTeacher:

@@ -309,14 +309,16 @@ class VisionRun(DaggerRun):
         refuse_generalist_options(o, "vision")
         s = _student_episodes(student, o.episodes, o.seed)
         path = o.teacher or meta.get("teacher")
-        t_mean = _teacher_episodes(load_teacher(path), meta, o.episodes, o.seed).mean_return \
-            if o.with_teacher and path else None
+        with_teacher = o.with_teacher and path
+        t = _teacher_episodes(load_teacher(path), meta, o.episodes, o.seed) if with_teacher else None
+        t_mean, t_std = (None, None) if t is None else (t.mean_return, t.std_return)
         name = meta["env_id"].split("/")[-1]
         if o.video:
             from polydistill.evaluation.video import record_vision_gif
 
             record_vision_gif(student, Path(o.video) / f"{name}.gif", seed=o.seed)
-        return [TaskRow(name, "train", "vision", t_mean, s.mean_return, ratio(s.mean_return, t_mean))]
+        return [TaskRow(name, "train", "vision", t_mean, s.mean_return, ratio(s.mean_return, t_mean),
+                        t_std, s.std_return, episodes=len(s.returns))]
 
     @classmethod
     def flag_overrides(cls, flags: dict[str, Any]) -> dict[str, Any]:
