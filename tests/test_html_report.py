@@ -353,7 +353,9 @@ def test_a_team_run_page_shows_team_returns_and_accident_rates(tmp_path: Path) -
     extra = row["extra"]
     assert cells[4:] == [f"{extra['teacher_accident_rate']:.3f}", f"{extra['accident_rate']:.3f}"]
     assert f"eval/accident_rate/{row['name']}" in history[0]  # drawn beside the return in the curves
-    assert "No 95% CI (&#x27;-&#x27;)" in page  # team rows record no per-episode spread: none is made up
+    # team rows record the per-episode spread and count, so the page gives the ratio's CI
+    assert row["episodes"] == 2 and "95% CI of the ratio: delta method" in page
+    assert "No 95% CI" not in page
 
 
 @pytest.mark.physics
