@@ -179,6 +179,28 @@ def _pad(a: np.ndarray, width: int | None) -> np.ndarray:
     return out
 
 
+def _episode_buffers(rec: Any, tasks: Any, group: list[int], obs_w: int | None, act_w: int | None,
+                     discrete: bool, cut: list[int], count: dict[str, int], bar: Any) -> Iterator[Any]:
+    """A group's episodes one at a time (Minari writes each before the next is built).
+
+    Appends to ``cut`` the index of every episode the recording cut short, and counts episodes
+    and steps in ``count``.
+    """
+    from minari.data_collector import EpisodeBuffer
+
+    for i in group:
+        for ep in iter_episodes(rec, i):
+            if ep.cut:
+                cut.append(count["episodes"])
+            yield EpisodeBuffer(
+                id=count["episodes"], seed=ep.seed, observations=_pad(ep.observations, obs_w),
+                actions=_pad(ep.actions, act_w), rewards=ep.rewards, terminations=ep.terminations,
+                truncations=ep.truncations, infos=_infos(ep, i, tasks[i].emb_id, act_w, discrete))
+            count["episodes"] += 1
+            count["steps"] += len(ep.rewards)
+            bar.update(1)
+
+
 def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, namespace: str = "polydistill",
                name: str | None = None, version: int = 0, author: str | None = None,
                author_email: str | None = None, code_permalink: str | None = None,
@@ -210,8 +232,6 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
     from polydistill.utils import library_versions, make_env
 
     minari = minari_module()
-    from minari.data_collector import EpisodeBuffer
-
     rec = read_recording(run)
     table, tasks = manifest_table(rec.manifest)
     out = Path(out).resolve()  # absolute: Minari 0.5.4 sizes a relative dataset path wrongly
@@ -256,29 +276,15 @@ def export_run(run: str | Path, out: str | Path, *, per_task: bool = False, name
             cut: list[int] = []
             count = {"episodes": 0, "steps": 0}
 
-            def episodes(group: list[int] = group, obs_w: int | None = obs_w, act_w: int | None = act_w,
-                         cut: list[int] = cut, count: dict[str, int] = count) -> Iterator[Any]:
-                """The group's episodes one at a time: Minari writes each before the next is built."""
-                for i in group:
-                    for ep in iter_episodes(rec, i):
-                        if ep.cut:
-                            cut.append(count["episodes"])
-                        yield EpisodeBuffer(
-                            id=count["episodes"], seed=ep.seed,
-                            observations=_pad(ep.observations, obs_w),
-                            actions=_pad(ep.actions, act_w), rewards=ep.rewards,
-                            terminations=ep.terminations, truncations=ep.truncations,
-                            infos=_infos(ep, i, tasks[i].emb_id, act_w, table.action_kind == "discrete"))
-                        count["episodes"] += 1
-                        count["steps"] += len(ep.rewards)
-                        bar.update(1)
-
             names = ", ".join(tasks[i].name for i in group)
             with _datasets_root(out), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # Minari's notes on fields left None
                 try:
                     ds = minari.create_dataset_from_buffers(
-                        dataset_id, episodes(), env=envs[group[0]] if one_env else None,
+                        dataset_id,
+                        _episode_buffers(rec, tasks, group, obs_w, act_w, table.action_kind == "discrete",
+                                         cut, count, bar),
+                        env=envs[group[0]] if one_env else None,
                         observation_space=obs_space, action_space=act_space,
                         algorithm_name="polydistill DAgger (teacher-labelled)", author=author,
                         author_email=author_email, code_permalink=code_permalink,
