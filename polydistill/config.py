@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -24,6 +25,26 @@ __all__ = ["from_dict", "override", "load_yaml", "to_dict", "parse_value", "pars
 T = TypeVar("T")
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-4`` and ``3e5`` as numbers, as YAML 1.2 does.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-4``) and ``1e-4`` is a string:
+    a learning rate written the way everyone writes it reached SB3 as text.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader` (safe; ``1e-4`` is a float)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path``.
 
@@ -34,7 +55,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"recipe file not found: expected a YAML file at {str(p)!r}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml_load(p.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {str(p)!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -148,7 +169,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str | None = None) -
 def parse_value(text: str) -> Any:
     """Parse a command-line override value with YAML rules (``1e5``, ``true``, ``[1, 2]``)."""
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 

@@ -304,3 +304,18 @@ def test_beta_rejects_out_of_range(kwargs):
         BetaSchedule(**kwargs)
     with pytest.raises(PolydistillError):
         from_dict(BetaSchedule, kwargs)
+
+
+def test_exponent_numbers_without_a_dot_are_numbers_in_recipes_and_overrides(tmp_path) -> None:  # noqa: ANN001
+    """PyYAML (YAML 1.1) reads ``1e-4`` as a string; it must reach SB3 and configs as a float."""
+    from polydistill.config import load_yaml, parse_assignments
+    from polydistill.teachers.train import load_recipe
+
+    assert parse_assignments(["hyperparams.learning_rate=1e-4", "n=3e5", "name=e5", "x=1.5E-3"]) == {
+        "hyperparams.learning_rate": 1e-4, "n": 3e5, "name": "e5", "x": 1.5e-3}
+    path = tmp_path / "r.yaml"
+    path.write_text("default: {n_timesteps: 2e5, hyperparams: {learning_rate: 3e-4, n_steps: 64}}\n")
+    assert load_yaml(path)["default"]["hyperparams"]["learning_rate"] == 3e-4
+    recipe = load_recipe("Pendulum-v1", path, {"hyperparams.ent_coef": 1e-3})
+    assert recipe.n_timesteps == 200_000 and recipe.hyperparams == {
+        "learning_rate": 3e-4, "n_steps": 64, "ent_coef": 1e-3}

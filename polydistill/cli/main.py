@@ -32,6 +32,10 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--env-id", help="any registered Gymnasium env id")
     target.add_argument("--suite", help="train every task of a suite (e.g. locomotion)")
+    target.add_argument("--parallel-env", metavar="NAME",
+                        help="a multi-agent world (intersection_v0, rendezvous_v0): a learned team "
+                        "teacher, PPO with parameter sharing on its shared view (recipe: "
+                        "agents/team_teachers.yaml)")
     p.add_argument("--task", action="append", default=None,
                    help="with --suite: only these task names (repeatable)")
     p.add_argument("--split", choices=["train", "heldout", "all"], default="all",
@@ -52,6 +56,36 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train_teacher)
 
 
+def _train_team_teacher(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from polydistill.envs import list_parallel_envs
+    from polydistill.teachers.team_train import load_team_recipe, train_team_teacher
+
+    if args.parallel_env not in list_parallel_envs():
+        raise ConfigError(f"--parallel-env: unknown multi-agent world {args.parallel_env!r}; valid: "
+                          f"{', '.join(list_parallel_envs())}")
+    if args.ray is not None or args.task or args.split != "all":
+        raise ConfigError("--parallel-env trains one team teacher: --ray, --task and --split do not apply")
+    recipe = load_team_recipe(args.parallel_env, args.recipe, overrides)
+    out = Path(args.out)
+    cmd = (f"polydistill train-teacher --parallel-env {shlex.quote(args.parallel_env)} --seed {args.seed} "
+           f"--out {shlex.quote(str(out))}")
+    if args.recipe:
+        cmd += f" --recipe {shlex.quote(args.recipe)}"
+    for k, v in overrides.items():
+        cmd += f" --set {shlex.quote(f'{k}={v}')}"
+    log.info("training team teacher for %s -> %s (%s, %d agent-steps)", args.parallel_env, out, recipe.algo,
+             recipe.n_timesteps)
+    m = train_team_teacher(args.parallel_env, out, recipe, seed=args.seed, progress_bar=not args.no_progress,
+                           command=cmd)
+    trained = Summary("train-teacher: 1 team teacher")
+    trained.facts.append((out.name, f"{args.parallel_env}, {recipe.algo} {recipe.n_timesteps:,} agent-steps: "
+                                    f"mean return {m['mean_return']:.2f} +- {m['std_return']:.2f}, accident "
+                                    f"rate {m['accident_rate']:.3f}"))
+    trained.files.append((out.name, out))
+    print_summary(trained)
+    return 0
+
+
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
     from polydistill.config import parse_assignments
     from polydistill.envs import get_suite
@@ -60,6 +94,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     overrides = parse_assignments(args.set)
     if args.steps is not None:
         overrides["n_timesteps"] = int(args.steps)
+    if args.parallel_env:
+        return _train_team_teacher(args, overrides)
     if args.env_id:
         jobs = [(args.env_id, Path(args.out), None)]
     else:
@@ -478,8 +514,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import yaml
-
+    from polydistill.config import parse_value
     from polydistill.deploy import load_student
     from polydistill.evaluation.report import EvalOptions, markdown_table, write_report
     from polydistill.setups import get_setup
@@ -491,7 +526,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--env-kwarg: expected KEY=VALUE, got {item!r}")
-        env_kwargs[key] = yaml.safe_load(value)
+        env_kwargs[key] = parse_value(value)
     rows = setup.evaluate(student, EvalOptions(
         episodes=args.episodes, seed=args.seed, suite=args.suite, teachers_dir=args.teachers_dir,
         env_id=args.env_id, teacher=args.teacher, embodiment=args.embodiment, video=args.video,
