@@ -44,8 +44,10 @@ class CamlConfig(RunConfig):
     """Constructor arguments (e.g. ``n_agents``)."""
     teacher: str = "shared"
     """What the scripted teacher knows: ``shared`` (CAML: all agents' sensing), ``own`` (the
-    single-agent auxiliary-modality baseline) or ``full`` (an oracle); or the path of a joint
-    teacher (an SB3 teacher of the single-agent robot, for Multi-Agent MuJoCo:
+    single-agent auxiliary-modality baseline) or ``full`` (an oracle); or the folder of a
+    learned team teacher (PPO with parameter sharing on the shared view:
+    :class:`~polydistill.teachers.PolicyTeamTeacher`, e.g. ``teachers/caml-intersection``); or
+    the path of a joint teacher (an SB3 teacher of the single-agent robot, for Multi-Agent MuJoCo:
     :class:`~polydistill.teachers.JointTeacher`)."""
     pad_agents: bool = False
     """Wrap the env in :class:`~polydistill.wrappers.pettingzoo.PadAgents` (agents whose
@@ -270,15 +272,22 @@ def team_policy(student: DeployedStudent) -> TeamTeacher:
 
 
 def team_teacher(spec: str) -> TeamTeacher:
-    """The team teacher a config names: a scripted expert's knowledge, or a joint teacher's path."""
+    """The team teacher a config names.
+
+    A scripted expert's knowledge, a learned team teacher's folder (``train-teacher
+    --parallel-env``) or a joint teacher's path.
+    """
+    from polydistill.teachers.team import PolicyTeamTeacher, read_team_manifest
     from polydistill.utils import shipped_path
 
     if spec in ("shared", "own", "full"):
         return ScriptedExpert(spec)  # type: ignore[arg-type]
     path = shipped_path(spec)
     if not path.exists():
-        raise ConfigError(f"CamlConfig.teacher: expected shared, own, full or the path of a joint teacher "
-                          f"(an SB3 folder or zip), got {spec!r}")
+        raise ConfigError(f"CamlConfig.teacher: expected shared, own, full, the path of a learned team "
+                          f"teacher or of a joint teacher (an SB3 folder or zip), got {spec!r}")
+    if path.is_dir() and read_team_manifest(path) is not None:
+        return PolicyTeamTeacher.load(path)
     return JointTeacher(str(path))
 
 

@@ -8,6 +8,10 @@ frozen.
 
 from __future__ import annotations
 
+import json
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -15,7 +19,10 @@ import numpy as np
 from polydistill.envs._base import ExpertWorld, Knowledge
 from polydistill.errors import ConfigError, TeacherError
 
-__all__ = ["TeamTeacher", "ScriptedExpert", "JointTeacher"]
+__all__ = ["TeamTeacher", "ScriptedExpert", "JointTeacher", "PolicyTeamTeacher", "TEAM_TEACHER_KIND"]
+
+TEAM_TEACHER_KIND = "polydistill.team_teacher"
+"""``kind`` of a learned team teacher's ``manifest.json``."""
 
 
 @runtime_checkable
@@ -86,3 +93,109 @@ class JointTeacher:
             a[: len(split[agent])] = split[agent]
             out[agent] = a
         return out
+
+
+class PolicyTeamTeacher:
+    """A learned policy shared by every agent, reading the team's collaborative view.
+
+    The teacher of a CAML world trained by PPO with parameter sharing
+    (``polydistill train-teacher --parallel-env NAME``): each live agent's observation is
+    extended with :class:`~polydistill.wrappers.pettingzoo.SharedView` over ``shared_view``
+    (every agent's readings of those modalities, who is present, who is "me", relative poses),
+    flattened over ``modalities`` and fed to one frozen SB3 policy.
+
+    Args:
+        teacher: The SB3 policy (an :class:`~polydistill.teachers.SB3Teacher`, observation
+            statistics included).
+        modalities: What the policy reads, flattened in this order (``shared/...`` names
+            included).
+        shared_view: The modalities the shared view stacks (empty: none, the agents' own).
+
+    Raises:
+        TeacherError: if the policy's input size differs from the flattened modalities.
+    """
+
+    def __init__(self, teacher: Any, modalities: Sequence[str], shared_view: Sequence[str] = ()) -> None:
+        self.teacher = teacher
+        self.modalities = tuple(modalities)
+        self.shared_view = tuple(shared_view)
+        if not self.modalities:
+            raise TeacherError("PolicyTeamTeacher: expected the modalities the policy reads, got none")
+        self._views: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyTeamTeacher:
+        """Load a team teacher folder (``manifest.json``, ``model.zip``, ``vecnormalize.pkl``).
+
+        Raises:
+            TeacherError: if the folder holds no team teacher.
+        """
+        from polydistill.teachers.sb3 import SB3Teacher
+
+        folder = Path(path)
+        manifest = read_team_manifest(folder)
+        if manifest is None:
+            raise TeacherError(f"expected a team teacher folder (manifest.json of kind "
+                               f"{TEAM_TEACHER_KIND!r}, model.zip), got {str(path)!r}")
+        return cls(SB3Teacher.load(folder / "model.zip"), manifest["obs_groups"],
+                   manifest.get("shared_view", ()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the per-env view cache (Ray ships teachers to rollout workers)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_views"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore, with an empty view cache."""
+        self.__dict__.update(state)
+        self._views = weakref.WeakKeyDictionary()
+
+    def _view(self, env: Any) -> Any:
+        from polydistill.wrappers.pettingzoo import SharedView
+
+        view = self._views.get(env)
+        if view is None:
+            view = self._views[env] = SharedView(env, self.shared_view)
+        return view
+
+    def observations(self, env: Any, obs: dict[str, Any]) -> np.ndarray:
+        """The policy's inputs ``(agents, D)`` for the live agents of ``obs``, in its order.
+
+        Raises:
+            TeacherError: if an agent lacks a modality the policy reads.
+        """
+        from polydistill.students.team import flatten_modalities
+
+        if self.shared_view and obs and not all(m in o for o in obs.values() for m in self.modalities):
+            obs = self._view(env).observations(obs)
+        rows = []
+        for agent, o in obs.items():
+            missing = [m for m in self.modalities if m not in o]
+            if missing:
+                raise TeacherError(f"team teacher reads {list(self.modalities)}; agent {agent!r} has no "
+                                   f"{missing} (it has {sorted(o)})")
+            rows.append(flatten_modalities({m: o[m] for m in self.modalities}, self.modalities))
+        return np.stack(rows).astype(np.float32)
+
+    def __call__(self, env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Every live agent's action (deterministic), from its view of the team.
+
+        Raises:
+            SpaceMismatchError: if the view does not fit the policy (e.g. a team of another size
+                than the teacher trained with: its shared view has another width).
+        """
+        if not obs:
+            return {}
+        actions = self.teacher.act(self.observations(env, obs))
+        return {agent: actions[k] for k, agent in enumerate(obs)}
+
+
+def read_team_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The manifest of a learned team teacher in ``folder``, or ``None`` if it holds none."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TeacherError(f"unreadable teacher manifest {str(path)!r}: {exc}") from exc
+    return manifest if isinstance(manifest, dict) and manifest.get("kind") == TEAM_TEACHER_KIND else None

@@ -72,6 +72,11 @@ class TeacherRecipe:
     obs_groups: tuple[str, ...] = ()
     """For Dict-observation envs: the groups the teacher reads, concatenated into one vector
     (e.g. ``[proprio, privileged]`` for a privileged teacher)."""
+    shared_view: tuple[str, ...] = ()
+    """For a multi-agent team teacher (``train-teacher --parallel-env``): the modalities
+    :class:`~polydistill.wrappers.pettingzoo.SharedView` stacks across the team, so
+    ``obs_groups`` may name ``shared/<modality>``, ``shared/present``, ``shared/is_me`` and
+    ``shared/rel_pose`` (the collaborative view a CAML teacher reads)."""
     eval_freq: int = 50_000
     """Evaluate every this many environment steps (0 disables the callback)."""
     n_eval_episodes: int = 5
