@@ -168,3 +168,29 @@ def test_shipped_learned_teachers_drive_their_world(world: str) -> None:
     zero = evaluate_team(make, lambda env, obs: {a: np.zeros(env.action_space(a).shape, np.float32)
                                                  for a in obs}, 2, m["seed"] + 20_000)
     assert r.mean_return > zero.mean_return
+
+
+def test_caml_benchmark_reports_the_learned_teacher_and_its_student(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's assembly: a ``teacher_learned`` row (measured here) beside the scripted one, and
+    the student distilled from it as a method (its cells stubbed: they take minutes each)."""
+    from polydistill.bench import BenchOptions, caml
+
+    seen: list[tuple] = []
+
+    def cells(jobs: list[tuple], *_: object, **__: object) -> dict:
+        seen.extend(jobs)
+        fig = {"return": 1.0, "accident_rate": 0.0}
+        return {j[:3]: {"figures": fig, "by_team_size": {"2": fig, "3": fig, "4": fig}} for j in jobs}
+
+    monkeypatch.setattr(caml, "run_cells", cells)
+    report = caml.run(BenchOptions(seeds=1, envs=("rendezvous",), episodes=2, out=str(tmp_path / "r.json"),
+                                   progress_bar=False))
+    learned = [j for j in seen if j[2] == "caml_student_learned"]
+    assert len(learned) == 1 and learned[0][3].teacher == "teachers/caml-rendezvous"
+    (row,) = report["envs"]
+    methods = row["methods"]
+    assert set(caml.METHODS) | {"teacher", "teacher_learned"} == set(methods)
+    assert list(methods["teacher_learned"]["by_team_size"]) == ["3"]  # it drives its own team size only
+    assert np.isfinite(methods["teacher_learned"]["return"])
+    assert row["learned_ratio"] == pytest.approx(1.0 / methods["teacher_learned"]["return"])

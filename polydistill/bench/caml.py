@@ -1,7 +1,9 @@
 """``benchmark caml``: teacher vs CAML students vs reduced-modality RL vs single-agent auxiliary.
 
 For each env and seed: the CAML student (DAgger from the shared-knowledge teacher, with
-messages built from deployable modalities as the recipe sets), the same student acting alone
+messages built from deployable modalities as the recipe sets), the same student distilled from
+the world's learned team teacher (``teacher: learned``: PPO with parameter sharing on the shared
+view, shipped in ``agents/teachers/caml-*``), the same student acting alone
 (``message_dim`` 0), the single-agent auxiliary-modality student (alone, with a teacher that
 knows only what its own agent senses) and PPO with parameter sharing on the deployable
 modalities alone; every method is also evaluated with one agent fewer and one more than it
@@ -23,17 +25,20 @@ from polydistill.config import override
 from polydistill.errors import ConfigError
 from polydistill.evaluation.episodes import TeamResult, evaluate_team
 from polydistill.setups import read_recipe
-from polydistill.setups.caml import CamlConfig, CamlRun, _make_parallel
+from polydistill.setups.caml import CamlConfig, CamlRun, _make_parallel, team_teacher
 from polydistill.teachers import ScriptedExpert
 from polydistill.utils import agents_dir
 
-__all__ = ["run", "caml_recipe", "CAML_ENVS", "sb3_team_policy"]
+__all__ = ["run", "caml_recipe", "CAML_ENVS", "LEARNED_TEACHERS", "sb3_team_policy"]
 
 CAML_ENVS = {"intersection": "caml_intersection.yaml", "rendezvous": "caml_rendezvous.yaml"}
 """Benchmark env name -> shipped CAML recipe in ``agents/``."""
+LEARNED_TEACHERS = {"intersection": "teachers/caml-intersection", "rendezvous": "teachers/caml-rendezvous"}
+"""Benchmark env name -> its shipped learned team teacher (PPO with parameter sharing on the
+shared view, ``agents/team_teachers.yaml``): the ``teacher: learned`` rows."""
 RL_STEPS = 300_000
 """Agent-steps of interaction of the reduced-modality PPO baseline (scaled with ``--steps``)."""
-METHODS = ("caml_student", "caml_student_alone", "reduced_rl", "single_agent_aux")
+METHODS = ("caml_student", "caml_student_learned", "caml_student_alone", "reduced_rl", "single_agent_aux")
 
 
 def caml_recipe(name: str) -> CamlConfig:
@@ -128,7 +133,9 @@ def run(options: BenchOptions) -> dict[str, Any]:
         for seed in range(options.seeds):
             cfg = override(base, {"seed": seed})
             alone = override(cfg, {"team.message_dim": 0})
-            jobs += [(name, seed, "caml_student", cfg), (name, seed, "caml_student_alone", alone),
+            learned = override(cfg, {"teacher": LEARNED_TEACHERS[name]})
+            jobs += [(name, seed, "caml_student", cfg), (name, seed, "caml_student_learned", learned),
+                     (name, seed, "caml_student_alone", alone),
                      (name, seed, "reduced_rl", cfg),
                      (name, seed, "single_agent_aux", override(alone, {"teacher": "own"}))]
     t0 = time.perf_counter()
@@ -144,6 +151,10 @@ def run(options: BenchOptions) -> dict[str, Any]:
                                                         "n_agents": k}), ScriptedExpert("shared"),
             episodes)) for k in (n - 1, n, n + 1) if k >= 1}
         methods: dict[str, Any] = {"teacher": {**by_size[str(n)], "by_team_size": by_size}}
+        # The learned teacher's shared view has one row per agent: it drives teams of its size.
+        learned = _figures(evaluate_team(functools.partial(_make_parallel, cfg.env, cfg.env_kwargs),
+                                         team_teacher(LEARNED_TEACHERS[name]), episodes))
+        methods["teacher_learned"] = {**learned, "by_team_size": {str(n): learned}}
         for method in METHODS:
             cells_ = [results[(name, s, method)] for s in range(options.seeds)]
             per = {k: [c["figures"][k] for c in cells_] for k in ("return", "accident_rate")}
@@ -157,7 +168,9 @@ def run(options: BenchOptions) -> dict[str, Any]:
                                     for size in cells_[0]["by_team_size"]}
             methods[method] = figs
         rows.append({"name": cfg.env, "methods": methods,
-                     "caml_ratio": methods["caml_student"]["return"] / methods["teacher"]["return"]})
+                     "caml_ratio": methods["caml_student"]["return"] / methods["teacher"]["return"],
+                     "learned_ratio": methods["caml_student_learned"]["return"]
+                     / methods["teacher_learned"]["return"]})
     report = {"setup": "caml", "seeds": options.seeds, "envs": rows, "episodes": episodes,
               "workers": effective_workers(len(jobs), options.workers), "wall_s": time.perf_counter() - t0}
     lines = ["| env | method | return | return IQM [95% CI] | accident rate | return, one agent fewer "
