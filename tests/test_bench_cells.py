@@ -43,6 +43,7 @@ def _first_grid(name: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> l
 @pytest.mark.parametrize(("name", "options"), [
     ("morphology", {"seeds": 2}),
     ("mamujoco", {"seeds": 1, "envs": ("HalfCheetah-2x3",)}),
+    ("caml", {"seeds": 3}),
 ])
 def test_committed_cells_keep_their_fingerprints(name: str, options: dict[str, Any],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
