@@ -56,6 +56,12 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train_teacher)
 
 
+def _recipe_flags(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    """The ``--recipe`` and ``--set`` flags of a reproducing command line."""
+    flags = f" --recipe {shlex.quote(args.recipe)}" if args.recipe else ""
+    return flags + "".join(f" --set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
+
+
 def _train_team_teacher(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from polydistill.envs import list_parallel_envs
     from polydistill.teachers.team_train import load_team_recipe, train_team_teacher
@@ -68,11 +74,7 @@ def _train_team_teacher(args: argparse.Namespace, overrides: dict[str, Any]) -> 
     recipe = load_team_recipe(args.parallel_env, args.recipe, overrides)
     out = Path(args.out)
     cmd = (f"polydistill train-teacher --parallel-env {shlex.quote(args.parallel_env)} --seed {args.seed} "
-           f"--out {shlex.quote(str(out))}")
-    if args.recipe:
-        cmd += f" --recipe {shlex.quote(args.recipe)}"
-    for k, v in overrides.items():
-        cmd += f" --set {shlex.quote(f'{k}={v}')}"
+           f"--out {shlex.quote(str(out))}") + _recipe_flags(args, overrides)
     log.info("training team teacher for %s -> %s (%s, %d agent-steps)", args.parallel_env, out, recipe.algo,
              recipe.n_timesteps)
     m = train_team_teacher(args.parallel_env, out, recipe, seed=args.seed, progress_bar=not args.no_progress,
@@ -123,11 +125,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
         else:  # the task's env keywords (a family body) come from the suite
             cmd = (f"polydistill train-teacher --suite {shlex.quote(args.suite)} "
                    f"--task {shlex.quote(task.name)} --seed {seed} --out {shlex.quote(str(out.parent))}")
-        if args.recipe:
-            cmd += f" --recipe {shlex.quote(args.recipe)}"
-        for k, v in overrides.items():
-            cmd += f" --set {shlex.quote(f'{k}={v}')}"
-        specs.append((env_id, out, recipe, seed, cmd))
+        specs.append((env_id, out, recipe, seed, cmd + _recipe_flags(args, overrides)))
     if args.ray is not None:
         from polydistill.teachers.train import TeacherJob, summarize, train_teachers_ray
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import shlex
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,9 @@ from polydistill.teachers.train import (
     _check_hyperparams,
     _hyperparams,
     _policy_kwargs,
+    clear_run_folder,
     load_recipe,
+    save_selected,
 )
 from polydistill.utils import agents_dir, atomic_write_json, library_versions
 
@@ -165,12 +166,7 @@ def train_team_teacher(env: str, out_dir: str | Path, recipe: TeacherRecipe | No
     modalities = tuple(recipe.obs_groups)
     make_train = functools.partial(_make, env, train_kwargs, shared)
     make_eval = functools.partial(_make, env, dict(recipe.env_kwargs), shared)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "best", ignore_errors=True)
-    for stale in ("model.zip", "vecnormalize.pkl", "final_model.zip", "final_vecnormalize.pkl",
-                  "manifest.json"):
-        (out / stale).unlink(missing_ok=True)
+    out = clear_run_folder(out_dir)
     torch.set_num_threads(1)
 
     venv: Any = ParallelVecEnv(make_train, recipe.n_envs, modalities, seed=seed)  # ConfigError: modality
@@ -186,19 +182,7 @@ def train_team_teacher(env: str, out_dir: str | Path, recipe: TeacherRecipe | No
     t0 = time.time()
     model.learn(recipe.n_timesteps, callback=callbacks, progress_bar=progress_bar, tb_log_name="team_teacher")
     train_s = time.time() - t0
-    selected = "final"
-    if recipe.keep_best and (best_dir / "model.zip").is_file():
-        model.save(out / "final_model.zip")
-        if recipe.normalize:
-            venv.save(str(out / "final_vecnormalize.pkl"))
-        for name in ("model.zip", "vecnormalize.pkl"):
-            if (best_dir / name).is_file():
-                shutil.copyfile(best_dir / name, out / name)
-        selected = "best"
-    else:
-        model.save(out / "model.zip")
-        if recipe.normalize:
-            venv.save(str(out / "vecnormalize.pkl"))
+    selected = save_selected(model, venv, out, recipe)
     venv.close()
 
     # Measure the saved teacher through the class distillation uses, on fresh seeds.

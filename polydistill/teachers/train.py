@@ -36,7 +36,8 @@ from polydistill.students.base import ACTIVATIONS
 from polydistill.teachers.sb3 import SB3Teacher
 from polydistill.utils import agents_dir, atomic_write_json, library_versions, make_env, shipped_path
 
-__all__ = ["TeacherRecipe", "load_recipe", "suite_teacher_recipe", "train_teacher", "default_recipe_path",
+__all__ = ["TeacherRecipe", "load_recipe", "clear_run_folder", "save_selected",
+           "suite_teacher_recipe", "train_teacher", "default_recipe_path",
            "TeacherJob", "TeacherOutcome", "train_teachers_ray", "summarize"]
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,40 @@ def warm_start(model: Any, venv: Any, source: str | Path, algo_cls: type) -> dic
     return {"from": str(source), "observations_added": int(n_new - n_src), "statistics": bool(stats)}
 
 
+def clear_run_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and remove an earlier teacher's files from it.
+
+    A reused folder must not leak an earlier run's files into this teacher.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "best", ignore_errors=True)
+    for stale in ("model.zip", "vecnormalize.pkl", "final_model.zip", "final_vecnormalize.pkl",
+                  "manifest.json"):
+        (out / stale).unlink(missing_ok=True)
+    return out
+
+
+def save_selected(model: Any, venv: Any, out: Path, recipe: TeacherRecipe) -> str:
+    """Write the teacher the recipe selects to ``out``; returns ``"best"`` or ``"final"``.
+
+    ``"best"``: the best periodic evaluation's checkpoint in ``out/best`` (the last one is kept
+    as ``final_*``); ``"final"``: the last one.
+    """
+    if recipe.keep_best and (out / "best" / "model.zip").is_file():
+        model.save(out / "final_model.zip")
+        if recipe.normalize:
+            venv.save(str(out / "final_vecnormalize.pkl"))
+        for name in ("model.zip", "vecnormalize.pkl"):
+            if (out / "best" / name).is_file():
+                shutil.copyfile(out / "best" / name, out / name)
+        return "best"
+    model.save(out / "model.zip")
+    if recipe.normalize:
+        venv.save(str(out / "vecnormalize.pkl"))
+    return "final"
+
+
 class _SaveWithStats:
     """``callback_on_new_best`` that saves the model *and* its VecNormalize statistics."""
 
@@ -310,13 +345,7 @@ def train_teacher(
     algo_cls = _algo_class(recipe.algo)
     _check_hyperparams(algo_cls, recipe.hyperparams)
     hyperparams = _hyperparams(recipe.hyperparams)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # A reused folder must not leak an earlier run's files into this teacher.
-    shutil.rmtree(out / "best", ignore_errors=True)
-    for stale in ("model.zip", "vecnormalize.pkl", "final_model.zip", "final_vecnormalize.pkl",
-                  "manifest.json"):
-        (out / stale).unlink(missing_ok=True)
+    out = clear_run_folder(out_dir)
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
 
     wrap: dict[str, Any] = {}
@@ -349,19 +378,7 @@ def train_teacher(
     model.learn(recipe.n_timesteps, callback=callbacks, progress_bar=progress_bar,
                 tb_log_name="teacher")
     train_s = time.time() - t0
-    selected = "final"
-    if recipe.keep_best and (best_dir / "model.zip").is_file():
-        model.save(out / "final_model.zip")
-        if recipe.normalize:
-            venv.save(str(out / "final_vecnormalize.pkl"))
-        for name in ("model.zip", "vecnormalize.pkl"):
-            if (best_dir / name).is_file():
-                shutil.copyfile(best_dir / name, out / name)
-        selected = "best"
-    else:
-        model.save(out / "model.zip")
-        if recipe.normalize:
-            venv.save(str(out / "vecnormalize.pkl"))
+    selected = save_selected(model, venv, out, recipe)
     venv.close()
     eval_env.close()
 
