@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from polydistill.setups import read_recipe
 from polydistill.setups.caml import CamlConfig, CamlRun, _make_parallel, team_teacher
 from polydistill.teachers import ScriptedExpert
 from polydistill.utils import agents_dir
+from polydistill.wrappers.sb3 import sb3_team_policy
 
 __all__ = ["run", "caml_recipe", "CAML_ENVS", "LEARNED_TEACHERS", "sb3_team_policy"]
 
@@ -79,19 +79,6 @@ def _ppo_policy(config: CamlConfig, rl_steps: int) -> Any:
     model.learn(rl_steps)
     venv.close()
     return sb3_team_policy(model, mods)
-
-
-def sb3_team_policy(model: Any, modalities: tuple[str, ...],
-                    normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
-    """``act(env, obs)`` of an SB3 policy shared by every agent, on its ``modalities``, then ``normalize``."""
-    from polydistill.students import flatten_modalities
-
-    def act(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        x = np.stack([flatten_modalities({m: obs[a][m] for m in modalities}, modalities) for a in obs])
-        a, _ = model.predict(x if normalize is None else normalize(x), deterministic=True)
-        return {agent: a[k] for k, agent in enumerate(obs)}
-
-    return act
 
 
 def _cell(config: CamlConfig, method: str, episodes: int, rl_steps: int) -> dict[str, Any]:

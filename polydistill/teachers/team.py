@@ -112,7 +112,7 @@ class PolicyTeamTeacher:
         shared_view: The modalities the shared view stacks (empty: none, the agents' own).
 
     Raises:
-        TeacherError: if the policy's input size differs from the flattened modalities.
+        TeacherError: if ``modalities`` is empty.
     """
 
     def __init__(self, teacher: Any, modalities: Sequence[str], shared_view: Sequence[str] = ()) -> None:

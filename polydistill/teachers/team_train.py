@@ -88,16 +88,10 @@ def _make(env: str, kwargs: dict[str, Any], shared: tuple[str, ...]) -> Any:
 def _evaluate(make: Any, model: Any, venv: Any, modalities: tuple[str, ...], episodes: int,
               seed: int) -> TeamResult:
     """The current policy (deterministic, frozen statistics) on whole team episodes."""
-    from polydistill.students.team import flatten_modalities
+    from polydistill.wrappers.sb3 import sb3_team_policy
 
-    def act(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        x = np.stack([flatten_modalities({m: obs[a][m] for m in modalities}, modalities) for a in obs])
-        if hasattr(venv, "normalize_obs"):
-            x = venv.normalize_obs(x)
-        a, _ = model.predict(x, deterministic=True)
-        return {agent: a[k] for k, agent in enumerate(obs)}
-
-    return evaluate_team(make, act, episodes, seed)
+    normalize = venv.normalize_obs if venv is not None else None
+    return evaluate_team(make, sb3_team_policy(model, modalities, normalize), episodes, seed)
 
 
 class _TeamEval:

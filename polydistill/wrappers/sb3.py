@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, Vec
 from polydistill.errors import ConfigError
 from polydistill.students.team import flatten_modalities
 
-__all__ = ["ParallelVecEnv"]
+__all__ = ["ParallelVecEnv", "sb3_team_policy"]
 
 
 class ParallelVecEnv(VecEnv):
@@ -142,3 +142,15 @@ class ParallelVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         """PettingZoo copies are never Gymnasium-wrapped."""
         return [False for _ in self._get_indices(indices)]
+
+
+def sb3_team_policy(model: Any, modalities: tuple[str, ...],
+                    normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+    """``act(env, obs)`` of an SB3 policy shared by every agent, on its ``modalities``, then ``normalize``."""
+
+    def act(env: Any, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        x = np.stack([flatten_modalities({m: obs[a][m] for m in modalities}, modalities) for a in obs])
+        a, _ = model.predict(x if normalize is None else normalize(x), deterministic=True)
+        return {agent: a[k] for k, agent in enumerate(obs)}
+
+    return act
