@@ -129,6 +129,46 @@ def test_train_teacher_sac(tmp_path: Path) -> None:
     assert not (tmp_path / "sac" / "vecnormalize.pkl").exists()
 
 
+def test_td3_teacher_takes_rl_zoo_action_noise(tmp_path: Path) -> None:
+    """``noise_type`` / ``noise_std`` (rl-zoo3's keys) become SB3's action noise of the right size."""
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    from polydistill.teachers.train import TeacherRecipe, train_teacher
+
+    recipe = TeacherRecipe(algo="td3", n_envs=1, n_timesteps=200, normalize=False,
+                           hyperparams={"learning_starts": 100, "batch_size": 32, "noise_type": "normal",
+                                        "noise_std": 0.3},
+                           policy_kwargs={"net_arch": [32]}, eval_freq=0, final_eval_episodes=1)
+    m = train_teacher("Pendulum-v1", tmp_path / "td3", recipe, progress_bar=False)
+    assert m["algo"] == "td3" and m["recipe"]["hyperparams"]["noise_type"] == "normal"
+    noise = TD3.load(tmp_path / "td3" / "model.zip", device="cpu").action_noise
+    assert isinstance(noise, NormalActionNoise) and np.allclose(noise._sigma, [0.3])
+
+
+@pytest.mark.parametrize("bad, match", [({"noise_type": "gauss"}, "noise_type"),
+                                        ({"noise_type": "normal", "noise_std": -1}, "noise_std"),
+                                        ({"noise_std": 0.1}, "needs a noise_type")])
+def test_bad_action_noise_is_a_config_error(bad: dict[str, object], match: str) -> None:
+    from stable_baselines3 import TD3
+
+    from polydistill.errors import ConfigError
+    from polydistill.teachers.train import _check_hyperparams
+
+    with pytest.raises(ConfigError, match=match):
+        _check_hyperparams(TD3, bad)
+
+
+def test_on_policy_teacher_refuses_action_noise() -> None:
+    from stable_baselines3 import PPO
+
+    from polydistill.errors import ConfigError
+    from polydistill.teachers.train import _check_hyperparams
+
+    with pytest.raises(ConfigError, match="noise_type"):
+        _check_hyperparams(PPO, {"noise_type": "normal"})
+
+
 def test_train_teacher_rejects_typo_in_hyperparams(tmp_path: Path) -> None:
     r = _run(str(ROOT / "scripts" / "train_teacher.py"), "--env-id", "Pendulum-v1", "--steps", "64",
              "--out", str(tmp_path / "t"), "--set", "hyperparams={n_step: 64}", cwd=tmp_path)

@@ -66,7 +66,10 @@ def scenario_config(name: str) -> CamlConfig:
     _, recipe = read_recipe(agents_dir() / "mamujoco_halfcheetah.yaml")
     cfg: CamlConfig = CamlRun.config_from(recipe)  # type: ignore[assignment]
     steps = LABELLED_STEPS.get(robot, cfg.total_steps)
-    return override(cfg, {"env_kwargs": {"scenario": robot, "agent_conf": conf, "agent_obsk": 1},
+    # the robot is built as the teacher's env was (e.g. Ant without contact forces in its state)
+    robot_kwargs = dict(_teacher_manifest(TEACHERS[robot])["recipe"].get("env_kwargs") or {})
+    env_kwargs = {**robot_kwargs, "scenario": robot, "agent_conf": conf, "agent_obsk": 1}
+    return override(cfg, {"env_kwargs": env_kwargs,
                           "teacher": TEACHERS[robot], "pad_agents": agents_differ(robot, conf),
                           "total_steps": steps, "buffer.capacity": max(steps, cfg.buffer.capacity)})
 
@@ -87,9 +90,12 @@ def agents_differ(robot: str, conf: str) -> bool:
     return False
 
 
+def _teacher_manifest(teacher: str) -> dict[str, Any]:
+    return json.loads((shipped_path(teacher) / "manifest.json").read_text())
+
+
 def _teacher_steps(config: CamlConfig) -> int:
-    manifest = shipped_path(config.teacher) / "manifest.json"
-    return int(json.loads(manifest.read_text())["n_timesteps"])
+    return int(_teacher_manifest(config.teacher)["n_timesteps"])
 
 
 def _n_agents(config: CamlConfig) -> int:

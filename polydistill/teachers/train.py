@@ -63,7 +63,8 @@ class TeacherRecipe:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the SB3 algorithm (checked against its signature). As in rl-zoo3,
     ``learning_rate`` and ``clip_range`` may be ``"lin_<value>"``: decayed linearly from
-    ``value`` to 0 over training."""
+    ``value`` to 0 over training, and an off-policy algorithm's exploration noise is
+    ``noise_type: normal | ornstein-uhlenbeck`` with ``noise_std`` (of every action entry)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gymnasium.make`` arguments."""
     train_env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +169,17 @@ def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
         "self", "policy", "env", "policy_kwargs", "tensorboard_log", "seed", "verbose", "device",
         "_init_setup_model",
     }
+    if "action_noise" in valid:
+        valid |= set(_NOISE_KEYS)
+        kind = hyperparams.get("noise_type")
+        if kind is not None and kind not in _NOISES:
+            raise ConfigError(f"hyperparams.noise_type: expected one of {', '.join(_NOISES)}, "
+                              f"got {kind!r}")
+        std = hyperparams.get("noise_std", 0.1)
+        if not (isinstance(std, (int, float)) and not isinstance(std, bool) and std > 0):
+            raise ConfigError(f"hyperparams.noise_std: expected a positive number, got {std!r}")
+        if "noise_std" in hyperparams and kind is None:
+            raise ConfigError("hyperparams.noise_std needs a noise_type")
     unknown = sorted(set(hyperparams) - valid)
     if unknown:
         raise ConfigError(
@@ -177,6 +189,22 @@ def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
 
 
 _SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+_NOISE_KEYS = ("noise_type", "noise_std")
+_NOISES = ("normal", "ornstein-uhlenbeck")
+
+
+def _action_noise(hyperparams: dict[str, Any], action_space: Any) -> dict[str, Any]:
+    """``hyperparams`` with rl-zoo3's ``noise_type`` / ``noise_std`` made SB3's ``action_noise``."""
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+
+    out = {k: v for k, v in hyperparams.items() if k not in _NOISE_KEYS}
+    kind = hyperparams.get("noise_type")
+    if kind is not None:
+        n = int(np.prod(action_space.shape))
+        cls = NormalActionNoise if kind == "normal" else OrnsteinUhlenbeckActionNoise
+        sigma = float(hyperparams.get("noise_std", 0.1)) * np.ones(n)
+        out["action_noise"] = cls(mean=np.zeros(n), sigma=sigma)
+    return out
 
 
 def _linear(start: float) -> Any:
@@ -359,6 +387,7 @@ def train_teacher(
     if recipe.normalize:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+    hyperparams = _action_noise(hyperparams, venv.action_space)
     model = algo_cls(
         recipe.policy, venv, seed=seed, verbose=0, device="cpu",
         tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
