@@ -169,17 +169,9 @@ def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
         "self", "policy", "env", "policy_kwargs", "tensorboard_log", "seed", "verbose", "device",
         "_init_setup_model",
     }
-    if "action_noise" in valid:
+    if "action_noise" in valid:  # off-policy: rl-zoo3's noise keys stand for it
         valid |= set(_NOISE_KEYS)
-        kind = hyperparams.get("noise_type")
-        if kind is not None and kind not in _NOISES:
-            raise ConfigError(f"hyperparams.noise_type: expected one of {', '.join(_NOISES)}, "
-                              f"got {kind!r}")
-        std = hyperparams.get("noise_std", 0.1)
-        if not (isinstance(std, (int, float)) and not isinstance(std, bool) and std > 0):
-            raise ConfigError(f"hyperparams.noise_std: expected a positive number, got {std!r}")
-        if "noise_std" in hyperparams and kind is None:
-            raise ConfigError("hyperparams.noise_std needs a noise_type")
+        _check_noise(hyperparams)
     unknown = sorted(set(hyperparams) - valid)
     if unknown:
         raise ConfigError(
@@ -191,6 +183,19 @@ def _check_hyperparams(algo_cls: type, hyperparams: dict[str, Any]) -> None:
 _SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
 _NOISE_KEYS = ("noise_type", "noise_std")
 _NOISES = ("normal", "ornstein-uhlenbeck")
+_NOISE_STD = 0.1
+"""``noise_std`` when a recipe names only ``noise_type`` (rl-zoo3's usual value)."""
+
+
+def _check_noise(hyperparams: dict[str, Any]) -> None:
+    kind = hyperparams.get("noise_type")
+    if kind is not None and kind not in _NOISES:
+        raise ConfigError(f"hyperparams.noise_type: expected one of {', '.join(_NOISES)}, got {kind!r}")
+    std = hyperparams.get("noise_std", _NOISE_STD)
+    if not (isinstance(std, (int, float)) and not isinstance(std, bool) and std > 0):
+        raise ConfigError(f"hyperparams.noise_std: expected a positive number, got {std!r}")
+    if "noise_std" in hyperparams and kind is None:
+        raise ConfigError("hyperparams.noise_std needs a noise_type")
 
 
 def _action_noise(hyperparams: dict[str, Any], action_space: Any) -> dict[str, Any]:
@@ -202,7 +207,7 @@ def _action_noise(hyperparams: dict[str, Any], action_space: Any) -> dict[str, A
     if kind is not None:
         n = int(np.prod(action_space.shape))
         cls = NormalActionNoise if kind == "normal" else OrnsteinUhlenbeckActionNoise
-        sigma = float(hyperparams.get("noise_std", 0.1)) * np.ones(n)
+        sigma = float(hyperparams.get("noise_std", _NOISE_STD)) * np.ones(n)
         out["action_noise"] = cls(mean=np.zeros(n), sigma=sigma)
     return out
 
