@@ -65,6 +65,18 @@ def _mamujoco() -> Any:
     return mamujoco_v1
 
 
+def _without_contact_forces(mamujoco: Any, scenario: str, agent_obsk: int) -> list[list[str]]:
+    """MaMuJoCo's default local categories of ``scenario`` without ``cfrc_ext``.
+
+    MaMuJoCo indexes its agents' observations into the single-agent state, so a state built
+    without contact forces (``include_cfrc_ext_in_observation=False``) cannot feed the default
+    categories of Ant (``qpos``, ``qvel``, ``cfrc_ext``).
+    """
+    holder = type("_Obsk", (), {"agent_obsk": agent_obsk})()  # the one attribute the method reads
+    defaults = mamujoco.parallel_env._generate_local_categories(holder, scenario)
+    return [[c for c in cats if c != "cfrc_ext"] for cats in defaults]
+
+
 class MaMuJoCoEnv(ParallelEnv):
     """A MaMuJoCo robot as a team of agents with ``local``, ``global`` and ``id`` modalities.
 
@@ -73,7 +85,10 @@ class MaMuJoCoEnv(ParallelEnv):
         agent_conf: Its partition into agents (``2x3``, ``6x1``, ``2x4``, ...).
         agent_obsk: Joint hops each agent observes beyond its own (0: its own joints only).
         render_mode: ``rgb_array`` for offscreen frames (``render()``), or None.
-        **kwargs: Passed to the single-agent Gymnasium env (those that keep its spaces).
+        **kwargs: Passed to MaMuJoCo (``local_categories``, ``global_categories``) and on to the
+            single-agent Gymnasium env. With ``include_cfrc_ext_in_observation=False`` (Ant, as its
+            joint teacher is trained) the agents' default local categories lose ``cfrc_ext`` too,
+            since the state no longer holds them.
 
     Raises:
         ConfigError: without the extra, or for a scenario or partition MaMuJoCo does not have.
@@ -92,9 +107,12 @@ class MaMuJoCoEnv(ParallelEnv):
                  render_mode: str | None = None, **kwargs: Any) -> None:
         if not isinstance(agent_obsk, int) or agent_obsk < 0:
             raise ConfigError(f"agent_obsk must be an int >= 0, got {agent_obsk!r}")
+        mamujoco = _mamujoco()
+        if kwargs.get("include_cfrc_ext_in_observation") is False and "local_categories" not in kwargs:
+            kwargs["local_categories"] = _without_contact_forces(mamujoco, scenario, agent_obsk)
         try:
-            self.env = _mamujoco().parallel_env(scenario, agent_conf, agent_obsk=agent_obsk,
-                                                render_mode=render_mode, **kwargs)
+            self.env = mamujoco.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk,
+                                             render_mode=render_mode, **kwargs)
         except ConfigError:
             raise
         except Exception as exc:  # MaMuJoCo raises bare Exception / NotImplementedError / KeyError

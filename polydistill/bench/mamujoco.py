@@ -30,13 +30,16 @@ from polydistill.utils import agents_dir, shipped_path
 __all__ = ["run", "scenario_config", "TEACHERS", "METHODS"]
 
 TEACHERS = {"HalfCheetah": "agents/teachers/mamujoco-halfcheetah-sac",
-            "Walker2d": "agents/teachers/mamujoco-walker2d"}
-"""The benchmark's joint teacher by MaMuJoCo robot (Ant: not trained yet). HalfCheetah: SAC,
+            "Walker2d": "agents/teachers/mamujoco-walker2d",
+            "Ant": "agents/teachers/mamujoco-ant"}
+"""The benchmark's joint teacher by MaMuJoCo robot. HalfCheetah: SAC,
 150,000 env steps (``agents/joint_teachers.yaml``; 6,699 +- 82): charged to IPPO as env steps,
 the PPO teacher's 1M steps bought a slower gait (4,172) than IPPO learns with them. Walker2d:
 PPO, 1M steps (4,053 +- 740); SAC at 150,000 steps reached only 2,238 +- 420 here. The PPO
 half-cheetah teacher (``agents/teachers/mamujoco-halfcheetah``, still the one of
-``agents/mamujoco_halfcheetah.yaml``) gave ``benchmarks/mamujoco_ppo_teachers.json``."""
+``agents/mamujoco_halfcheetah.yaml``) gave ``benchmarks/mamujoco_ppo_teachers.json``. Ant: PPO
+without contact forces in its state, 3M steps (3,722 +- 755); SAC, TD3 and the default PPO recipe
+did not walk here (``agents/joint_teachers.yaml``)."""
 LABELLED_STEPS = {"Walker2d": 400_000}
 """Labelled agent-steps where the recipe's 200,000 are not enough (Walker2d 2x3, seed 0, 20
 episodes: 0.749 of the teacher at 200,000, 1.031 at 400,000)."""
