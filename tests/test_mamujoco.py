@@ -179,7 +179,7 @@ def test_the_joint_teacher_through_the_wrapper_gets_its_single_agent_return(scen
                              joint, episodes=1, seed=seed)
         assert team.returns == pytest.approx(alone.returns, rel=1e-6)
         best = max(best, alone.mean_return)
-    # a real teacher; the Ant and Walker2d ones fall in some episodes (Ant: 1 of 20 here, seed 7's)
+    # a real teacher; the Ant and Walker2d ones fall in some episodes (Ant: on seed 7 here)
     assert best > floor
 
 
