@@ -175,6 +175,16 @@ def test_train_teacher_rejects_typo_in_hyperparams(tmp_path: Path) -> None:
     assert r.returncode == 2 and "n_step" in r.stderr and "valid" in r.stderr
 
 
+@pytest.mark.parametrize("flags, match", [(["--resume"], "no checkpoint"),
+                                           (["--checkpoint-every", "-5"], "checkpoint-every"),
+                                           (["--resume", "--ray"], "not with --ray")])
+def test_train_teacher_bad_resume_flags_exit_2(tmp_path: Path, flags: list[str], match: str) -> None:
+    r = _run(str(ROOT / "scripts" / "train_teacher.py"), "--env-id", "Pendulum-v1", "--steps", "64",
+             "--out", str(tmp_path / "t"), *flags, cwd=tmp_path)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and match in errors[0], r.stderr[-800:]
+
+
 def test_evaluate_writes_report_and_video(tmp_path: Path) -> None:
     teacher = _train_sb3("polydistill/DoublePendulum-v0", tmp_path / "teacher")
     out = tmp_path / "student"

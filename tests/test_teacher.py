@@ -561,3 +561,77 @@ def test_train_env_kwargs_reach_the_training_envs_and_not_the_evaluations(
     train_teacher("Pendulum-v1", tmp_path / "t", recipe, progress_bar=False)
     assert calls[0] == (2, {"g": 3.0})  # the training envs
     assert len(calls) >= 2 and all(kw == {"g": 9.0} for _, kw in calls[1:])  # periodic and final evaluations
+
+
+def test_a_killed_sac_teacher_resumes_from_its_checkpoint(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from stable_baselines3 import SAC
+
+    import polydistill.teachers.train as train
+    from polydistill.teachers.train import TeacherRecipe, train_teacher
+
+    recipe = TeacherRecipe(algo="sac", n_timesteps=600, n_envs=1, normalize=False, eval_freq=200,
+                           n_eval_episodes=1, final_eval_episodes=1, policy_kwargs={"net_arch": [8]},
+                           hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000})
+    real, saved = train._save_checkpoint, []
+
+    def crash_after_two(model, out, state):  # noqa: ANN001, ANN202
+        real(model, out, state)
+        saved.append(state["num_timesteps"])
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # the run dies right after its step-400 checkpoint
+
+    monkeypatch.setattr(train, "_save_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=200)
+    assert saved == [200, 400] and not (tmp_path / "manifest.json").exists()
+    monkeypatch.setattr(train, "_save_checkpoint", real)
+
+    m = train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=200, resume=True)
+    assert m["resumed_at"] == [400] and m["n_timesteps"] == 600
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["num_timesteps"] == 600 and state["resumed_at"] == [400]
+    final = SAC.load(tmp_path / "final_model.zip", device="cpu")
+    assert final.num_timesteps == 600
+    final.load_replay_buffer(tmp_path / "checkpoint" / "replay_buffer.pkl")
+    assert final.replay_buffer.size() == 600  # the first part's transitions were kept
+    with np.load(tmp_path / "eval" / "evaluations.npz") as ev:
+        assert list(ev["timesteps"]) == [200, 400, 600]  # the first part's evaluations too
+
+
+def test_resume_extends_a_finished_run_and_refuses_another_recipe(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from polydistill.errors import CheckpointError, ConfigError
+    from polydistill.teachers.train import TeacherRecipe, train_teacher
+
+    recipe = TeacherRecipe(n_timesteps=256, n_envs=2, eval_freq=0, final_eval_episodes=1,
+                           hyperparams={"n_steps": 64, "batch_size": 64}, policy_kwargs={"net_arch": [8]})
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, resume=True)
+    train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=128)
+
+    def stats() -> VecNormalize:
+        holder = DummyVecEnv([lambda: gym.make("Pendulum-v1")])
+        return VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), holder)
+
+    first = stats()
+    with pytest.raises(ConfigError, match=r"differs .*hyperparams"):
+        train_teacher("Pendulum-v1", tmp_path, replace(recipe, hyperparams={"n_steps": 32, "batch_size": 64}),
+                      progress_bar=False, resume=True)
+    with pytest.raises(ConfigError, match="seed"):
+        train_teacher("Pendulum-v1", tmp_path, recipe, seed=1, progress_bar=False, resume=True)
+    m = train_teacher("Pendulum-v1", tmp_path, replace(recipe, n_timesteps=512), progress_bar=False,
+                      checkpoint_every=128, resume=True)
+    assert m["n_timesteps"] == 512 and m["resumed_at"] == [256]
+    assert PPO.load(tmp_path / "model.zip", device="cpu").num_timesteps == 512
+    after = stats()
+    # the statistics carried on: 256 more steps, plus the resumed envs' first observations
+    assert after.obs_rms.count == pytest.approx(first.obs_rms.count + 256 + recipe.n_envs)
+    with pytest.raises(ConfigError, match="past n_timesteps"):
+        train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, resume=True)

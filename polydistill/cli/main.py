@@ -48,6 +48,11 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set n_envs=4")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--checkpoint-every", type=float, default=0, metavar="STEPS",
+                   help="keep OUT/checkpoint (model, replay buffer, statistics) every STEPS env steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint: same env, seed and recipe (--steps may grow, "
+                   "which extends a finished run)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="train the teachers concurrently as Ray tasks (one CPU each); ADDRESS of "
                    "a cluster, else RAY_ADDRESS, else a local Ray instance")
@@ -126,6 +131,10 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
             cmd = (f"polydistill train-teacher --suite {shlex.quote(args.suite)} "
                    f"--task {shlex.quote(task.name)} --seed {seed} --out {shlex.quote(str(out.parent))}")
         specs.append((env_id, out, recipe, seed, cmd + _recipe_flags(args, overrides)))
+    if args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0 env steps; got {args.checkpoint_every:g}")
+    if args.ray is not None and (args.resume or args.checkpoint_every):
+        raise ConfigError("--resume and --checkpoint-every train one teacher after another; not with --ray")
     if args.ray is not None:
         from polydistill.teachers.train import TeacherJob, summarize, train_teachers_ray
 
@@ -142,8 +151,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     for env_id, out, recipe, seed, cmd in specs:
         log.info("training teacher for %s -> %s (%s, %d steps)", env_id, out, recipe.algo,
                  recipe.n_timesteps)
-        m = train_teacher(env_id, out, recipe, seed=seed,
-                          progress_bar=not args.no_progress, command=cmd)
+        m = train_teacher(env_id, out, recipe, seed=seed, progress_bar=not args.no_progress, command=cmd,
+                          checkpoint_every=int(args.checkpoint_every), resume=args.resume)
         log.info("%s: mean return %.1f +- %.1f", env_id, m["mean_return"], m["std_return"])
         trained.facts.append((str(out.name), f"{env_id}, {recipe.algo} {recipe.n_timesteps:,} steps: mean "
                                              f"return {m['mean_return']:.1f} +- {m['std_return']:.1f}"))

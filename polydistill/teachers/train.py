@@ -12,7 +12,9 @@ id the file does not name, so a user can train a teacher for any Gymnasium env::
 
 The run folder receives ``model.zip``, ``vecnormalize.pkl`` (when normalizing), ``manifest.json``
 (env id, seed, steps, measured mean return, versions, the command that reproduces it) and a
-TensorBoard log under ``tb/``.
+TensorBoard log under ``tb/``. With ``checkpoint_every`` it also keeps ``checkpoint/`` (model,
+replay buffer of an off-policy algorithm, normalisation statistics, step count), from which
+``train_teacher(..., resume=True)`` continues a run that was stopped, or extends a finished one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from polydistill.config import from_dict, load_yaml, to_dict
-from polydistill.errors import ConfigError, TrainingError
+from polydistill.errors import CheckpointError, ConfigError, TrainingError
 from polydistill.evaluation.episodes import evaluate
 from polydistill.students.base import ACTIVATIONS
 from polydistill.teachers.sb3 import SB3Teacher
@@ -38,7 +40,7 @@ from polydistill.utils import agents_dir, atomic_write_json, library_versions, m
 
 __all__ = ["TeacherRecipe", "load_recipe", "clear_run_folder", "save_selected",
            "suite_teacher_recipe", "train_teacher", "default_recipe_path",
-           "TeacherJob", "TeacherOutcome", "train_teachers_ray", "summarize"]
+           "TeacherJob", "TeacherOutcome", "train_teachers_ray", "summarize", "CHECKPOINT_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +349,117 @@ class _SaveWithStats:
         return _Cb()
 
 
+CHECKPOINT_DIR = "checkpoint"
+"""Folder (inside a teacher's run folder) of the last checkpoint."""
+
+
+def _checkpoint_path(out: Path) -> Path | None:
+    """The run's last complete checkpoint, or ``None``.
+
+    That is ``checkpoint/``, or ``checkpoint.old/`` when a kill fell between the two renames
+    that replace it.
+    """
+    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
+        if (out / name / "state.json").is_file():
+            return out / name
+    return None
+
+
+def _save_checkpoint(model: Any, out: Path, state: dict[str, Any]) -> None:
+    """Write model, replay buffer, statistics and ``state.json`` to ``out/checkpoint``.
+
+    The files go to a temporary folder first, which then replaces the previous checkpoint by
+    two renames, so a kill at any moment leaves one complete checkpoint on disk.
+    """
+    import json
+    import os
+
+    tmp, final, old = out / (CHECKPOINT_DIR + ".tmp"), out / CHECKPOINT_DIR, out / (CHECKPOINT_DIR + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp / "model.zip")
+    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
+        model.save_replay_buffer(tmp / "replay_buffer.pkl")
+    vn = model.get_vec_normalize_env()
+    if vn is not None:
+        vn.save(str(tmp / "vecnormalize.pkl"))
+    with open(tmp / "state.json", "w") as fh:
+        json.dump(state, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _Checkpointer:
+    """Callback that checkpoints the run every ``every`` env steps and at its end.
+
+    It saves between a rollout and the next, where the model has learned from every step it
+    counts and an off-policy replay buffer holds every transition (SB3 stores a step's
+    transition after the per-step callbacks run).
+    """
+
+    def __new__(cls, out: Path, every: int, state: Any) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class _Cb(BaseCallback):
+            last = 0
+
+            def _init_callback(self) -> None:
+                self.last = self.model.num_timesteps  # a resumed run counts from its checkpoint
+
+            def _save(self) -> None:
+                self.last = self.model.num_timesteps
+                _save_checkpoint(self.model, out, state(self.last))
+
+            def _on_rollout_start(self) -> None:
+                if self.model.num_timesteps - self.last >= every:
+                    self._save()
+
+            def _on_step(self) -> bool:
+                return True
+
+            def _on_training_end(self) -> None:
+                if self.model.num_timesteps > self.last:
+                    self._save()
+
+        return _Cb()
+
+
+def _check_resumable(state: dict[str, Any], env_id: str, seed: int, recipe: TeacherRecipe) -> None:
+    """A checkpoint continues only the run it was taken from (its ``n_timesteps`` may grow)."""
+    if state.get("env_id") != env_id or state.get("seed") != seed:
+        raise ConfigError(f"resume: the checkpoint is of {state.get('env_id')!r} seed {state.get('seed')}; "
+                          f"asked for {env_id!r} seed {seed}")
+    import json
+
+    then, now = dict(state.get("recipe", {})), json.loads(json.dumps(to_dict(recipe)))
+    then.pop("n_timesteps", None)
+    now.pop("n_timesteps", None)
+    differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+    if differ:
+        raise ConfigError(f"resume: the recipe differs from the checkpoint's in {differ} "
+                          f"(only n_timesteps may change)")
+    if state["num_timesteps"] > recipe.n_timesteps:
+        raise ConfigError(f"resume: the checkpoint is at step {state['num_timesteps']:,}, past "
+                          f"n_timesteps {recipe.n_timesteps:,}")
+
+
+def _restore_evaluations(evaluator: Any, path: Path, state: dict[str, Any]) -> None:
+    """Carry the first part's evaluations (and the best one) into a resumed run's callback."""
+    if state.get("best_mean_reward") is not None:
+        evaluator.best_mean_reward = float(state["best_mean_reward"])
+    if path.is_file():
+        with np.load(path) as data:
+            keep = data["timesteps"] <= int(state["num_timesteps"])
+            evaluator.evaluations_timesteps = [int(t) for t in data["timesteps"][keep]]
+            evaluator.evaluations_results = [list(r) for r in data["results"][keep]]
+            evaluator.evaluations_length = [list(r) for r in data["ep_lengths"][keep]]
+
+
 def train_teacher(
     env_id: str,
     out_dir: str | Path,
@@ -354,6 +467,8 @@ def train_teacher(
     seed: int = 0,
     progress_bar: bool = True,
     command: str | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train a specialist on ``env_id`` and write model, statistics and manifest to ``out_dir``.
 
@@ -364,9 +479,19 @@ def train_teacher(
         seed: Seed of the algorithm and the envs.
         progress_bar: Show SB3's progress bar.
         command: Command line recorded in the manifest as the way to reproduce this teacher.
+        checkpoint_every: Checkpoint the run to ``out_dir/checkpoint`` every this many env steps
+            (0: never). Off-policy algorithms save their replay buffer too.
+        resume: Continue from ``out_dir/checkpoint`` (same env, seed and recipe; ``n_timesteps``
+            may be larger, which extends a finished run). The model, replay buffer, statistics,
+            step count, best evaluation and training time carry over; the envs restart from a
+            fresh seeded reset, so a resumed run is not bit-identical to an uninterrupted one.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
+
+    Raises:
+        CheckpointError: ``resume`` without a checkpoint in ``out_dir``.
+        ConfigError: ``resume`` with another env, seed or recipe than the checkpoint's.
     """
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -378,7 +503,25 @@ def train_teacher(
     algo_cls = _algo_class(recipe.algo)
     _check_hyperparams(algo_cls, recipe.hyperparams)
     hyperparams = _hyperparams(recipe.hyperparams)
-    out = clear_run_folder(out_dir)
+    if checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0 env steps; got {checkpoint_every}")
+    ckpt: Path | None = None
+    state: dict[str, Any] = {}
+    if resume:
+        import json
+
+        ckpt = _checkpoint_path(Path(out_dir))
+        if ckpt is None:
+            raise CheckpointError(f"resume: no checkpoint in {str(Path(out_dir) / CHECKPOINT_DIR)!r} "
+                                  f"(train with checkpoint_every > 0 to write one)")
+        state = json.loads((ckpt / "state.json").read_text())
+        _check_resumable(state, env_id, seed, recipe)
+        out = Path(out_dir)
+    else:
+        out = clear_run_folder(out_dir)
+        for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old", CHECKPOINT_DIR + ".tmp"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    done_steps = int(state.get("num_timesteps", 0))
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
 
     wrap: dict[str, Any] = {}
@@ -386,32 +529,58 @@ def train_teacher(
         from polydistill.wrappers.gymnasium import ConcatGroups
 
         wrap = {"wrapper_class": ConcatGroups, "wrapper_kwargs": {"keys": recipe.obs_groups}}
-    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed, env_kwargs=train_kwargs, **wrap)
+    # a resumed run's envs restart on seeds its first part did not use
+    venv = make_vec_env(env_id, n_envs=recipe.n_envs, seed=seed + done_steps, env_kwargs=train_kwargs,
+                        **wrap)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=recipe.env_kwargs,
                             **wrap)
     if recipe.normalize:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+        if ckpt is not None:
+            venv = VecNormalize.load(str(ckpt / "vecnormalize.pkl"), venv)  # SB3's pickle, our own file
+        else:
+            venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
-    hyperparams = _action_noise(hyperparams, venv.action_space)
-    model = algo_cls(
-        recipe.policy, venv, seed=seed, verbose=0, device="cpu",
-        tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
-        **hyperparams,
-    )
-    started = warm_start(model, venv, recipe.init_from, algo_cls) if recipe.init_from else None
-    callbacks = []
+    if ckpt is not None:
+        model = algo_cls.load(ckpt / "model.zip", env=venv, device="cpu", tensorboard_log=str(out / "tb"))
+        if (ckpt / "replay_buffer.pkl").is_file():
+            model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        started = state.get("init_from")
+        log.info("resuming %s from step %d of %d (%s)", env_id, done_steps, recipe.n_timesteps, ckpt)
+    else:
+        hyperparams = _action_noise(hyperparams, venv.action_space)
+        model = algo_cls(
+            recipe.policy, venv, seed=seed, verbose=0, device="cpu",
+            tensorboard_log=str(out / "tb"), policy_kwargs=_policy_kwargs(recipe.policy_kwargs),
+            **hyperparams,
+        )
+        started = warm_start(model, venv, recipe.init_from, algo_cls) if recipe.init_from else None
+    callbacks: list[Any] = []
     best_dir = out / "best"
+    evaluator = None
     if recipe.eval_freq > 0:
         on_best = _SaveWithStats(best_dir) if recipe.keep_best else None
-        callbacks.append(EvalCallback(
+        evaluator = EvalCallback(
             eval_env, eval_freq=max(recipe.eval_freq // recipe.n_envs, 1),
             n_eval_episodes=recipe.n_eval_episodes, log_path=str(out / "eval"),
             deterministic=True, verbose=0, callback_on_new_best=on_best,
-        ))
+        )
+        if ckpt is not None:
+            _restore_evaluations(evaluator, out / "eval" / "evaluations.npz", state)
+        callbacks.append(evaluator)
+    trained_before = float(state.get("train_seconds", 0.0))
+    resumed = [*state.get("resumed_at", []), done_steps] if ckpt is not None else []
     t0 = time.time()
-    model.learn(recipe.n_timesteps, callback=callbacks, progress_bar=progress_bar,
-                tb_log_name="teacher")
-    train_s = time.time() - t0
+    if checkpoint_every > 0:
+        def snapshot(step: int) -> dict[str, Any]:
+            return {"env_id": env_id, "seed": seed, "num_timesteps": int(step), "recipe": to_dict(recipe),
+                    "train_seconds": trained_before + time.time() - t0,
+                    "best_mean_reward": None if evaluator is None else float(evaluator.best_mean_reward),
+                    "init_from": started, "resumed_at": resumed}
+
+        callbacks.append(_Checkpointer(out, checkpoint_every, snapshot))
+    model.learn(recipe.n_timesteps - done_steps, callback=callbacks, progress_bar=progress_bar,
+                tb_log_name="teacher", reset_num_timesteps=ckpt is None)
+    train_s = trained_before + time.time() - t0
     selected = save_selected(model, venv, out, recipe)
     venv.close()
     eval_env.close()
@@ -443,6 +612,7 @@ def train_teacher(
         "obs_groups": list(recipe.obs_groups),
         "recipe": to_dict(recipe),
         **({"init_from": started} if started else {}),
+        **({"resumed_at": resumed} if resumed else {}),
         "versions": library_versions(),
         "reproduce": command or (
             f"polydistill train-teacher --env-id {shlex.quote(env_id)} --seed {seed} "
