@@ -587,12 +587,18 @@ def test_a_killed_sac_teacher_resumes_from_its_checkpoint(tmp_path: Path,
     with pytest.raises(KeyboardInterrupt):
         train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=200)
     assert saved == [200, 400] and not (tmp_path / "manifest.json").exists()
+    assert (tmp_path / "checkpoint" / "best" / "model.zip").is_file()
     monkeypatch.setattr(train, "_save_checkpoint", real)
+    # a kill between the two renames that replace a checkpoint leaves only checkpoint.old/
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")
+    (tmp_path / "best" / "newer.txt").write_text("written after the checkpoint")
 
     m = train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=200, resume=True)
     assert m["resumed_at"] == [400] and m["n_timesteps"] == 600
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     assert state["num_timesteps"] == 600 and state["resumed_at"] == [400]
+    assert not (tmp_path / "checkpoint.old").exists()
+    assert not (tmp_path / "best" / "newer.txt").exists()  # best/ as it was at the checkpoint
     final = SAC.load(tmp_path / "final_model.zip", device="cpu")
     assert final.num_timesteps == 600
     final.load_replay_buffer(tmp_path / "checkpoint" / "replay_buffer.pkl")

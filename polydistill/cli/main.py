@@ -76,6 +76,9 @@ def _train_team_teacher(args: argparse.Namespace, overrides: dict[str, Any]) -> 
                           f"{', '.join(list_parallel_envs())}")
     if args.ray is not None or args.task or args.split != "all":
         raise ConfigError("--parallel-env trains one team teacher: --ray, --task and --split do not apply")
+    if args.resume or args.checkpoint_every:
+        raise ConfigError("--resume and --checkpoint-every are for single-agent teachers; "
+                          "not with --parallel-env")
     recipe = load_team_recipe(args.parallel_env, args.recipe, overrides)
     out = Path(args.out)
     cmd = (f"polydistill train-teacher --parallel-env {shlex.quote(args.parallel_env)} --seed {args.seed} "

@@ -360,7 +360,7 @@ def _checkpoint_path(out: Path) -> Path | None:
     that replace it.
     """
     for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
-        if (out / name / "state.json").is_file():
+        if (out / name / "state.json").is_file() and (out / name / "model.zip").is_file():
             return out / name
     return None
 
@@ -383,12 +383,14 @@ def _save_checkpoint(model: Any, out: Path, state: dict[str, Any]) -> None:
     vn = model.get_vec_normalize_env()
     if vn is not None:
         vn.save(str(tmp / "vecnormalize.pkl"))
-    with open(tmp / "state.json", "w") as fh:
+    if (out / "best").is_dir():  # the best evaluation's model belongs to the same moment
+        shutil.copytree(out / "best", tmp / "best")
+    with open(tmp / "state.json", "w") as fh:  # written last: its presence marks a complete folder
         json.dump(state, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
+    if final.exists():  # only while a complete checkpoint/ exists may checkpoint.old/ go
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
@@ -443,15 +445,14 @@ def _check_resumable(state: dict[str, Any], env_id: str, seed: int, recipe: Teac
     if differ:
         raise ConfigError(f"resume: the recipe differs from the checkpoint's in {differ} "
                           f"(only n_timesteps may change)")
-    if state["num_timesteps"] > recipe.n_timesteps:
-        raise ConfigError(f"resume: the checkpoint is at step {state['num_timesteps']:,}, past "
-                          f"n_timesteps {recipe.n_timesteps:,}")
 
 
 def _restore_evaluations(evaluator: Any, path: Path, state: dict[str, Any]) -> None:
     """Carry the first part's evaluations (and the best one) into a resumed run's callback."""
     if state.get("best_mean_reward") is not None:
         evaluator.best_mean_reward = float(state["best_mean_reward"])
+    # EvalCallback fires on its call count: continue the first part's schedule
+    evaluator.n_calls = int(state["num_timesteps"]) // max(int(state["recipe"].get("n_envs", 1)), 1)
     if path.is_file():
         with np.load(path) as data:
             keep = data["timesteps"] <= int(state["num_timesteps"])
@@ -517,9 +518,13 @@ def train_teacher(
         state = json.loads((ckpt / "state.json").read_text())
         _check_resumable(state, env_id, seed, recipe)
         out = Path(out_dir)
+        checkpoint_every = checkpoint_every or int(state.get("checkpoint_every", 0))
+        shutil.rmtree(out / "best", ignore_errors=True)  # best/ as it was at the checkpoint
+        if (ckpt / "best").is_dir():
+            shutil.copytree(ckpt / "best", out / "best")
     else:
         out = clear_run_folder(out_dir)
-        for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old", CHECKPOINT_DIR + ".tmp"):
+        for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old", CHECKPOINT_DIR + ".tmp", "eval"):
             shutil.rmtree(out / name, ignore_errors=True)
     done_steps = int(state.get("num_timesteps", 0))
     torch.set_num_threads(1)  # small MLPs: threads cost more than they give on few cores
@@ -544,6 +549,12 @@ def train_teacher(
         model = algo_cls.load(ckpt / "model.zip", env=venv, device="cpu", tensorboard_log=str(out / "tb"))
         if (ckpt / "replay_buffer.pkl").is_file():
             model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        # `load` re-seeds the envs and generators with the run's seed; the resumed part draws anew
+        model.set_random_seed(seed + done_steps)
+        slack = getattr(model, "n_steps", 1) * recipe.n_envs  # PPO stops at a whole rollout
+        if done_steps > recipe.n_timesteps + slack:
+            raise ConfigError(f"resume: the checkpoint is at step {done_steps:,}, past n_timesteps "
+                              f"{recipe.n_timesteps:,}")
         started = state.get("init_from")
         log.info("resuming %s from step %d of %d (%s)", env_id, done_steps, recipe.n_timesteps, ckpt)
     else:
@@ -575,10 +586,10 @@ def train_teacher(
             return {"env_id": env_id, "seed": seed, "num_timesteps": int(step), "recipe": to_dict(recipe),
                     "train_seconds": trained_before + time.time() - t0,
                     "best_mean_reward": None if evaluator is None else float(evaluator.best_mean_reward),
-                    "init_from": started, "resumed_at": resumed}
+                    "init_from": started, "resumed_at": resumed, "checkpoint_every": checkpoint_every}
 
         callbacks.append(_Checkpointer(out, checkpoint_every, snapshot))
-    model.learn(recipe.n_timesteps - done_steps, callback=callbacks, progress_bar=progress_bar,
+    model.learn(max(recipe.n_timesteps - done_steps, 0), callback=callbacks, progress_bar=progress_bar,
                 tb_log_name="teacher", reset_num_timesteps=ckpt is None)
     train_s = trained_before + time.time() - t0
     selected = save_selected(model, venv, out, recipe)
