@@ -519,8 +519,8 @@ def train_teacher(
         _check_resumable(state, env_id, seed, recipe)
         out = Path(out_dir)
         checkpoint_every = checkpoint_every or int(state.get("checkpoint_every", 0))
-        shutil.rmtree(out / "best", ignore_errors=True)  # best/ as it was at the checkpoint
-        if (ckpt / "best").is_dir():
+        if (ckpt / "best").is_dir():  # best/ as it was at the checkpoint
+            shutil.rmtree(out / "best", ignore_errors=True)
             shutil.copytree(ckpt / "best", out / "best")
     else:
         out = clear_run_folder(out_dir)
