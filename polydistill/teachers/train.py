@@ -20,6 +20,7 @@ replay buffer of an off-policy algorithm, normalisation statistics, step count),
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import shlex
 import shutil
@@ -371,9 +372,6 @@ def _save_checkpoint(model: Any, out: Path, state: dict[str, Any]) -> None:
     The files go to a temporary folder first, which then replaces the previous checkpoint by
     two renames, so a kill at any moment leaves one complete checkpoint on disk.
     """
-    import json
-    import os
-
     tmp, final, old = out / (CHECKPOINT_DIR + ".tmp"), out / CHECKPOINT_DIR, out / (CHECKPOINT_DIR + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -385,10 +383,7 @@ def _save_checkpoint(model: Any, out: Path, state: dict[str, Any]) -> None:
         vn.save(str(tmp / "vecnormalize.pkl"))
     if (out / "best").is_dir():  # the best evaluation's model belongs to the same moment
         shutil.copytree(out / "best", tmp / "best")
-    with open(tmp / "state.json", "w") as fh:  # written last: its presence marks a complete folder
-        json.dump(state, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
+    atomic_write_json(tmp / "state.json", state)  # written last: its presence marks a complete folder
     if final.exists():  # only while a complete checkpoint/ exists may checkpoint.old/ go
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
@@ -436,8 +431,6 @@ def _check_resumable(state: dict[str, Any], env_id: str, seed: int, recipe: Teac
     if state.get("env_id") != env_id or state.get("seed") != seed:
         raise ConfigError(f"resume: the checkpoint is of {state.get('env_id')!r} seed {state.get('seed')}; "
                           f"asked for {env_id!r} seed {seed}")
-    import json
-
     then, now = dict(state.get("recipe", {})), json.loads(json.dumps(to_dict(recipe)))
     then.pop("n_timesteps", None)
     now.pop("n_timesteps", None)
@@ -509,8 +502,6 @@ def train_teacher(
     ckpt: Path | None = None
     state: dict[str, Any] = {}
     if resume:
-        import json
-
         ckpt = _checkpoint_path(Path(out_dir))
         if ckpt is None:
             raise CheckpointError(f"resume: no checkpoint in {str(Path(out_dir) / CHECKPOINT_DIR)!r} "
