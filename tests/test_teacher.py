@@ -641,3 +641,36 @@ def test_resume_extends_a_finished_run_and_refuses_another_recipe(tmp_path: Path
     assert after.obs_rms.count == pytest.approx(first.obs_rms.count + 256 + recipe.n_envs)
     with pytest.raises(ConfigError, match="past n_timesteps"):
         train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, resume=True)
+
+
+def test_a_resumed_n_step_buffer_does_not_run_returns_across_the_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stable_baselines3 import SAC
+
+    import polydistill.teachers.train as train
+    from polydistill.teachers.train import TeacherRecipe, train_teacher
+
+    # SB3's n-step returns; checkpoint at step 150, in the middle of a 200-step Pendulum episode
+    recipe = TeacherRecipe(algo="sac", n_timesteps=300, n_envs=1, normalize=False, eval_freq=0,
+                           final_eval_episodes=1, policy_kwargs={"net_arch": [8]},
+                           hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000,
+                                        "n_steps": 3})
+    real = train._save_checkpoint
+
+    def crash(model, out, state):  # noqa: ANN001, ANN202
+        real(model, out, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=150)
+    monkeypatch.setattr(train, "_save_checkpoint", real)
+    m = train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=150, resume=True)
+    assert m["resumed_at"] == [150] and m["n_timesteps"] == 300  # n_steps=3 is no rollout: no slack
+    model = SAC.load(tmp_path / "model.zip", device="cpu")
+    model.load_replay_buffer(tmp_path / "checkpoint" / "replay_buffer.pkl")
+    rb = model.replay_buffer
+    assert type(rb).__name__ == "NStepReplayBuffer" and rb.size() == 300
+    cut = np.flatnonzero(rb.timeouts[:300, 0])
+    assert list(cut) == [149]  # the transition before the resume ends its n-step returns; no other
+    assert not rb.dones[:300].any()  # ... without pretending the pendulum terminated there

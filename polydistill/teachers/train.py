@@ -391,6 +391,19 @@ def _save_checkpoint(model: Any, out: Path, state: dict[str, Any]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _truncate_last_transition(buffer: Any) -> None:
+    """Mark the newest stored transition of a resumed replay buffer as a time-limit cut.
+
+    The resumed run starts new episodes, whose transitions land right after it; an n-step
+    return (SB3's ``NStepReplayBuffer``) would otherwise run on across the resume into another
+    episode. A one-step target reads ``timeouts`` only where ``dones`` is set, so it is unchanged.
+    """
+    if buffer.pos == 0 and not buffer.full:
+        return
+    last = (buffer.pos - 1) % buffer.buffer_size
+    buffer.timeouts[last] = np.logical_or(buffer.timeouts[last], np.logical_not(buffer.dones[last]))
+
+
 class _Checkpointer:
     """Callback that checkpoints the run every ``every`` env steps and at its end.
 
@@ -489,6 +502,7 @@ def train_teacher(
     """
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
     from stable_baselines3.common.vec_env import VecNormalize
 
     recipe = recipe or load_recipe(env_id)
@@ -540,9 +554,11 @@ def train_teacher(
         model = algo_cls.load(ckpt / "model.zip", env=venv, device="cpu", tensorboard_log=str(out / "tb"))
         if (ckpt / "replay_buffer.pkl").is_file():
             model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+            _truncate_last_transition(model.replay_buffer)
         # `load` re-seeds the envs and generators with the run's seed; the resumed part draws anew
         model.set_random_seed(seed + done_steps)
-        slack = getattr(model, "n_steps", 1) * recipe.n_envs  # PPO stops at a whole rollout
+        # an on-policy run stops at a whole rollout; an off-policy `n_steps` is its n-step return
+        slack = model.n_steps * recipe.n_envs if isinstance(model, OnPolicyAlgorithm) else 0
         if done_steps > recipe.n_timesteps + slack:
             raise ConfigError(f"resume: the checkpoint is at step {done_steps:,}, past n_timesteps "
                               f"{recipe.n_timesteps:,}")
