@@ -56,8 +56,8 @@ import numpy as np
 
 from polydistill.errors import ConfigError
 
-__all__ = ["TaskSpec", "SUITES", "get_suite", "list_parallel_envs", "list_suites", "make_parallel",
-           "register_envs", "make_body", "body_descriptor", "list_families"]
+__all__ = ["TaskSpec", "SUITES", "DEFAULT_SUITE", "get_suite", "list_parallel_envs", "list_suites",
+           "make_parallel", "register_envs", "make_body", "body_descriptor", "list_families"]
 
 
 @dataclass(frozen=True)
@@ -163,11 +163,15 @@ SUITES["locomotion-sizes"] = (
              kwargs={"body": {"length": 1.15, "mass": 1.0}}),
     *(t for t in SUITES["locomotion"] if not t.name.startswith("hopper")),
 )
-"""Named task suites; ``locomotion`` is the default. ``locomotion-sizes`` is ``locomotion`` with
-its hoppers made members of the ``hopper-size`` family: they observe their size and weight,
-share the ``hopper`` token and the family's teacher, and ``hopper-sizes`` drives the family's
-16 training bodies; ``hopper-size-long`` (every limb x1.15) is held out inside the family's
-ranges. It becomes the default once the family's teacher stops falling (see the README)."""
+"""Named task suites; ``locomotion`` is the default (:data:`DEFAULT_SUITE`). ``locomotion-sizes``
+is ``locomotion`` with its hoppers made members of the ``hopper-size`` family: they observe their
+size and weight, share the ``hopper`` token and the family's teacher, and ``hopper-sizes``
+drives the family's 16 training bodies; ``hopper-size-long`` (every limb x1.15) is held out
+inside the family's ranges. It becomes the default once its students drive the held-out hopper
+on every seed (see the README)."""
+
+DEFAULT_SUITE = "locomotion"
+"""The suite of the quickstart, of ``agents/distill.yaml`` and of ``GeneralistConfig``."""
 
 
 _VISION: dict[str, str] = {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from polydistill.config import override
 from polydistill.deploy import load_student
+from polydistill.envs import DEFAULT_SUITE
 from polydistill.evaluation.report import evaluate_student, markdown_table, suite_eval_tasks, write_report
 from polydistill.setups import read_recipe
 from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, default_teachers_dir
@@ -17,7 +18,7 @@ __all__ = ["run_quickstart", "default_distill_config", "ensure_teachers"]
 
 log = logging.getLogger(__name__)
 
-SUITE = "locomotion"
+SUITE = DEFAULT_SUITE
 
 
 def default_distill_config() -> GeneralistConfig:

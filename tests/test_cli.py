@@ -213,14 +213,14 @@ def test_evaluate_missing_student_is_a_clean_error(tmp_path: Path) -> None:
 def test_quickstart_runs_the_whole_pipeline_on_a_small_budget(tmp_path: Path) -> None:
     import json
 
-    from polydistill.envs import get_suite
+    from polydistill.envs import DEFAULT_SUITE, get_suite
 
     r = _run(str(ROOT / "scripts" / "quickstart.py"), "--out", str(tmp_path / "qs"), "--steps", "6000",
              "--episodes", "1", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "qs" / "report.json").read_text())
     names = {t["name"] for t in report["tasks"]}
-    assert names == {t.name for t in get_suite("locomotion")}
+    assert names == {t.name for t in get_suite(DEFAULT_SUITE)}
     assert all(t["teacher_return"] is not None for t in report["tasks"])
     assert (tmp_path / "qs" / "report.png").stat().st_size > 0
     policy = polydistill.load_student(tmp_path / "qs" / "student")

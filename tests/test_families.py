@@ -307,6 +307,15 @@ def test_the_default_suite_family_tasks_share_their_family_teacher() -> None:
     assert isinstance(view, FamilyTeacherView) and view.descriptor.shape == (0,)
 
 
+def test_one_default_suite_everywhere() -> None:
+    from polydistill.envs import DEFAULT_SUITE
+    from polydistill.quickstart import SUITE, default_distill_config
+    from polydistill.setups.generalist import GeneralistConfig
+
+    assert DEFAULT_SUITE == "locomotion"
+    assert SUITE == GeneralistConfig().suite == default_distill_config().suite == DEFAULT_SUITE
+
+
 def test_suite_teacher_recipe_trains_family_teachers_on_the_family_env() -> None:
     from polydistill.envs import get_suite
     from polydistill.teachers.train import suite_teacher_recipe

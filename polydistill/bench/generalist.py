@@ -67,8 +67,9 @@ def run(options: BenchOptions) -> dict[str, Any]:
     """DAgger vs behaviour cloning, ``options.seeds`` runs each; writes ``options.out`` and returns it."""
     teachers = options.teachers_dir or str(default_teachers_dir())
     episodes = options.episodes or 10
-    eval_tasks = suite_eval_tasks(SUITE, teachers)
-    base = override(default_distill_config(), {"teachers_dir": teachers, "suite": SUITE})
+    suite = options.suite or SUITE
+    eval_tasks = suite_eval_tasks(suite, teachers)
+    base = override(default_distill_config(), {"teachers_dir": teachers, "suite": suite})
     if options.steps is not None:
         base = override(base, {"total_steps": int(options.steps)})
     cache: dict[str, Any] = {}

@@ -604,9 +604,11 @@ def quickstart_summary(report: dict[str, Any]) -> Summary:
     files: list[tuple[str, str | Path]] = [("student", report["student"])]
     files += [(names[k], report["files"][k]) for k in names if k in report["files"]]
     files.append(("tensorboard", f"tensorboard --logdir {report['tensorboard']}"))
+    from polydistill.quickstart import SUITE
+
     student = shlex.quote(str(report["student"]))
     return Summary("quickstart", facts, files,
-                   [f"polydistill evaluate --student {student} --suite locomotion"])
+                   [f"polydistill evaluate --student {student} --suite {SUITE}"])
 
 
 def _rows(tasks: list[dict[str, Any]]) -> list[Any]:

@@ -22,6 +22,7 @@ from polydistill.collect.replay import ReplayVectorEnv
 from polydistill.collect.rollout import RolloutTask, RowStore, StepAdapter, label_fields
 from polydistill.deploy.checkpoint import DeployedStudent
 from polydistill.distill.run import DaggerRun, RunConfig
+from polydistill.envs import DEFAULT_SUITE
 from polydistill.errors import ConfigError, SpaceMismatchError, TeacherError
 from polydistill.evaluation.report import EvalOptions, EvalTask, TaskRow, evaluate_student, suite_eval_tasks
 from polydistill.setups import Setup, register_setup
@@ -61,7 +62,7 @@ class TaskConfig:
 class GeneralistConfig(RunConfig):
     """A generalist run: every field can be set from a recipe or ``--set``."""
 
-    suite: str | None = "locomotion"
+    suite: str | None = DEFAULT_SUITE
     """Distil the training split of this suite (ignored when ``tasks`` is given)."""
     teachers_dir: str | None = None
     """Folder with one ``<task>/model.zip`` per suite task (default: the shipped teachers)."""
