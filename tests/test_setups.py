@@ -87,8 +87,8 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
      "--suite applies to the metaworld and generalist benchmarks, not 'finetune'"),
     (["generalist", "--suite", "nope"], "unknown suite 'nope'"),
 ])
-def test_bc_seeds_is_checked_before_any_cell_runs(args: list[str], message: str,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_benchmark_flags_are_checked_before_any_cell_runs(args: list[str], message: str,
+                                                         capsys: pytest.CaptureFixture) -> None:
     assert main(["benchmark", *args, "--no-progress"]) == 2
     assert message in capsys.readouterr().err
 
