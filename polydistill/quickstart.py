@@ -18,9 +18,6 @@ __all__ = ["run_quickstart", "default_distill_config", "ensure_teachers"]
 
 log = logging.getLogger(__name__)
 
-SUITE = DEFAULT_SUITE
-
-
 def default_distill_config() -> GeneralistConfig:
     """The shipped distillation recipe (``agents/distill.yaml``)."""
     setup, recipe = read_recipe(None)
@@ -38,7 +35,7 @@ def ensure_teachers(out: Path, train: bool, seed: int = 0, progress_bar: bool = 
     from polydistill.teachers.train import suite_teacher_recipe, train_teacher
 
     shipped = default_teachers_dir()
-    teachers = {t.teacher_name: t for t in get_suite(SUITE)}  # a family's members share one
+    teachers = {t.teacher_name: t for t in get_suite(DEFAULT_SUITE)}  # a family's members share one
     missing = [n for n in teachers if train or not (shipped / n / "model.zip").is_file()]
     if not missing:
         log.info("using the shipped teachers in %s (retrain: --train-teachers)", shipped)
@@ -73,7 +70,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = F
     teachers_dir = ensure_teachers(out, train_teachers, seed, progress_bar)
     timings["teachers_s"] = time.perf_counter() - t0
 
-    sets: dict[str, object] = {"seed": seed, "teachers_dir": str(teachers_dir), "suite": SUITE}
+    sets: dict[str, object] = {"seed": seed, "teachers_dir": str(teachers_dir), "suite": DEFAULT_SUITE}
     if steps is not None:
         sets["total_steps"] = int(steps)
     cfg = override(default_distill_config(), sets)
@@ -88,7 +85,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", train_teachers: bool = F
     atomic_write_json(out / "history.json", trainer.history)
 
     t0 = time.perf_counter()
-    rows = evaluate_student(load_student(student_path), suite_eval_tasks(SUITE, teachers_dir),
+    rows = evaluate_student(load_student(student_path), suite_eval_tasks(DEFAULT_SUITE, teachers_dir),
                             episodes=episodes)
     timings["evaluate_s"] = time.perf_counter() - t0
     extra = {"student": str(student_path), "env_steps": trainer.collector.total_steps,

@@ -309,11 +309,11 @@ def test_the_default_suite_family_tasks_share_their_family_teacher() -> None:
 
 def test_one_default_suite_everywhere() -> None:
     from polydistill.envs import DEFAULT_SUITE
-    from polydistill.quickstart import SUITE, default_distill_config
+    from polydistill.quickstart import default_distill_config
     from polydistill.setups.generalist import GeneralistConfig
 
     assert DEFAULT_SUITE == "locomotion"
-    assert SUITE == GeneralistConfig().suite == default_distill_config().suite == DEFAULT_SUITE
+    assert GeneralistConfig().suite == default_distill_config().suite == DEFAULT_SUITE
 
 
 def test_suite_teacher_recipe_trains_family_teachers_on_the_family_env() -> None:

@@ -60,11 +60,12 @@ def _distill_cell(seed: int, teachers: str, out: str, steps: int | None,
     """Distil the default suite with the quickstart's recipe; save the student to ``out``."""
     import torch
 
-    from polydistill.quickstart import SUITE, default_distill_config
+    from polydistill.envs import DEFAULT_SUITE
+    from polydistill.quickstart import default_distill_config
     from polydistill.setups.generalist import GeneralistRun
 
     torch.set_num_threads(1)
-    sets: dict[str, Any] = {"seed": seed, "teachers_dir": teachers, "suite": SUITE}
+    sets: dict[str, Any] = {"seed": seed, "teachers_dir": teachers, "suite": DEFAULT_SUITE}
     if steps is not None:
         sets["total_steps"] = int(steps)
     t0 = time.perf_counter()
@@ -156,11 +157,11 @@ def _ratio(x: float | None, y: float | None) -> float | None:
 
 def run(options: BenchOptions) -> dict[str, Any]:
     """Distil, fine-tune every task, PPO from scratch; writes ``options.out`` (``.md``, ``.png``)."""
-    from polydistill.quickstart import SUITE
+    from polydistill.envs import DEFAULT_SUITE
     from polydistill.setups.generalist import default_teachers_dir
 
     teachers = options.teachers_dir or str(default_teachers_dir())
-    tasks = suite_eval_tasks(SUITE, teachers)
+    tasks = suite_eval_tasks(DEFAULT_SUITE, teachers)
     if options.envs:
         bad = sorted(set(options.envs) - {t.name for t in tasks})
         if bad:

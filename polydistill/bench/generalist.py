@@ -17,8 +17,9 @@ import numpy as np
 from polydistill.bench import BenchOptions
 from polydistill.bench.stats import finish_report, interval_stats
 from polydistill.config import override
+from polydistill.envs import DEFAULT_SUITE
 from polydistill.evaluation.report import TaskRow, evaluate_student, suite_eval_tasks
-from polydistill.quickstart import SUITE, default_distill_config
+from polydistill.quickstart import default_distill_config
 from polydistill.setups.generalist import GeneralistRun, default_teachers_dir
 
 __all__ = ["run"]
@@ -67,7 +68,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
     """DAgger vs behaviour cloning, ``options.seeds`` runs each; writes ``options.out`` and returns it."""
     teachers = options.teachers_dir or str(default_teachers_dir())
     episodes = options.episodes or 10
-    suite = options.suite or SUITE
+    suite = options.suite or DEFAULT_SUITE
     eval_tasks = suite_eval_tasks(suite, teachers)
     base = override(default_distill_config(), {"teachers_dir": teachers, "suite": suite})
     if options.steps is not None:

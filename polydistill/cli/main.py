@@ -604,11 +604,11 @@ def quickstart_summary(report: dict[str, Any]) -> Summary:
     files: list[tuple[str, str | Path]] = [("student", report["student"])]
     files += [(names[k], report["files"][k]) for k in names if k in report["files"]]
     files.append(("tensorboard", f"tensorboard --logdir {report['tensorboard']}"))
-    from polydistill.quickstart import SUITE
+    from polydistill.envs import DEFAULT_SUITE
 
     student = shlex.quote(str(report["student"]))
     return Summary("quickstart", facts, files,
-                   [f"polydistill evaluate --student {student} --suite {SUITE}"])
+                   [f"polydistill evaluate --student {student} --suite {DEFAULT_SUITE}"])
 
 
 def _rows(tasks: list[dict[str, Any]]) -> list[Any]:
