@@ -82,6 +82,9 @@ class TaskSpec:
     """For a member of a body family (its env takes ``body=``): label it with the family's
     privileged teacher (folder ``<family>-family``, trained on the family's env with domain
     randomisation) instead of a specialist of its own. Training tasks only."""
+    weight: float = 1.0
+    """Relative share of the distillation: of each round's env steps, of the buffer's rows and
+    of every batch (a family task that spans many bodies may need more than a single body)."""
 
     @property
     def teacher_name(self) -> str:
@@ -158,7 +161,8 @@ SUITES["locomotion-sizes"] = (
              teacher_family="hopper-size"),
     TaskSpec("hopper-heavy", _SIZE_BODY, "hopper", kwargs={"body": {"length": 1.0, "mass": 1.3}},
              teacher_family="hopper-size"),
-    TaskSpec("hopper-sizes", "polydistill/HopperSizeFamily-v0", "hopper", teacher_family="hopper-size"),
+    TaskSpec("hopper-sizes", "polydistill/HopperSizeFamily-v0", "hopper", kwargs={"pool": 48},
+             teacher_family="hopper-size", weight=3.0),
     TaskSpec("hopper-size-long", _SIZE_BODY, "hopper", "heldout",
              kwargs={"body": {"length": 1.15, "mass": 1.0}}),
     *(t for t in SUITES["locomotion"] if not t.name.startswith("hopper")),

@@ -355,3 +355,123 @@ def test_bad_n_tasks():
 def test_errors_share_one_base():
     for exc in (ConfigError, ObservationError, CheckpointError):
         assert issubclass(exc, PolydistillError)
+
+
+# --------------------------------------------------------------------------- task weights
+def _weighted(tmp_path, weights, strategy="fifo", storage="ram", capacity=60, seed=0):
+    path = str(tmp_path / f"w-{strategy}-{storage}") if storage == "disk" else None
+    cfg = BufferConfig(capacity=capacity, strategy=strategy, storage=storage, path=path)
+    return DistillationBuffer(FIELDS, n_tasks=len(weights), config=cfg, seed=seed, weights=weights)
+
+
+@pytest.mark.parametrize("strategy", ["fifo", "reservoir"])
+def test_weighted_partitions_hold_their_share_and_keep_their_own_rows(tmp_path, strategy):
+    buf = _weighted(tmp_path, [1, 3, 1], strategy, capacity=100)
+    assert buf.parts.tolist() == [20, 60, 20]
+    assert buf.offsets.tolist() == [0, 20, 80]
+    assert not buf.uniform
+    added: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    total = 0
+    for i in range(60):
+        t = i % 3
+        buf.add(t, _rows(total, 9))
+        added[t] += list(range(total, total + 9))
+        total += 9
+    assert buf.sizes.tolist() == [20, 60, 20]
+    for t in range(3):
+        lo, n = buf.offsets[t], buf.sizes[t]
+        got = set(np.asarray(buf.data["emb"][lo:lo + n]).tolist())
+        assert got <= set(added[t])  # no task writes into another's partition
+        if strategy == "fifo":
+            assert got == set(added[t][-int(buf.parts[t]):])
+    with pytest.raises(ConfigError, match="read .parts"):
+        _ = buf.part
+
+
+def test_weighted_batches_draw_rows_in_proportion_to_the_weights(tmp_path):
+    buf = _weighted(tmp_path, [1, 3, 2], capacity=120, seed=3)
+    owner = {}
+    total = 0
+    for t in range(3):
+        buf.add(t, _rows(total, 50))
+        owner.update({i: t for i in range(total, total + 50)})
+        total += 50
+    for batch in (60, 61, 7):
+        out = buf.sample(batch)
+        counts = np.bincount(out["task"], minlength=3)
+        share = batch * np.array([1, 3, 2]) / 6
+        assert counts.sum() == batch
+        assert np.all(np.abs(counts - share) < 1)  # rounded, never off by a whole row
+        assert [owner[int(i)] for i in out["emb"]] == out["task"].tolist()  # task ids match rows
+    # an empty task's share goes to the others, still in proportion
+    empty = _weighted(tmp_path, [1, 3, 2], capacity=120)
+    empty.add(0, _rows(0, 10))
+    empty.add(1, _rows(10, 10))
+    assert np.bincount(empty.sample(40)["task"], minlength=3).tolist() == [10, 30, 0]
+
+
+def test_equal_weights_are_the_even_split_bit_for_bit(tmp_path):
+    even = _make(tmp_path, capacity=61, n_tasks=3, seed=5)
+    same = _weighted(tmp_path, [2.0, 2.0, 2.0], capacity=61, seed=5)
+    assert same.uniform and same.part == even.part == 20
+    for t in range(3):
+        even.add(t, _rows(100 * t, 13 + t))
+        same.add(t, _rows(100 * t, 13 + t))
+    for batch in (10, 11, 32):
+        a, b = even.sample(batch), same.sample(batch)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("storage", ["ram", "disk"])
+def test_weighted_buffer_round_trips_and_refuses_other_weights(tmp_path, storage):
+    buf = _weighted(tmp_path, [1, 4], "reservoir", storage, capacity=50, seed=2)
+    for i in range(20):
+        buf.add(i % 2, _rows(10 * i, 10))
+    buf.save(tmp_path / "saved")
+    loaded = DistillationBuffer.load(tmp_path / "saved")
+    assert loaded.weights.tolist() == [1.0, 4.0] and loaded.parts.tolist() == [10, 40]
+    for k in FIELDS:
+        np.testing.assert_array_equal(np.asarray(loaded.data[k]), np.asarray(buf.data[k]))
+    a, b = buf.sample(23), loaded.sample(23)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    other = _weighted(tmp_path, [1, 3], "reservoir", capacity=50)
+    with pytest.raises(CheckpointError, match="parts"):
+        other.load_state(buf.state(), dict(buf.data))
+
+
+def test_a_version_1_buffer_still_loads_as_an_even_split(tmp_path):
+    import json
+
+    buf = _make(tmp_path, capacity=30, n_tasks=3, seed=1)
+    buf.add(1, _rows(0, 8))
+    buf.save(tmp_path / "v1")
+    meta = json.loads((tmp_path / "v1" / "buffer.json").read_text())
+    meta.update(format_version=1, part=10)
+    del meta["parts"], meta["weights"]
+    (tmp_path / "v1" / "buffer.json").write_text(json.dumps(meta))
+    loaded = DistillationBuffer.load(tmp_path / "v1")
+    assert loaded.uniform and loaded.part == 10 and loaded.sizes.tolist() == [0, 8, 0]
+    fresh = _make(tmp_path, capacity=30, n_tasks=3)
+    fresh.load_state(meta, dict(buf.data))  # a v1 run state resumes too
+    assert fresh.sizes.tolist() == [0, 8, 0]
+
+
+@pytest.mark.parametrize("weights, match", [
+    ([1, 2], "one weight per task"), ([1, 0, 1], "finite and > 0"), ([1, float("nan"), 1], "finite"),
+    ([1, 1000, 1], "no rows"),
+])
+def test_bad_weights_are_refused(tmp_path, weights, match):
+    with pytest.raises(ConfigError, match=match):
+        DistillationBuffer(FIELDS, n_tasks=3, config=BufferConfig(capacity=60), weights=weights)
+
+
+def test_split_weighted():
+    from polydistill.utils import split_evenly, split_weighted
+
+    assert split_weighted(10, [1, 1, 1]) == split_evenly(10, 3) == [4, 3, 3]
+    assert split_weighted(10, [1, 3, 1]) == [2, 6, 2]
+    assert split_weighted(11, [1, 3, 1]) == [2, 7, 2]  # the largest remainder rounds up
+    assert split_weighted(12, [1, 3, 1]) == [3, 7, 2]  # ties: the earlier task
+    assert sum(split_weighted(1001, [0.5, 3, 1.25, 2])) == 1001

@@ -289,6 +289,12 @@ def test_the_default_suite_family_tasks_share_their_family_teacher() -> None:
     long_ = sizes["hopper-size-long"]  # held out inside the ranges, its own specialist the yardstick
     assert long_.teacher_name == "hopper-size-long" and long_.split == "heldout" and long_.proxy is None
     assert (np.abs(get_family("hopper-size").descriptor(long_.kwargs["body"])) < 1).all()
+    # the family row weighs three single bodies and drives 48 pool bodies beside the 16
+    assert sizes["hopper-sizes"].weight == 3.0 and sizes["hopper-sizes"].kwargs == {"pool": 48}
+    from polydistill.setups.generalist import GeneralistConfig, resolve_tasks
+
+    resolved = {t.name: t for t in resolve_tasks(GeneralistConfig(suite="locomotion-sizes"))}
+    assert resolved["hopper-sizes"].weight == 3.0 and resolved["hopper"].weight == 1.0
     assert long_.kwargs["body"] not in get_family("hopper-size").split("train")
     assert tasks["swimmer"].teacher_name == "swimmer"
     # every teacher the suite names is shipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import gymnasium as gym
@@ -182,6 +183,24 @@ def test_collects_exactly_the_step_budget(total: int) -> None:
     trainer.close()
     assert trainer.collector.total_steps == total
     assert len(trainer.buffer) == min(total, 600)
+
+
+def test_task_weights_set_each_tasks_share_of_steps_rows_and_batches() -> None:
+    hop, pend = _config().tasks
+    cfg = _config(tasks=(dataclasses.replace(hop, weight=3.0), pend), total_steps=1601)
+    trainer = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False)
+    trainer.learn()
+    trainer.close()
+    assert trainer.collector.total_steps == 1601
+    assert trainer.buffer.seen.tolist() == [1201, 400]  # rounds of 401, 400, 400, 400 split 3:1
+    assert trainer.buffer.parts.tolist() == [450, 150]
+    assert np.bincount(trainer.buffer.sample(64)["task"]).tolist() == [48, 16]
+    with pytest.raises(ConfigError, match="no steps in a round"):
+        GeneralistRun(_config(tasks=(dataclasses.replace(hop, weight=1000.0), pend)),
+                      teachers=_teachers(), progress_bar=False)
+    with pytest.raises(ConfigError, match="finite and > 0"):
+        GeneralistRun(_config(tasks=(dataclasses.replace(hop, weight=-1.0), pend)),
+                      teachers=_teachers(), progress_bar=False)
 
 
 def test_budget_smaller_than_rounds_times_tasks_is_refused_before_envs_are_built() -> None:

@@ -1,10 +1,10 @@
 """The distillation buffer: bounded, per-task balanced storage of labelled student states.
 
-Capacity is split evenly into one partition per task, preallocated once (in RAM or as
-memory-mapped ``.npy`` files on disk), so memory never grows however many DAgger rounds run.
-A full partition either overwrites its oldest rows (``fifo``) or keeps a uniform sample of
-everything it has seen (``reservoir``). Sampling draws the same number of rows from every
-non-empty task.
+Capacity is split into one partition per task, evenly or in proportion to per-task
+``weights``, preallocated once (in RAM or as memory-mapped ``.npy`` files on disk), so memory
+never grows however many DAgger rounds run. A full partition either overwrites its oldest rows
+(``fifo``) or keeps a uniform sample of everything it has seen (``reservoir``). Sampling draws
+the same number of rows from every non-empty task, or with weights, rows in proportion to them.
 
 Example:
     >>> import numpy as np
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,8 @@ LOGIT_PAD = -1e9
 """Logit stored for the padded actions of a discrete row narrower than the buffer's widest action set."""
 
 _FORMAT = "polydistill.buffer"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+"""v2 adds per-task ``weights`` and ``parts``; v1 buffers (even split) still load."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class BufferConfig:
     """Size and policy of the distillation buffer."""
 
     capacity: int = 200_000
-    """Total rows over all tasks (split evenly per task). Memory is preallocated for all."""
+    """Total rows over all tasks (split evenly per task, or by the tasks' weights). Memory is
+    preallocated for all."""
     strategy: Literal["fifo", "reservoir"] = "fifo"
     """When a task's partition is full: overwrite the oldest rows, or reservoir-sample."""
     storage: Literal["ram", "disk"] = "ram"
@@ -70,10 +73,25 @@ class FieldSpec:
 
 
 class DistillationBuffer:
-    """Bounded per-task partitions of labelled rows (see module docstring)."""
+    """Bounded per-task partitions of labelled rows (see module docstring).
+
+    Args:
+        fields: Layout of a row.
+        n_tasks: Number of partitions.
+        config: Size and policy.
+        seed: Seed of the sampling (and reservoir) RNG.
+        weights: Relative share of each task: its partition holds ``capacity * w / sum(w)``
+            rows (rounded down) and a batch draws rows from the non-empty tasks in proportion to
+            their weights. ``None`` or all equal: an even split.
+
+    Raises:
+        ConfigError: for ``n_tasks < 1``, a capacity below the number of tasks, weights of the
+            wrong length or not finite and positive, or a weighted partition of zero rows.
+    """
 
     def __init__(self, fields: dict[str, FieldSpec], n_tasks: int,
-                 config: BufferConfig | None = None, seed: int = 0) -> None:
+                 config: BufferConfig | None = None, seed: int = 0,
+                 weights: Sequence[float] | None = None) -> None:
         self.config = config or BufferConfig()
         if n_tasks < 1:
             raise ConfigError(f"a buffer needs n_tasks >= 1, got {n_tasks}")
@@ -84,13 +102,26 @@ class DistillationBuffer:
             )
         self.fields = dict(fields)
         self.n_tasks = n_tasks
-        self.part = self.config.capacity // n_tasks  # rows per task
+        self.weights = check_weights(weights, n_tasks)
+        self.uniform = bool(np.all(self.weights == self.weights[0]))
+        """Every task has the same share (the sampler then splits a batch evenly)."""
+        if self.uniform:
+            self.parts = np.full(n_tasks, self.config.capacity // n_tasks, dtype=np.int64)
+        else:
+            self.parts = np.floor(self.config.capacity * self.weights / self.weights.sum()).astype(np.int64)
+            if self.parts.min() < 1:
+                raise ConfigError(
+                    f"BufferConfig.capacity ({self.config.capacity}) leaves task "
+                    f"{int(self.parts.argmin())} (weight {self.weights.min():g} of "
+                    f"{self.weights.sum():g}) no rows; raise the capacity")
+        self.offsets = np.concatenate([[0], np.cumsum(self.parts)[:-1]]).astype(np.int64)
+        """First row of each task's partition."""
         self.sizes = np.zeros(n_tasks, dtype=np.int64)
         self.cursors = np.zeros(n_tasks, dtype=np.int64)
         self.seen = np.zeros(n_tasks, dtype=np.int64)
         self.rng = np.random.default_rng(seed)
         self._dir: Path | None = None
-        total = self.part * n_tasks
+        total = int(self.parts.sum())
         if self.config.storage == "disk":
             self._dir = Path(self.config.path or tempfile.mkdtemp(prefix="polydistill-buffer-"))
             self._dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +133,17 @@ class DistillationBuffer:
         else:
             self.data = {k: np.zeros((total, *s.shape), dtype=np.dtype(s.dtype))
                          for k, s in self.fields.items()}
+
+    @property
+    def part(self) -> int:
+        """Rows per task of an evenly split buffer.
+
+        Raises:
+            ConfigError: for a weighted buffer, whose partitions differ (see :attr:`parts`).
+        """
+        if not self.uniform:
+            raise ConfigError("a weighted buffer has one partition size per task: read .parts")
+        return int(self.parts[0])
 
     # ------------------------------------------------------------------ info
     def __len__(self) -> int:
@@ -150,13 +192,13 @@ class DistillationBuffer:
         keep = slots >= 0
         if not keep.all():
             slots = slots[keep]
-        base = task * self.part
+        base = self.offsets[task]
         for k, v in rows.items():
             self.data[k][base + slots] = v if keep.all() else v[keep]
 
     def _slots(self, task: int, n: int) -> np.ndarray:
         """Slot of each new row within the task's partition (-1: row dropped by reservoir)."""
-        cap = self.part
+        cap = int(self.parts[task])
         if self.config.strategy == "fifo":
             slots = (self.cursors[task] + np.arange(n)) % cap
             self.cursors[task] = (self.cursors[task] + n) % cap
@@ -175,7 +217,10 @@ class DistillationBuffer:
 
     # ------------------------------------------------------------------ read
     def sample(self, batch_size: int, reuse: bool = False) -> dict[str, np.ndarray]:
-        """Draw ``batch_size`` rows, the same number from every non-empty task.
+        """Draw ``batch_size`` rows, split over the non-empty tasks.
+
+        Evenly, or with weights in proportion to the non-empty tasks' weights (the rows left by
+        rounding down go to tasks drawn at random, weighted by their remainders).
 
         The result also holds ``task`` (int64 task index per row).
 
@@ -192,14 +237,23 @@ class DistillationBuffer:
         live = np.flatnonzero(self.sizes > 0)
         if live.size == 0:
             raise ConfigError("cannot sample from an empty distillation buffer")
-        counts = np.full(live.size, batch_size // live.size)
-        extra = batch_size - counts.sum()
-        if extra:
-            counts[self.rng.choice(live.size, size=extra, replace=False)] += 1
+        if self.uniform:
+            counts = np.full(live.size, batch_size // live.size)
+            extra = batch_size - counts.sum()
+            if extra:
+                counts[self.rng.choice(live.size, size=extra, replace=False)] += 1
+        else:
+            share = batch_size * self.weights[live] / self.weights[live].sum()
+            counts = np.floor(share).astype(np.int64)
+            extra = int(batch_size - counts.sum())
+            if extra:
+                frac = share - counts
+                p = frac / frac.sum() if np.count_nonzero(frac) >= extra else None
+                counts[self.rng.choice(live.size, size=extra, replace=False, p=p)] += 1
         task = np.repeat(live, counts)  # (B,) one vectorised draw for all tasks
-        idx = task * self.part + self.rng.integers(0, self.sizes[task])
+        idx = self.offsets[task] + self.rng.integers(0, self.sizes[task])
         idx.sort()  # contiguous-ish reads (memory-mapped files, caches); same order in RAM or disk
-        task = idx // self.part
+        task = np.searchsorted(self.offsets, idx, side="right") - 1
         if not reuse:
             out = {k: a[idx] for k, a in self.data.items()}
         else:
@@ -219,7 +273,7 @@ class DistillationBuffer:
         return {
             "format": _FORMAT, "format_version": _FORMAT_VERSION,
             "fields": {k: {"shape": list(s.shape), "dtype": s.dtype} for k, s in self.fields.items()},
-            "n_tasks": self.n_tasks, "part": self.part,
+            "n_tasks": self.n_tasks, "weights": self.weights.tolist(), "parts": self.parts.tolist(),
             "capacity": self.config.capacity, "strategy": self.config.strategy,
             "sizes": self.sizes.tolist(), "cursors": self.cursors.tolist(),
             "seen": self.seen.tolist(), "rng": self.rng.bit_generator.state,
@@ -232,7 +286,8 @@ class DistillationBuffer:
             CheckpointError: if the saved layout (fields, tasks, capacity, strategy) differs.
         """
         mine = self.state()
-        for key in ("fields", "n_tasks", "part", "strategy"):
+        state = _upgrade(state)
+        for key in ("fields", "n_tasks", "parts", "strategy"):
             if json.loads(json.dumps(state.get(key))) != json.loads(json.dumps(mine[key])):
                 raise CheckpointError(f"saved buffer {key} {state.get(key)!r} != this buffer's {mine[key]!r}")
         if set(data) != set(self.data):
@@ -278,15 +333,16 @@ class DistillationBuffer:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"no readable buffer at {str(path)!r}: {exc}") from None
-        if meta.get("format") != _FORMAT or meta.get("format_version") != _FORMAT_VERSION:
+        if meta.get("format") != _FORMAT or meta.get("format_version") not in (1, _FORMAT_VERSION):
             raise CheckpointError(
                 f"{str(meta_path)!r}: expected {_FORMAT} v{_FORMAT_VERSION}, got "
                 f"{meta.get('format')} v{meta.get('format_version')}"
             )
         try:
             fields = {k: FieldSpec(tuple(v["shape"]), v["dtype"]) for k, v in meta["fields"].items()}
+            meta = _upgrade(meta)
             saved = BufferConfig(capacity=meta["capacity"], strategy=meta["strategy"])
-            n_tasks, part = int(meta["n_tasks"]), int(meta["part"])
+            n_tasks, parts, weights = int(meta["n_tasks"]), list(meta["parts"]), meta["weights"]
             state = {k: meta[k] for k in ("sizes", "cursors", "seen", "rng")}
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{str(meta_path)!r} is incomplete: {exc!r}") from None
@@ -295,8 +351,8 @@ class DistillationBuffer:
             raise CheckpointError(
                 f"buffer was saved with strategy {saved.strategy!r}, asked to load as {config.strategy!r}"
             )
-        buf = cls(fields, n_tasks, config)
-        if buf.part != part:
+        buf = cls(fields, n_tasks, config, weights=weights)
+        if buf.parts.tolist() != parts:
             raise CheckpointError(
                 f"buffer capacity {config.capacity} does not match saved {meta['capacity']}"
             )
@@ -313,3 +369,27 @@ class DistillationBuffer:
         buf.seen = np.asarray(state["seen"], dtype=np.int64)
         buf.rng.bit_generator.state = state["rng"]
         return buf
+
+
+def check_weights(weights: Sequence[float] | None, n_tasks: int) -> np.ndarray:
+    """Per-task weights as a float64 array (all ones for ``None``).
+
+    Raises:
+        ConfigError: if there is not one weight per task, or one is not finite and > 0.
+    """
+    if weights is None:
+        return np.ones(n_tasks)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_tasks,):
+        raise ConfigError(f"expected one weight per task ({n_tasks}), got {list(weights)}")
+    if not (np.all(np.isfinite(w)) and np.all(w > 0)):
+        raise ConfigError(f"task weights must be finite and > 0, got {w.tolist()}")
+    return w
+
+
+def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
+    """A v1 buffer state (even split, one ``part``) in the v2 layout (``parts``, ``weights``)."""
+    if "parts" in meta or "part" not in meta or "n_tasks" not in meta:
+        return meta
+    n = int(meta["n_tasks"])
+    return {**meta, "parts": [int(meta["part"])] * n, "weights": [1.0] * n}

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
+from polydistill.buffer.storage import check_weights
 from polydistill.collect.collector import Collector
 from polydistill.collect.rollout import RolloutTask
 from polydistill.config import from_dict, override, to_dict
@@ -43,6 +44,7 @@ from polydistill.utils import (
     set_global_rng_state,
     spawn_seeds,
     split_evenly,
+    split_weighted,
 )
 
 __all__ = ["BetaSchedule", "RunConfig", "DaggerRun", "check_same_config"]
@@ -220,8 +222,16 @@ class DaggerRun:
         if config.total_steps < config.rounds * len(tasks):
             raise ConfigError(f"total_steps ({config.total_steps}) must be at least rounds x tasks "
                               f"({config.rounds} x {len(tasks)})")
+        self.weights = self.task_weights()
+        if self.weights is not None:
+            check_weights(self.weights, len(tasks))
+            least = min(split_evenly(config.total_steps, config.rounds))
+            if min(split_weighted(least, self.weights)) < 1:
+                raise ConfigError(
+                    f"total_steps ({config.total_steps}) gives a task of weight {min(self.weights):g} "
+                    f"no steps in a round of {least}; raise total_steps or the weight")
         self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
-                                         seed=config.seed)
+                                         seed=config.seed, weights=self.weights)
         self.recorder = None
         if config.record_dataset:
             from polydistill.datasets.recorder import DATASET_DIR, DatasetRecorder
@@ -262,6 +272,13 @@ class DaggerRun:
     def rollout_tasks(self) -> list[RolloutTask]:
         """One rollout task per teacher (their adapters build env copies where they run)."""
         raise NotImplementedError
+
+    def task_weights(self) -> list[float] | None:
+        """Each rollout task's relative share of the steps, buffer rows and batch rows.
+
+        ``None`` (the default): equal shares.
+        """
+        return None
 
     def teacher_kinds(self) -> dict[str, str]:
         """Each task's teacher's distribution kind (checked when the loss needs distributions)."""
@@ -354,7 +371,7 @@ class DaggerRun:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        n_tasks = len(self.collector.tasks)
+        weights = self.weights or [1.0] * len(self.collector.tasks)
         steps = split_evenly(cfg.total_steps, cfg.rounds)
         updates = [int(round(cfg.updates_per_step * s)) for s in steps]
         bar = tqdm(total=cfg.rounds, initial=self.round, desc=f"distill ({self.setup})", unit="round",
@@ -367,7 +384,7 @@ class DaggerRun:
         stop = cfg.rounds if max_rounds is None else min(cfg.rounds, self.round + max_rounds)
         while self.round < stop:
             beta = cfg.beta.value(self.round, cfg.rounds)
-            metrics = self.collector.collect(split_evenly(steps[self.round], n_tasks), beta, self.buffer)
+            metrics = self.collector.collect(split_weighted(steps[self.round], weights), beta, self.buffer)
             if self.recorder is not None:
                 self.recorder.write_round(self.round, self.collector.records)
             metrics.update(self.distiller.train_round(self.buffer, updates[self.round], max(1, sum(updates))))

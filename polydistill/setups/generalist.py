@@ -56,6 +56,9 @@ class TaskConfig:
     """Task token. When any task of a run sets one, the student gets task tokens beside the
     embodiment token (many tasks on one body, e.g. Meta-World); tasks without one use their
     ``name``. Without any, there is one token per embodiment."""
+    weight: float = 1.0
+    """Relative share of the run: of each round's env steps, of the buffer's rows and of every
+    batch (equal weights: an even split)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def resolve_tasks(config: GeneralistConfig) -> tuple[TaskConfig, ...]:
     from polydistill.envs import get_suite
 
     root = Path(config.teachers_dir) if config.teachers_dir else default_teachers_dir()
-    return tuple(TaskConfig(t.name, t.env_id, str(root / t.teacher_name), t.embodiment, dict(t.kwargs))
+    return tuple(TaskConfig(t.name, t.env_id, str(root / t.teacher_name), t.embodiment, dict(t.kwargs),
+                            weight=t.weight)
                  for t in get_suite(config.suite) if t.split == "train")
 
 
@@ -106,7 +110,8 @@ def task_token(table: EmbodimentTable, task: TaskConfig) -> str | None:
 def task_metadata(task: TaskConfig, token: str | None) -> dict[str, Any]:
     """How a student checkpoint (and a recorded dataset) names one task: env, body, token, teacher."""
     return {"name": task.name, "env_id": task.env_id, "embodiment": task.embodiment or task.env_id,
-            "env_kwargs": dict(task.env_kwargs), "teacher": task.teacher or None, "task": token}
+            "env_kwargs": dict(task.env_kwargs), "teacher": task.teacher or None, "task": token,
+            "weight": float(task.weight)}
 
 
 class GeneralistAdapter(StepAdapter):
@@ -235,6 +240,11 @@ class GeneralistRun(DaggerRun):
             make = functools.partial(GeneralistAdapter, t, self.teachers[t.name], self.table, e, fields)
             out.append(RolloutTask(t.name, i, e, make, seeds[i]))
         return out
+
+    def task_weights(self) -> list[float] | None:
+        """The tasks' weights, or ``None`` where all are equal (an even split)."""
+        weights = [float(t.weight) for t in self.tasks]
+        return None if len(set(weights)) == 1 else weights
 
     def teacher_kinds(self) -> dict[str, str]:
         """Each teacher's distribution on its env's first observation."""
