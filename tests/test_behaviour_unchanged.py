@@ -4,8 +4,9 @@
 weights and its evaluation figures as the code *before* the setup interface and the one DAgger
 run core (commit fa8a3d6: three trainers, four collection loops) produced them. Each scenario
 is run here with today's API and must give identical weights and identical figures. The
-quickstart scenario was re-recorded once, on purpose, when the suite's velocity tasks took the
-velocity family's teacher (its ``recorded_with`` says so).
+quickstart scenario was re-recorded twice, on purpose: when the suite's velocity tasks took the
+velocity family's teacher, and when the default suite became ``locomotion-sizes``
+(``quickstart_recorded_with`` says so).
 
 Bit-identity holds on one machine; other float kernels (another CPU family, another torch,
 numpy or MuJoCo) round differently, so the goldens apply only where a canary computation

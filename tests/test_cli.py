@@ -225,7 +225,7 @@ def test_quickstart_runs_the_whole_pipeline_on_a_small_budget(tmp_path: Path) ->
     assert (tmp_path / "qs" / "report.png").stat().st_size > 0
     policy = polydistill.load_student(tmp_path / "qs" / "student")
     assert {"hopper", "halfcheetah", "swimmer", "pendulum"} <= set(policy.embodiments)
-    assert policy.predict(np.zeros(11), embodiment="hopper").shape == (3,)
+    assert policy.predict(np.zeros(13), embodiment="hopper").shape == (3,)  # 11 + size and weight
     assert policy.predict(np.zeros(18), embodiment="halfcheetah").shape == (6,)
 
 

@@ -318,7 +318,7 @@ def test_one_default_suite_everywhere() -> None:
     from polydistill.quickstart import default_distill_config
     from polydistill.setups.generalist import GeneralistConfig
 
-    assert DEFAULT_SUITE == "locomotion"
+    assert DEFAULT_SUITE == "locomotion-sizes"
     assert GeneralistConfig().suite == default_distill_config().suite == DEFAULT_SUITE
 
 

@@ -95,7 +95,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
     tasks, train_stats = _aggregate(results["dagger"])
     bc, bc_stats = _aggregate(results["bc"])
     report = {
-        "setup": "generalist", "seeds": options.seeds, "tasks": tasks, "train_ratio_stats": train_stats,
+        "setup": "generalist", "suite": suite, "seeds": options.seeds, "tasks": tasks,
+        "train_ratio_stats": train_stats,
         "baselines": {"bc": bc, "bc_train_ratio_stats": bc_stats},
         "budget": {"total_env_steps": base.total_steps, "rounds": base.rounds,
                    "updates_per_step": base.updates_per_step, "eval_episodes": episodes},

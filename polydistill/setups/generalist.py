@@ -3,7 +3,7 @@
 Spaces differ per embodiment: observations are zero-padded to the widest one and paired with
 an embodiment token, actions are predicted at the widest width and masked (the COMPASS
 pattern; :class:`~polydistill.students.GeneralistStudent`). The default suite is
-``locomotion`` with the shipped teachers (``agents/distill.yaml``).
+``locomotion-sizes`` with the shipped teachers (``agents/distill.yaml``).
 """
 
 from __future__ import annotations
