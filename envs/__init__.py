@@ -101,7 +101,13 @@ class TaskSpec:
     randomisation) instead of a specialist of its own. Training tasks only."""
     weight: float = 1.0
     """Relative share of the distillation: of each round's env steps, of the buffer's rows and
-    of every batch (a family task that spans many bodies may need more than a single body)."""
+    of every batch's rows (a family task that spans many bodies needs more data than a single
+    body). Each task's loss is still averaged on its own (``distiller.balance_tasks``), so a
+    heavier task is fit on more data, not pulled harder."""
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.weight) and self.weight > 0):
+            raise ConfigError(f"task {self.name!r}: weight must be finite and > 0, got {self.weight}")
 
     @property
     def teacher_name(self) -> str:

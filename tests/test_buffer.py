@@ -439,6 +439,14 @@ def test_weighted_buffer_round_trips_and_refuses_other_weights(tmp_path, storage
     other = _weighted(tmp_path, [1, 3], "reservoir", capacity=50)
     with pytest.raises(CheckpointError, match="parts"):
         other.load_state(buf.state(), dict(buf.data))
+    # other weights whose partitions round to the same sizes are refused too
+    a, b = _weighted(tmp_path, [1, 2], capacity=31), _weighted(tmp_path, [1, 2.02], capacity=31)
+    assert a.parts.tolist() == b.parts.tolist() == [10, 20]
+    with pytest.raises(CheckpointError, match="weights"):
+        b.load_state(a.state(), dict(a.data))
+    # a capacity that leaves a weighted partition empty is a checkpoint error on load
+    with pytest.raises(CheckpointError, match="no rows"):
+        DistillationBuffer.load(tmp_path / "saved", BufferConfig(capacity=3, strategy="reservoir"))
 
 
 def test_a_version_1_buffer_still_loads_as_an_even_split(tmp_path):

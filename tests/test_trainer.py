@@ -198,9 +198,18 @@ def test_task_weights_set_each_tasks_share_of_steps_rows_and_batches() -> None:
     with pytest.raises(ConfigError, match="no steps in a round"):
         GeneralistRun(_config(tasks=(dataclasses.replace(hop, weight=1000.0), pend)),
                       teachers=_teachers(), progress_bar=False)
+    # rounds of 70 and 69 steps: 69 gives the light task 1 step, 70 gives it none
+    tasks = (dataclasses.replace(hop, weight=0.01), dataclasses.replace(hop, name="hop2"), pend)
+    with pytest.raises(ConfigError, match="no steps in a round of 70"):
+        GeneralistRun(_config(tasks=tasks, total_steps=139, rounds=2),
+                      teachers={**_teachers(), "hop2": _torch_teacher(HOPPER, 2)}, progress_bar=False)
+    for bad in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ConfigError, match="finite and > 0"):
+            dataclasses.replace(hop, weight=bad)
+    from polydistill.envs import TaskSpec
+
     with pytest.raises(ConfigError, match="finite and > 0"):
-        GeneralistRun(_config(tasks=(dataclasses.replace(hop, weight=-1.0), pend)),
-                      teachers=_teachers(), progress_bar=False)
+        TaskSpec("x", HOPPER, "hopper", weight=0.0)
 
 
 def test_budget_smaller_than_rounds_times_tasks_is_refused_before_envs_are_built() -> None:

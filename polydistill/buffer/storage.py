@@ -283,13 +283,21 @@ class DistillationBuffer:
         """Restore rows, cursors and RNG from :meth:`state` and :attr:`data` of a twin buffer.
 
         Raises:
-            CheckpointError: if the saved layout (fields, tasks, capacity, strategy) differs.
+            CheckpointError: if the saved layout (fields, tasks, partitions, weights, strategy)
+                differs.
         """
         mine = self.state()
         state = _upgrade(state)
         for key in ("fields", "n_tasks", "parts", "strategy"):
             if json.loads(json.dumps(state.get(key))) != json.loads(json.dumps(mine[key])):
                 raise CheckpointError(f"saved buffer {key} {state.get(key)!r} != this buffer's {mine[key]!r}")
+        try:
+            saved_w = check_weights(state.get("weights"), self.n_tasks)
+        except (ConfigError, TypeError, ValueError):
+            saved_w = None
+        if saved_w is None or not np.allclose(saved_w / saved_w.sum(), self.weights / self.weights.sum()):
+            raise CheckpointError(f"saved buffer weights {state.get('weights')} != this buffer's "
+                                  f"{self.weights.tolist()}")
         if set(data) != set(self.data):
             raise CheckpointError(f"saved buffer fields {sorted(data)} != {sorted(self.data)}")
         for k, arr in data.items():
@@ -351,7 +359,10 @@ class DistillationBuffer:
             raise CheckpointError(
                 f"buffer was saved with strategy {saved.strategy!r}, asked to load as {config.strategy!r}"
             )
-        buf = cls(fields, n_tasks, config, weights=weights)
+        try:
+            buf = cls(fields, n_tasks, config, weights=weights)
+        except ConfigError as exc:
+            raise CheckpointError(f"{str(meta_path)!r}: {exc}") from None
         if buf.parts.tolist() != parts:
             raise CheckpointError(
                 f"buffer capacity {config.capacity} does not match saved {meta['capacity']}"

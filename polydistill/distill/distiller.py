@@ -35,7 +35,7 @@ class DistillerConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     batch_size: int = 512
-    """Rows per update (balanced over tasks)."""
+    """Rows per update (split over tasks evenly, or by their weights; see the buffer)."""
     balance_tasks: bool = True
     """Average the loss per task first, so every teacher weighs the same in a batch."""
     agreement_tol: float = 0.1

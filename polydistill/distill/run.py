@@ -225,11 +225,12 @@ class DaggerRun:
         self.weights = self.task_weights()
         if self.weights is not None:
             check_weights(self.weights, len(tasks))
-            least = min(split_evenly(config.total_steps, config.rounds))
-            if min(split_weighted(least, self.weights)) < 1:
-                raise ConfigError(
-                    f"total_steps ({config.total_steps}) gives a task of weight {min(self.weights):g} "
-                    f"no steps in a round of {least}; raise total_steps or the weight")
+            for size in sorted(set(split_evenly(config.total_steps, config.rounds))):
+                if min(split_weighted(size, self.weights)) < 1:
+                    raise ConfigError(
+                        f"total_steps ({config.total_steps}) gives a task of weight "
+                        f"{min(self.weights):g} no steps in a round of {size}; raise total_steps or "
+                        "the weight")
         self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
                                          seed=config.seed, weights=self.weights)
         self.recorder = None

@@ -58,7 +58,12 @@ class TaskConfig:
     ``name``. Without any, there is one token per embodiment."""
     weight: float = 1.0
     """Relative share of the run: of each round's env steps, of the buffer's rows and of every
-    batch (equal weights: an even split)."""
+    batch's rows (equal weights: an even split). The loss is still averaged per task
+    (``distiller.balance_tasks``): a heavier task is fit on more data, not pulled harder."""
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.weight) and self.weight > 0):
+            raise ConfigError(f"task {self.name!r}: weight must be finite and > 0, got {self.weight}")
 
 
 @dataclass(frozen=True)
