@@ -72,6 +72,7 @@ import gymnasium as gym
 import numpy as np
 
 from polydistill.errors import ConfigError
+from polydistill.weights import check_weight
 
 __all__ = ["TaskSpec", "SUITES", "DEFAULT_SUITE", "get_suite", "list_parallel_envs", "list_suites",
            "make_parallel", "register_envs", "make_body", "body_descriptor", "list_families"]
@@ -106,8 +107,7 @@ class TaskSpec:
     heavier task is fit on more data, not pulled harder."""
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.weight) and self.weight > 0):
-            raise ConfigError(f"task {self.name!r}: weight must be finite and > 0, got {self.weight}")
+        check_weight(self.name, self.weight)
 
     @property
     def teacher_name(self) -> str:

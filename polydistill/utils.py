@@ -9,13 +9,14 @@ import random
 import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from polydistill.weights import split_evenly, split_weighted
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -112,27 +113,6 @@ def shipped_path(raw: str | Path) -> Path:
         return path
     parts = path.parts[1:] if path.parts[:1] == ("agents",) else path.parts
     return agents_dir().joinpath(*parts)
-
-
-def split_evenly(total: int, parts: int) -> list[int]:
-    """``total`` split into ``parts`` integers differing by at most one (earlier parts larger)."""
-    return [total // parts + (i < total % parts) for i in range(parts)]
-
-
-def split_weighted(total: int, weights: Sequence[float]) -> list[int]:
-    """``total`` split into integers in proportion to ``weights``.
-
-    The largest remainders round up (earlier parts first on ties); equal weights give
-    :func:`split_evenly` exactly.
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    if np.all(w == w[0]):
-        return split_evenly(total, len(w))
-    share = total * w / w.sum()
-    out = np.floor(share).astype(np.int64)
-    rest = int(total - out.sum())
-    out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
-    return [int(x) for x in out]
 
 
 def spawn_seeds(seed: int, n: int) -> list[int]:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from polydistill.errors import CheckpointError, ConfigError, ObservationError
+from polydistill.weights import check_weights, equal_weights
 
 __all__ = ["BufferConfig", "FieldSpec", "DistillationBuffer", "LOGIT_PAD"]
 
@@ -103,7 +104,7 @@ class DistillationBuffer:
         self.fields = dict(fields)
         self.n_tasks = n_tasks
         self.weights = check_weights(weights, n_tasks)
-        self.uniform = bool(np.all(self.weights == self.weights[0]))
+        self.uniform = equal_weights(self.weights)
         """Every task has the same share (the sampler then splits a batch evenly)."""
         if self.uniform:
             self.parts = np.full(n_tasks, self.config.capacity // n_tasks, dtype=np.int64)
@@ -380,22 +381,6 @@ class DistillationBuffer:
         buf.seen = np.asarray(state["seen"], dtype=np.int64)
         buf.rng.bit_generator.state = state["rng"]
         return buf
-
-
-def check_weights(weights: Sequence[float] | None, n_tasks: int) -> np.ndarray:
-    """Per-task weights as a float64 array (all ones for ``None``).
-
-    Raises:
-        ConfigError: if there is not one weight per task, or one is not finite and > 0.
-    """
-    if weights is None:
-        return np.ones(n_tasks)
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n_tasks,):
-        raise ConfigError(f"expected one weight per task ({n_tasks}), got {list(weights)}")
-    if not (np.all(np.isfinite(w)) and np.all(w > 0)):
-        raise ConfigError(f"task weights must be finite and > 0, got {w.tolist()}")
-    return w
 
 
 def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from polydistill.buffer import BufferConfig, DistillationBuffer, FieldSpec
-from polydistill.buffer.storage import check_weights
 from polydistill.collect.collector import Collector
 from polydistill.collect.rollout import RolloutTask
 from polydistill.config import from_dict, override, to_dict
@@ -223,16 +222,16 @@ class DaggerRun:
             raise ConfigError(f"total_steps ({config.total_steps}) must be at least rounds x tasks "
                               f"({config.rounds} x {len(tasks)})")
         self.weights = self.task_weights()
+        # The buffer checks the weights (one per task, finite, > 0) before any round uses them.
+        self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
+                                         seed=config.seed, weights=self.weights)
         if self.weights is not None:
-            check_weights(self.weights, len(tasks))
             for size in sorted(set(split_evenly(config.total_steps, config.rounds))):
                 if min(split_weighted(size, self.weights)) < 1:
                     raise ConfigError(
                         f"total_steps ({config.total_steps}) gives a task of weight "
                         f"{min(self.weights):g} no steps in a round of {size}; raise total_steps or "
                         "the weight")
-        self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
-                                         seed=config.seed, weights=self.weights)
         self.recorder = None
         if config.record_dataset:
             from polydistill.datasets.recorder import DATASET_DIR, DatasetRecorder

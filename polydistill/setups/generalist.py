@@ -30,6 +30,7 @@ from polydistill.setups.morphology import family_member_teacher
 from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student, student_for
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
+from polydistill.weights import check_weight, equal_weights
 
 __all__ = ["TaskConfig", "GeneralistConfig", "GeneralistRun", "GeneralistAdapter", "default_teachers_dir",
            "generalist_fields"]
@@ -62,8 +63,7 @@ class TaskConfig:
     (``distiller.balance_tasks``): a heavier task is fit on more data, not pulled harder."""
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.weight) and self.weight > 0):
-            raise ConfigError(f"task {self.name!r}: weight must be finite and > 0, got {self.weight}")
+        check_weight(self.name, self.weight)
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ class GeneralistRun(DaggerRun):
     def task_weights(self) -> list[float] | None:
         """The tasks' weights, or ``None`` where all are equal (an even split)."""
         weights = [float(t.weight) for t in self.tasks]
-        return None if len(set(weights)) == 1 else weights
+        return None if equal_weights(weights) else weights
 
     def teacher_kinds(self) -> dict[str, str]:
         """Each teacher's distribution on its env's first observation."""

@@ -1,0 +1,67 @@
+"""Task weights: one check and one "all equal" test shared by tasks, runs and buffers.
+
+numpy only, so ``polydistill.envs`` (the suites' ``TaskSpec``) can use it without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from polydistill.errors import ConfigError
+
+__all__ = ["check_weight", "check_weights", "equal_weights", "split_evenly", "split_weighted"]
+
+
+def check_weight(task: str, weight: float) -> None:
+    """Raise unless one task's weight is finite and > 0.
+
+    Raises:
+        ConfigError: naming the task and the weight it got.
+    """
+    if not (np.isfinite(weight) and weight > 0):
+        raise ConfigError(f"task {task!r}: weight must be finite and > 0, got {weight}")
+
+
+def check_weights(weights: Sequence[float] | None, n_tasks: int) -> np.ndarray:
+    """Per-task weights as a float64 array (all ones for ``None``).
+
+    Raises:
+        ConfigError: if there is not one weight per task, or one is not finite and > 0.
+    """
+    if weights is None:
+        return np.ones(n_tasks)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_tasks,):
+        raise ConfigError(f"expected one weight per task ({n_tasks}), got {list(weights)}")
+    if not (np.all(np.isfinite(w)) and np.all(w > 0)):
+        raise ConfigError(f"task weights must be finite and > 0, got {w.tolist()}")
+    return w
+
+
+def equal_weights(weights: Sequence[float] | np.ndarray) -> bool:
+    """Whether every weight equals the first (an even split; also true for one task)."""
+    w = np.asarray(weights, dtype=np.float64)
+    return bool(np.all(w == w[0]))
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one (earlier parts larger)."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def split_weighted(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` split into integers in proportion to ``weights``.
+
+    The largest remainders round up (earlier parts first on ties); equal weights give
+    :func:`split_evenly` exactly.
+    """
+    if equal_weights(weights):
+        return split_evenly(total, len(weights))
+    w = np.asarray(weights, dtype=np.float64)
+    share = total * w / w.sum()
+    out = np.floor(share).astype(np.int64)
+    rest = int(total - out.sum())
+    out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
+    return [int(x) for x in out]
