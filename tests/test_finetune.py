@@ -284,7 +284,8 @@ def test_finetune_benchmark_reports_every_column_within_the_budget(tmp_path: Pat
         for key in ("teacher_return", "distilled_ratio", "finetuned_ratio", "finetuned_ratio_std"):
             assert np.isfinite(t[key]), (t["name"], key)
         assert 0 < t["finetune_steps"] <= rep["budget_fraction"] * t["specialist_steps"]
-        done = json.loads((tmp_path / "r-runs" / f"ft-{t['name']}-seed0" / "finetune.json").read_text())
+        done = json.loads((tmp_path / "r-runs" / rep["suite"] / f"ft-{t['name']}-seed0" / "finetune.json")
+                          .read_text())
         assert done["steps"] <= t["finetune_steps"]  # whole rollouts, never past the budget
     assert np.isfinite(by["swimmer"]["scratch_ratio"]) and by["swimmer-long"]["scratch_ratio"] is None
     assert set(by["swimmer"]["ablations"]) == {"no_regularizer", "no_warmup"}

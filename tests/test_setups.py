@@ -83,9 +83,10 @@ def test_an_unknown_setup_or_benchmark_lists_the_registered_ones(tmp_path: Path,
     (["generalist", "--bc-seeds", "1"], "--bc-seeds applies to the metaworld benchmark, not 'generalist'"),
     (["metaworld", "--seeds", "2", "--bc-seeds", "3"], "--bc-seeds must be in [1, --seeds=2], got 3"),
     (["metaworld", "--bc-seeds", "0"], "--bc-seeds must be in [1, --seeds=3], got 0"),
-    (["finetune", "--suite", "locomotion"],
-     "--suite applies to the metaworld and generalist benchmarks, not 'finetune'"),
+    (["morphology", "--suite", "locomotion"],
+     "--suite applies to the metaworld, generalist and finetune benchmarks, not 'morphology'"),
     (["generalist", "--suite", "nope"], "unknown suite 'nope'"),
+    (["finetune", "--suite", "nope"], "unknown suite 'nope'"),
 ])
 def test_benchmark_flags_are_checked_before_any_cell_runs(args: list[str], message: str,
                                                          capsys: pytest.CaptureFixture) -> None:

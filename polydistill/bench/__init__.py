@@ -40,8 +40,8 @@ class BenchOptions:
     workers: int = 0
     """Benchmark cells run in this many processes (0: one per CPU core)."""
     suite: str | None = None
-    """Benchmarks with several suites (``metaworld``: ``mt10`` or ``mt50``; ``generalist``: a suite
-    of ``polydistill.envs``, default the quickstart's)."""
+    """Benchmarks with several suites (``metaworld``: ``mt10`` or ``mt50``; ``generalist`` and
+    ``finetune``: a suite of ``polydistill.envs``, default the quickstart's)."""
     students: tuple[str, ...] | None = None
     """``metaworld``: only these students (architectures, and ``bc``); ``morphology``: only these
     student kinds."""
@@ -75,8 +75,9 @@ def run_benchmark(name: str, options: BenchOptions) -> dict[str, Any]:
     target = OTHER_BENCHMARKS.get(name) or (get_setup(name).benchmark if name in list_setups() else None)
     if target is None:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(list_benchmarks())}")
-    if options.suite is not None and name not in ("metaworld", "generalist"):
-        raise ConfigError(f"--suite applies to the metaworld and generalist benchmarks, not {name!r}")
+    if options.suite is not None and name not in ("metaworld", "generalist", "finetune"):
+        raise ConfigError("--suite applies to the metaworld, generalist and finetune benchmarks, "
+                          f"not {name!r}")
     if options.bc_seeds is not None:
         if name != "metaworld":
             raise ConfigError(f"--bc-seeds applies to the metaworld benchmark, not {name!r}")

@@ -1,13 +1,13 @@
 """``benchmark finetune``: RL fine-tuning of the distilled generalist, against its teachers.
 
-Per seed, the ``locomotion`` suite (:data:`SUITE`) is distilled once with the quickstart's recipe
-at its 450,000-step budget (:data:`DISTILL_SETS`; the distilled student); then every task of the
-suite is fine-tuned on its own from that student with
-``agents/finetune.yaml`` and an RL budget of :data:`BUDGET_FRACTION` of the env steps its
-specialist trained for (its manifest's ``n_timesteps``). Beside them, on each training task,
-PPO from scratch with the specialist's own recipe and the same budget. Every policy is
-evaluated on the same seeds (100,000+); ratios are over the task's specialist (the teacher of a
-training task, the yardstick of a held-out one).
+Per seed, a suite (``--suite``, default the quickstart's :data:`polydistill.envs.DEFAULT_SUITE`)
+is distilled once with the quickstart's recipe (changed by :data:`DISTILL_SETS` for a suite
+listed there; the distilled student); then every task of the suite is fine-tuned on its own
+from that student with ``agents/finetune.yaml`` and an RL budget of :data:`BUDGET_FRACTION` of
+the env steps its specialist trained for (its manifest's ``n_timesteps``). Beside them, on each
+training task, PPO from scratch with the specialist's own recipe and the same budget. Every
+policy is evaluated on the same seeds (100,000+); ratios are over the task's specialist (the
+teacher of a training task, the yardstick of a held-out one).
 
 Ablations (seed 0, training tasks): the recipe without the kickstarting regulariser
 (``regularizer.coef=0``) and without the critic warm-up (``critic_warmup_steps=0``).
@@ -28,21 +28,20 @@ import numpy as np
 from polydistill.bench import BenchOptions
 from polydistill.bench.stats import effective_workers, finish_report, run_cells
 from polydistill.config import override
+from polydistill.envs import DEFAULT_SUITE, get_suite
 from polydistill.errors import ConfigError
 from polydistill.evaluation.report import EvalTask, evaluate_student, suite_eval_tasks
 
-__all__ = ["run", "BUDGET_FRACTION", "ABLATIONS", "SUITE", "DISTILL_SETS"]
+__all__ = ["run", "BUDGET_FRACTION", "ABLATIONS", "DISTILL_SETS"]
 
 log = logging.getLogger(__name__)
 
-SUITE = "locomotion"
-"""The suite distilled and fine-tuned: the quickstart's default until the ``locomotion-sizes``
-switch. The committed cells (``benchmarks/cells/finetune``) were measured on it; their keys name
-neither the suite nor the recipe, so it stays fixed here until the benchmark is rerun on the new
-default."""
-DISTILL_SETS: dict[str, Any] = {"suite": SUITE, "total_steps": 450_000, "buffer.capacity": 450_000,
-                                "updates_per_step": 0.1}
-"""Changes to ``agents/distill.yaml`` that give the recipe the committed cells were distilled with."""
+DISTILL_SETS: dict[str, dict[str, Any]] = {
+    "locomotion": {"total_steps": 450_000, "buffer.capacity": 450_000, "updates_per_step": 0.1},
+}
+"""Per suite, the changes to ``agents/distill.yaml`` its distilled students are made with (a suite
+not listed: the recipe as shipped). ``locomotion``, the default before ``locomotion-sizes``, keeps
+the quickstart's recipe of then, which its committed cells were measured with."""
 BUDGET_FRACTION = 0.1
 """Fine-tuning (and scratch PPO) env steps per task, as a fraction of its specialist's."""
 EVAL_SEED = 100_000
@@ -64,16 +63,16 @@ def _budget(task: EvalTask, fraction: float) -> tuple[int, int]:
     return steps, max(1, int(round(fraction * steps)))
 
 
-def _distill_cell(seed: int, teachers: str, out: str, steps: int | None,
-                  progress_bar: bool) -> dict[str, Any]:
-    """Distil :data:`SUITE` (the quickstart's recipe, :data:`DISTILL_SETS`); save the student to ``out``."""
+def _distill_cell(seed: int, teachers: str, out: str, steps: int | None, progress_bar: bool,
+                  suite: str, recipe_sets: dict[str, Any]) -> dict[str, Any]:
+    """Distil ``suite`` (the quickstart's recipe with ``recipe_sets``); save the student to ``out``."""
     import torch
 
     from polydistill.quickstart import default_distill_config
     from polydistill.setups.generalist import GeneralistRun
 
     torch.set_num_threads(1)
-    sets: dict[str, Any] = {**DISTILL_SETS, "seed": seed, "teachers_dir": teachers}
+    sets: dict[str, Any] = {**recipe_sets, "suite": suite, "seed": seed, "teachers_dir": teachers}
     if steps is not None:
         sets["total_steps"] = int(steps)
     t0 = time.perf_counter()
@@ -168,7 +167,9 @@ def run(options: BenchOptions) -> dict[str, Any]:
     from polydistill.setups.generalist import default_teachers_dir
 
     teachers = options.teachers_dir or str(default_teachers_dir())
-    tasks = suite_eval_tasks(SUITE, teachers)
+    suite = options.suite or DEFAULT_SUITE
+    get_suite(suite)  # an unknown name fails here, before any cell runs
+    tasks = suite_eval_tasks(suite, teachers)
     if options.envs:
         bad = sorted(set(options.envs) - {t.name for t in tasks})
         if bad:
@@ -179,7 +180,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
     distill_steps = 3000 if options.quick and options.steps is None else options.steps
     # students and PPO runs: beside the cells (they outlive the run with them) or beside the report
     out = Path(options.out)
-    work = Path(options.cells_dir) / "runs" if options.cells_dir else out.with_name(out.stem + "-runs")
+    work = (Path(options.cells_dir) / "runs" if options.cells_dir
+            else out.with_name(out.stem + "-runs")) / suite
     budgets = {t.name: _budget(t, fraction) for t in tasks}
     quick_sets: dict[str, Any] = ({"n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 2,
                                    "critic_warmup_steps": 256, "eval_every": 512, "eval_episodes": 1,
@@ -187,8 +189,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
 
     # Stage 1: one distilled student per seed (the fine-tuning runs start from it).
     students = {s: str(work / f"distilled-seed{s}") for s in range(options.seeds)}
-    jobs = [("distilled", s, "distill", "distill", s, teachers, students[s], distill_steps, False)
-            for s in range(options.seeds)]
+    jobs = [("distilled", s, "distill", "distill", s, teachers, students[s], distill_steps, False, suite,
+             DISTILL_SETS.get(suite, {})) for s in range(options.seeds)]
     stage1 = run_cells(jobs, _dispatch, options.workers, "distil", options.progress_bar,
                        Path(options.cells_dir) / "distill" if options.cells_dir else None)
     # Stage 2: teachers, fine-tuning (every task x seed, ablations on seed 0), scratch PPO.
@@ -256,7 +258,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
         "train_tasks_at_or_above_1.05": sum(r["finetuned_ratio"] >= 1.05 for r in train),
         "heldout_min_finetuned_ratio": min((r["finetuned_ratio"] for r in held), default=None),
     }
-    report = {"setup": "finetune", "suite": SUITE, "seeds": options.seeds, "budget_fraction": fraction,
+    report = {"setup": "finetune", "suite": suite, "seeds": options.seeds, "budget_fraction": fraction,
               "tasks": rows, "summary": summary,
               "distill_seconds": float(np.mean([stage1[("distilled", s, "distill")]["seconds"]
                                                 for s in range(options.seeds)])),

@@ -564,7 +564,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quickstart", help="the whole pipeline on the default suite (~5 min)")
+    p = sub.add_parser("quickstart", help="the whole pipeline on the default suite (~15 min on 2 CPU cores)")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--train-teachers", action="store_true",
                    help="train the specialists from scratch instead of loading the shipped ones "
@@ -634,7 +634,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="tiny budgets (checks every path runs; figures only indicative)")
     p.add_argument("--workers", type=int, default=0,
                    help="benchmark cells run in this many processes (0: one per CPU core)")
-    p.add_argument("--suite", default=None, help="metaworld: mt10 (default) or mt50")
+    p.add_argument("--suite", default=None,
+                   help="metaworld: mt10 (default) or mt50; generalist, finetune: a suite of "
+                        "polydistill.envs (default: the quickstart's)")
     p.add_argument("--students", nargs="+", default=None,
                    help="metaworld: only these students (dense, multihead, moe, bc); morphology: only "
                         "these kinds (token, descriptor, history, joints)")
