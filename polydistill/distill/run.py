@@ -45,6 +45,7 @@ from polydistill.utils import (
     split_evenly,
     split_weighted,
 )
+from polydistill.weights import check_weights
 
 __all__ = ["BetaSchedule", "RunConfig", "DaggerRun", "check_same_config"]
 
@@ -222,16 +223,17 @@ class DaggerRun:
             raise ConfigError(f"total_steps ({config.total_steps}) must be at least rounds x tasks "
                               f"({config.rounds} x {len(tasks)})")
         self.weights = self.task_weights()
-        # The buffer checks the weights (one per task, finite, > 0) before any round uses them.
-        self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
-                                         seed=config.seed, weights=self.weights)
         if self.weights is not None:
+            # first the rounds (a task left with no steps says more than the buffer's rows would)
+            check_weights(self.weights, len(tasks))
             for size in sorted(set(split_evenly(config.total_steps, config.rounds))):
                 if min(split_weighted(size, self.weights)) < 1:
                     raise ConfigError(
                         f"total_steps ({config.total_steps}) gives a task of weight "
                         f"{min(self.weights):g} no steps in a round of {size}; raise total_steps or "
                         "the weight")
+        self.buffer = DistillationBuffer(self.buffer_fields(), len(tasks), self.buffer_config(),
+                                         seed=config.seed, weights=self.weights)
         self.recorder = None
         if config.record_dataset:
             from polydistill.datasets.recorder import DATASET_DIR, DatasetRecorder
