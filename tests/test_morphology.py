@@ -238,6 +238,48 @@ def test_history_rows_hold_the_executed_past() -> None:
     run.close()
 
 
+def test_history_aux_head_learns_the_descriptor_and_round_trips(tmp_path) -> None:
+    """history_aux > 0: the latent regresses the body descriptor beside the distillation loss."""
+    from polydistill.distill.distiller import Distiller
+
+    cfg = _config("history", total_steps=1200, rounds=2,
+                  student=StudentConfig(hidden=(32, 32), kind="history", history=3, history_aux=1.0))
+    run = MorphologyRun(cfg, teacher=_teacher("swimmer"), progress_bar=False)
+    run.learn()
+    s = run.student
+    assert s.body_head is not None and s.body_head.out_features == s.spec.n_desc
+    batch = run.buffer.sample(256)
+    aux0 = float(s.auxiliary_loss(_forward(s, batch)) or 0)
+    fresh = Distiller(s, DistillerConfig(batch_size=256, lr=3e-3))
+    for _ in range(150):
+        info = fresh.update(batch)
+    assert info["distill/aux_loss"] < 0.5 * aux0, (aux0, info)
+    assert info["distill/aux_loss"] == pytest.approx(float(s.auxiliary_loss(_forward(s, batch))), rel=0.2)
+    # acting never needs the descriptor, and the head travels with the checkpoint
+    live = DeployedStudent(s.eval(), {"setup": "morphology"})
+    loaded = load_student(save_student(tmp_path / "s", s))
+    assert loaded.student.body_head is not None
+    obs, _ = _obs("swimmer-train-00", 4)
+    np.testing.assert_array_equal(_episode(loaded, "history", obs), _episode(live, "history", obs))
+    run.close()
+
+
+def test_history_aux_off_adds_nothing() -> None:
+    s = _student("history")
+    assert s.body_head is None and s.auxiliary_loss({}) is None
+    with pytest.raises(ConfigError, match="history_aux must be finite and >= 0"):
+        StudentConfig(kind="history", history_aux=-1.0)
+    # a cell kept before the field existed is found again at its default
+    assert "history_aux" not in json.dumps(_canon_of(_config("history")))
+
+
+def _forward(s, batch):  # noqa: ANN001, ANN202
+    """``batch`` after one forward pass of ``s`` with gradients (what auxiliary_loss reads)."""
+    s.train()
+    s(s.batch_obs(batch), torch.from_numpy(batch["emb"]))
+    return batch
+
+
 def test_morphology_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown"):
         MorphologyRun(_config("token", bodies=("swimmer-train-99",)), teacher=_teacher("swimmer"))

@@ -142,14 +142,25 @@ class Distiller:
         """Loss of the student on ``batch`` (with graph) and its metrics.
 
         With ``metrics=False`` only ``distill/loss`` is reported (cheaper: the agreement and
-        error metrics cost about a fifth of a small network's forward pass).
+        error metrics cost about a fifth of a small network's forward pass). A student with an
+        auxiliary loss (:meth:`Student.auxiliary_loss`) adds it to the returned loss and reports
+        it as ``distill/aux_loss``; ``distill/loss`` stays the distillation term alone.
         """
         obs, emb, lb = self._tensors(batch)
         out = self.student(obs, emb)
-        per_sample = self.loss(out, lb, progress)  # (B,)
+        loss = self._distill_loss(self.loss(out, lb, progress), batch, lb)
+        info = self._metrics(out, emb, lb, loss, metrics)
+        aux = self.student.auxiliary_loss(batch)
+        if aux is not None:
+            loss = loss + aux
+            info["distill/aux_loss"] = aux.item()
+        return loss, info
+
+    def _distill_loss(self, per_sample: torch.Tensor, batch: dict[str, np.ndarray], lb: LossBatch
+                      ) -> torch.Tensor:
+        """The loss's per-row (or per-step) values reduced to one scalar (tasks balanced)."""
         if per_sample.ndim == 1:  # one fused weighted sum (profiled: the generic path cost 5%)
-            loss = (per_sample * self._row_weights(batch)).sum()
-            return loss, self._metrics(out, emb, lb, loss, metrics)
+            return (per_sample * self._row_weights(batch)).sum()
         if self.config.balance_tasks and not self.student.discrete:
             # per action dimension, so a 6-dof body does not weigh 6x a 1-dof one
             per_sample = per_sample / lb.mask.sum(-1).clamp_min(1)
@@ -162,10 +173,8 @@ class Distiller:
             sums = torch.zeros(n, dtype=per_sample.dtype).index_add_(0, task, per_sample)
             counts = torch.bincount(task, minlength=n).to(per_sample.dtype)
             present = counts > 0
-            loss = (sums[present] / counts[present]).mean()
-        else:
-            loss = per_sample.mean()
-        return loss, self._metrics(out, emb, lb, loss, metrics)
+            return (sums[present] / counts[present]).mean()
+        return per_sample.mean()
 
     @torch.no_grad()
     def _metrics(self, out: Any, emb: torch.Tensor, lb: LossBatch, loss: torch.Tensor,

@@ -9,7 +9,7 @@ export spec, so checkpoints and exports never branch on it. torch + NumPy only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -71,6 +71,10 @@ class StudentConfig:
     every weight). Other setups use their own token and ignore it."""
     history: int = 16
     """``history`` kind: steps of observation-action history the student reads."""
+    history_aux: float = field(default=0.0, metadata={"fingerprint": "if_set"})
+    """``history`` kind: weight of an auxiliary loss that asks the history's latent to predict
+    the body descriptor (known in training, never read when acting: RMA's adaptation module
+    regresses the privileged extrinsics the same way). ``0``: no auxiliary head."""
     joint_width: int = 64
     """``joints`` kind: width of a joint token."""
     joint_layers: int = 2
@@ -98,6 +102,8 @@ class StudentConfig:
         if self.kind not in ("token", "descriptor", "history", "joints"):
             raise ConfigError(f"StudentConfig.kind: expected token, descriptor, history or joints, "
                               f"got {self.kind!r}")
+        if not (np.isfinite(self.history_aux) and self.history_aux >= 0):
+            raise ConfigError(f"StudentConfig.history_aux must be finite and >= 0, got {self.history_aux}")
         for name in ("history", "joint_width", "joint_layers", "joint_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"StudentConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -230,6 +236,15 @@ class Student(nn.Module):
     def batch_obs(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
         """The student's input from a buffer batch."""
         return torch.from_numpy(np.ascontiguousarray(batch["obs"]))
+
+    def auxiliary_loss(self, batch: dict[str, np.ndarray]) -> torch.Tensor | None:
+        """An extra training loss on ``batch``, added to the distillation loss (``None``: none).
+
+        Called by the distiller right after this student's forward pass on the same batch, so
+        a kind may reuse what that pass computed.
+        """
+        del batch
+        return None
 
     def features(self, obs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Trunk features ``(B, H)`` of padded raw observations ``(B, D)`` and token ids ``(B,)``."""

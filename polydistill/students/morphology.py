@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polydistill.config import from_dict
-from polydistill.errors import ConfigError, ObservationError
+from polydistill.errors import ConfigError, ObservationError, TrainingError
 from polydistill.students.base import (
     ACTIVATIONS,
     Student,
@@ -400,6 +400,9 @@ class HistoryStudent(_Morph, GeneralistStudent):
         act = ACTIVATIONS[self.config.activation]
         k, w = self.config.history, self.history_width
         self.encoder = nn.Sequential(nn.Linear(k * w, 128), act(), nn.Linear(128, self.latent), act())
+        # training only: the latent regresses the body descriptor (StudentConfig.history_aux)
+        self.body_head = nn.Linear(self.latent, spec.n_desc) if self.config.history_aux > 0 else None
+        self._latent: torch.Tensor | None = None
 
     @property
     def history_width(self) -> int:
@@ -418,7 +421,22 @@ class HistoryStudent(_Morph, GeneralistStudent):
         past = self.normalize(h[..., :d].reshape(b * k, d), emb.repeat_interleave(k)).reshape(b, k, d)
         valid = h[..., -1:]
         z = self.encoder(torch.cat([past * valid, h[..., d:]], dim=-1).reshape(b, -1))
+        self._latent = z if self.body_head is not None and torch.is_grad_enabled() else None
         return self.trunk(torch.cat([self.normalize(x, emb), self.token_codes[emb].to(x.dtype), z], dim=-1))
+
+    def auxiliary_loss(self, batch: dict[str, np.ndarray]) -> torch.Tensor | None:
+        """``history_aux`` x the mean squared error of the latent's descriptor prediction.
+
+        Raises:
+            TrainingError: if called without a forward pass on this batch (with gradients) first.
+        """
+        if self.body_head is None:
+            return None
+        z, self._latent = self._latent, None
+        if z is None:
+            raise TrainingError("auxiliary_loss needs this student's forward pass on the batch first")
+        target = torch.from_numpy(np.ascontiguousarray(batch["body"])).to(z.dtype)
+        return self.config.history_aux * (self.body_head(z) - target).pow(2).mean()
 
     def initial_state(self, n: int) -> torch.Tensor:
         """An empty history for ``n`` episodes."""
