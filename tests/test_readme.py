@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from polydistill.envs import DEFAULT_SUITE, get_suite
 from polydistill.setups.generalist import GeneralistConfig, GeneralistRun, TaskConfig, default_teachers_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,10 @@ def test_deploy_a_student_examples_run(tmp_path: Path) -> None:
     blocks = _section_code("Deploy a student")
     assert len(blocks) == 2, "expected the load/predict and the export examples"
     assert len(blocks[0].strip().splitlines()) <= 12
-    task = TaskConfig("hopper", "polydistill/Hopper-v0", str(default_teachers_dir() / "hopper"), "hopper")
+    # the default suite's hopper, as the quickstart student drives it (13 observations)
+    spec = next(t for t in get_suite(DEFAULT_SUITE) if t.name == "hopper")
+    task = TaskConfig("hopper", spec.env_id, str(default_teachers_dir() / spec.teacher_name), "hopper",
+                      dict(spec.kwargs))
     cfg = GeneralistConfig(tasks=(task,), total_steps=400, rounds=1, n_envs=2)
     trainer = GeneralistRun(cfg, progress_bar=False)
     trainer.learn()

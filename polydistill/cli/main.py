@@ -568,7 +568,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--train-teachers", action="store_true",
                    help="train the specialists from scratch instead of loading the shipped ones "
-                        "(about 1 h on 2 cores)")
+                        "(about 3.5 h on 2 cores)")
     p.add_argument("--steps", type=float, default=None, help="env steps of distillation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
@@ -620,8 +620,8 @@ def _rows(tasks: list[dict[str, Any]]) -> list[Any]:
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measured benchmarks: a setup's, or perf (see scripts/benchmark.py)")
-    p.add_argument("name", help="generalist, vision, caml (any registered setup with a benchmark), "
-                                "metaworld or perf")
+    p.add_argument("name", help="generalist, vision, caml, morphology (a registered setup with a "
+                                "benchmark), metaworld, mamujoco, finetune or perf")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="results.json")
     p.add_argument("--steps", type=float, default=None, help="labelled steps of distillation per run")
