@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -563,32 +564,44 @@ def test_train_env_kwargs_reach_the_training_envs_and_not_the_evaluations(
     assert len(calls) >= 2 and all(kw == {"g": 9.0} for _, kw in calls[1:])  # periodic and final evaluations
 
 
+def _killed_after_checkpoints(monkeypatch: pytest.MonkeyPatch, n: int, env_id: str, out: Path, recipe: Any,
+                              checkpoint_every: int) -> list[int]:
+    """Train until the ``n``-th checkpoint is written, then die there (KeyboardInterrupt).
+
+    Returns the steps of the checkpoints written; checkpointing works as before afterwards.
+    """
+    import polydistill.teachers.train as train
+
+    real, saved = train._save_checkpoint, []
+
+    def crash_after_n(model, out, state):  # noqa: ANN001, ANN202
+        real(model, out, state)
+        saved.append(state["num_timesteps"])
+        if len(saved) == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", crash_after_n)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_teacher(env_id, out, recipe, progress_bar=False, checkpoint_every=checkpoint_every)
+    monkeypatch.setattr(train, "_save_checkpoint", real)
+    return saved
+
+
 def test_a_killed_sac_teacher_resumes_from_its_checkpoint(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     from stable_baselines3 import SAC
 
-    import polydistill.teachers.train as train
     from polydistill.teachers.train import TeacherRecipe, train_teacher
 
     recipe = TeacherRecipe(algo="sac", n_timesteps=600, n_envs=1, normalize=False, eval_freq=200,
                            n_eval_episodes=1, final_eval_episodes=1, policy_kwargs={"net_arch": [8]},
                            hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000})
-    real, saved = train._save_checkpoint, []
-
-    def crash_after_two(model, out, state):  # noqa: ANN001, ANN202
-        real(model, out, state)
-        saved.append(state["num_timesteps"])
-        if len(saved) == 2:
-            raise KeyboardInterrupt  # the run dies right after its step-400 checkpoint
-
-    monkeypatch.setattr(train, "_save_checkpoint", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=200)
+    # the run dies right after its step-400 checkpoint
+    saved = _killed_after_checkpoints(monkeypatch, 2, "Pendulum-v1", tmp_path, recipe, checkpoint_every=200)
     assert saved == [200, 400] and not (tmp_path / "manifest.json").exists()
     assert (tmp_path / "checkpoint" / "best" / "model.zip").is_file()
-    monkeypatch.setattr(train, "_save_checkpoint", real)
     # a kill between the two renames that replace a checkpoint leaves only checkpoint.old/
     (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")
     (tmp_path / "best" / "newer.txt").write_text("written after the checkpoint")
@@ -647,7 +660,6 @@ def test_a_resumed_n_step_buffer_does_not_run_returns_across_the_resume(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stable_baselines3 import SAC
 
-    import polydistill.teachers.train as train
     from polydistill.teachers.train import TeacherRecipe, train_teacher
 
     # SB3's n-step returns; checkpoint at step 150, in the middle of a 200-step Pendulum episode
@@ -655,16 +667,7 @@ def test_a_resumed_n_step_buffer_does_not_run_returns_across_the_resume(
                            final_eval_episodes=1, policy_kwargs={"net_arch": [8]},
                            hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000,
                                         "n_steps": 3})
-    real = train._save_checkpoint
-
-    def crash(model, out, state):  # noqa: ANN001, ANN202
-        real(model, out, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "_save_checkpoint", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=150)
-    monkeypatch.setattr(train, "_save_checkpoint", real)
+    _killed_after_checkpoints(monkeypatch, 1, "Pendulum-v1", tmp_path, recipe, checkpoint_every=150)
     m = train_teacher("Pendulum-v1", tmp_path, recipe, progress_bar=False, checkpoint_every=150, resume=True)
     assert m["resumed_at"] == [150] and m["n_timesteps"] == 300  # n_steps=3 is no rollout: no slack
     model = SAC.load(tmp_path / "model.zip", device="cpu")
