@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -93,6 +94,26 @@ def test_export_then_import_gives_the_recorded_rows(recorded, tmp_path: Path, pe
     assert back.tasks[0].env_kwargs == {"max_episode_steps": 12}
     assert back.run["config"]["record_dataset"] is True and back.run["setup"] == "generalist"
     assert "polydistill" in back.run["versions"]
+
+
+def test_a_weighted_run_s_dataset_keeps_its_weights_and_every_row(tmp_path: Path) -> None:
+    from polydistill.datasets.offline import DatasetConfig, OfflineRun
+
+    hop, pend = _config().tasks
+    cfg = _config(tasks=(dataclasses.replace(hop, weight=3.0), pend), total_steps=800, rounds=2)
+    run = GeneralistRun(cfg, teachers=_teachers(), progress_bar=False, run_dir=tmp_path / "run")
+    run.learn()
+    run.close()
+    export_run(tmp_path / "run", tmp_path / "ds", progress_bar=False)
+    data = load_dataset(tmp_path / "ds", progress_bar=False)
+    assert [t.weight for t in data.tasks] == [3.0, 1.0]
+    assert [len(r["emb"]) for r in data.rows] == [600, 200]  # 800 steps split 3:1
+    bc = OfflineRun(DatasetConfig(dataset=str(tmp_path / "ds"), bc_updates=10,
+                                  student=StudentConfig(hidden=(16,))), data=data, progress_bar=False)
+    assert bc.buffer.weights.tolist() == [3.0, 1.0]
+    assert bc.buffer.seen.tolist() == [600, 200] and len(bc.buffer) == 800  # no row dropped
+    assert np.bincount(bc.buffer.sample(64)["task"]).tolist() == [48, 16]
+    assert [t.weight for t in bc.tasks] == [3.0, 1.0]
 
 
 def test_recorded_rows_are_the_buffer_rows(recorded) -> None:

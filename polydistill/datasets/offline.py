@@ -49,6 +49,7 @@ from polydistill.setups.generalist import (
 from polydistill.students import Student, student_for
 from polydistill.teachers import Teacher
 from polydistill.utils import make_env, seed_everything
+from polydistill.weights import equal_weights
 
 __all__ = ["DatasetConfig", "OfflineRun", "DatasetRun", "make_dataset_run", "dataset_config",
            "behaviour_cloning_updates"]
@@ -140,7 +141,8 @@ def dataset_tasks(config: DatasetConfig, data: DatasetRows) -> tuple[TaskConfig,
         raise ConfigError(f"--env-id / --teacher apply to a single-task dataset; this one has tasks "
                           f"{[t.name for t in tasks]}")
     return tuple(TaskConfig(t.name, config.env_id or t.env_id or "", config.teacher or t.teacher or "",
-                            t.embodiment, dict(t.env_kwargs) if not config.env_id else {}, t.task)
+                            t.embodiment, dict(t.env_kwargs) if not config.env_id else {}, t.task,
+                            weight=t.weight)
                  for t in tasks)
 
 
@@ -164,8 +166,23 @@ def check_env_spaces(data: DatasetRows, tasks: tuple[TaskConfig, ...]) -> None:
                                      f"{got}")
 
 
+def dataset_weights(data: DatasetRows) -> list[float] | None:
+    """The tasks' weights as the recording run had them (``None`` where all are equal)."""
+    weights = [t.weight for t in data.tasks]
+    return None if equal_weights(weights) else weights
+
+
 def _buffer_config(config: DatasetConfig, data: DatasetRows) -> BufferConfig:
-    need = len(data.tasks) * max(len(r["emb"]) for r in data.rows)
+    """The config's buffer, with a capacity whose partitions hold every task's rows."""
+    rows = np.array([len(r["emb"]) for r in data.rows], dtype=np.int64)
+    weights = dataset_weights(data)
+    if weights is None:
+        need = len(data.tasks) * int(rows.max())
+    else:  # partition i holds floor(capacity * w_i / sum(w)) rows (DistillationBuffer)
+        w = np.asarray(weights, dtype=np.float64)
+        need = int(np.ceil((rows * w.sum() / w).max()))
+        while np.any(np.floor(need * w / w.sum()) < rows):
+            need += 1
     if need > config.buffer.capacity:
         log.info("buffer capacity raised from %d to %d to hold every dataset row", config.buffer.capacity,
                  need)
@@ -257,7 +274,7 @@ class OfflineRun:
         self.distiller = Distiller(self.student, config.distiller)
         fields = generalist_fields(data.table, self.distiller.loss.needs_distribution)
         self.buffer = DistillationBuffer(fields, len(data.tasks), _buffer_config(config, data),
-                                         seed=config.seed)
+                                         seed=config.seed, weights=dataset_weights(data))
         _fill(self.buffer, self.student, data)
         self.updates = behaviour_cloning_updates(config, data.n_rows)
         self.writer = None

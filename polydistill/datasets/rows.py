@@ -19,6 +19,7 @@ import numpy as np
 from polydistill.buffer import LOGIT_PAD, FieldSpec
 from polydistill.errors import ConfigError, ObservationError
 from polydistill.students import EmbodimentTable
+from polydistill.weights import check_weight
 
 __all__ = ["DatasetTask", "DatasetRows", "RowsBuilder", "recorded_rows", "manifest_table", "run_info",
            "LOGIT_PAD"]
@@ -39,6 +40,8 @@ class DatasetTask:
     """Task token (tables with task tokens)."""
     teacher: str | None = None
     """The teacher that labelled it (None: the labels are the dataset's own actions)."""
+    weight: float = 1.0
+    """The task's weight in the run that recorded it (1 where the dataset does not say)."""
 
 
 @dataclass
@@ -181,8 +184,11 @@ def manifest_table(info: dict[str, Any]) -> tuple[EmbodimentTable, list[DatasetT
     try:
         table = EmbodimentTable.from_json(info["table"]["embodiments"], info["table"].get("tasks"))
         tasks = [DatasetTask(t["name"], int(t["emb_id"]), t["embodiment"], t.get("env_id"),
-                             dict(t.get("env_kwargs") or {}), t.get("task"), t.get("teacher"))
+                             dict(t.get("env_kwargs") or {}), t.get("task"), t.get("teacher"),
+                             float(t.get("weight", 1.0)))
                  for t in sorted(info["tasks"], key=lambda t: int(t["task_id"]))]
+        for t in tasks:
+            check_weight(t.name, t.weight)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"the dataset's task and embodiment table are missing or malformed: "
                           f"{exc!r}") from None
