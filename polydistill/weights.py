@@ -41,9 +41,9 @@ def check_weights(weights: Sequence[float] | None, n_tasks: int) -> np.ndarray:
 
 
 def equal_weights(weights: Sequence[float] | np.ndarray) -> bool:
-    """Whether every weight equals the first (an even split; also true for one task)."""
+    """Whether every weight equals the first (an even split; also true for one task or none)."""
     w = np.asarray(weights, dtype=np.float64)
-    return bool(np.all(w == w[0]))
+    return bool(w.size == 0 or np.all(w == w[0]))
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

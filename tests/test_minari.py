@@ -108,8 +108,11 @@ def test_a_weighted_run_s_dataset_keeps_its_weights_and_every_row(tmp_path: Path
     data = load_dataset(tmp_path / "ds", progress_bar=False)
     assert [t.weight for t in data.tasks] == [3.0, 1.0]
     assert [len(r["emb"]) for r in data.rows] == [600, 200]  # 800 steps split 3:1
-    bc = OfflineRun(DatasetConfig(dataset=str(tmp_path / "ds"), bc_updates=10,
-                                  student=StudentConfig(hidden=(16,))), data=data, progress_bar=False)
+    cfg = DatasetConfig(dataset=str(tmp_path / "ds"), bc_updates=10, buffer=BufferConfig(capacity=8),
+                        student=StudentConfig(hidden=(16,)))
+    bc = OfflineRun(cfg, data=data, progress_bar=False)
+    # the capacity grew to the smallest whose weighted partitions hold every task's rows
+    assert bc.buffer.config.capacity == 800 and bc.buffer.parts.tolist() == [600, 200]
     assert bc.buffer.weights.tolist() == [3.0, 1.0]
     assert bc.buffer.seen.tolist() == [600, 200] and len(bc.buffer) == 800  # no row dropped
     assert np.bincount(bc.buffer.sample(64)["task"]).tolist() == [48, 16]

@@ -14,7 +14,7 @@ from polydistill.buffer import BufferConfig
 from polydistill.deploy.checkpoint import DeployedStudent, load_student, save_student
 from polydistill.distill.distiller import DistillerConfig
 from polydistill.envs.families import body_layout, family_layout, get_family
-from polydistill.errors import ConfigError, ObservationError
+from polydistill.errors import ConfigError, ObservationError, TrainingError
 from polydistill.setups.morphology import MorphologyConfig, MorphologyRun, _family_spec, family_bodies
 from polydistill.students import GeneralistStudent, StudentConfig, morph_student
 from polydistill.students.embodiment import Embodiment, EmbodimentTable
@@ -249,12 +249,21 @@ def test_history_aux_head_learns_the_descriptor_and_round_trips(tmp_path) -> Non
     s = run.student
     assert s.body_head is not None and s.body_head.out_features == s.spec.n_desc
     batch = run.buffer.sample(256)
-    aux0 = float(s.auxiliary_loss(_forward(s, batch)) or 0)
+    aux0 = s.auxiliary_loss(_forward(s, batch))
+    aux0.backward()  # the auxiliary term reaches the history encoder, not only its own head
+    assert s.encoder[0].weight.grad.abs().sum() > 0
+    s.zero_grad()
+    aux0 = float(aux0)
     fresh = Distiller(s, DistillerConfig(batch_size=256, lr=3e-3))
     for _ in range(150):
         info = fresh.update(batch)
     assert info["distill/aux_loss"] < 0.5 * aux0, (aux0, info)
     assert info["distill/aux_loss"] == pytest.approx(float(s.auxiliary_loss(_forward(s, batch))), rel=0.2)
+    # distill/loss is the distillation term alone
+    loss, plain = fresh.compute_loss(batch)
+    assert float(loss) == pytest.approx(plain["distill/loss"] + plain["distill/aux_loss"], rel=1e-5)
+    with pytest.raises(TrainingError, match="forward pass"):
+        s.auxiliary_loss(batch)  # consumed: no second loss from one forward pass
     # acting never needs the descriptor, and the head travels with the checkpoint
     live = DeployedStudent(s.eval(), {"setup": "morphology"})
     loaded = load_student(save_student(tmp_path / "s", s))
@@ -269,6 +278,8 @@ def test_history_aux_off_adds_nothing() -> None:
     assert s.body_head is None and s.auxiliary_loss({}) is None
     with pytest.raises(ConfigError, match="history_aux must be finite and >= 0"):
         StudentConfig(kind="history", history_aux=-1.0)
+    with pytest.raises(ConfigError, match="applies to kind 'history', got kind 'descriptor'"):
+        StudentConfig(kind="descriptor", history_aux=1.0)
     # a cell kept before the field existed is found again at its default
     assert "history_aux" not in json.dumps(_canon_of(_config("history")))
 

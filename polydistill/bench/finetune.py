@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from polydistill.bench import BenchOptions
-from polydistill.bench.stats import effective_workers, finish_report, run_cells
+from polydistill.bench.stats import cell_fingerprint, effective_workers, finish_report, run_cells
 from polydistill.config import override
 from polydistill.envs import DEFAULT_SUITE, get_suite
 from polydistill.errors import ConfigError
@@ -63,20 +63,30 @@ def _budget(task: EvalTask, fraction: float) -> tuple[int, int]:
     return steps, max(1, int(round(fraction * steps)))
 
 
-def _distill_cell(seed: int, teachers: str, out: str, steps: int | None, progress_bar: bool,
-                  suite: str, recipe_sets: dict[str, Any]) -> dict[str, Any]:
-    """Distil ``suite`` (the quickstart's recipe with ``recipe_sets``); save the student to ``out``."""
+def _distill_config(suite: str, seed: int, teachers: str, steps: int | None) -> Any:
+    """The run a distill cell makes: the quickstart's recipe, :data:`DISTILL_SETS` for ``suite``.
+
+    The resolved config is the cell's argument and its digest names the student's folder, so a
+    changed ``agents/distill.yaml`` makes new distill cells, new students and new fine-tuning cells.
+    """
+    from polydistill.quickstart import default_distill_config
+
+    sets: dict[str, Any] = {**DISTILL_SETS.get(suite, {}), "suite": suite, "seed": seed,
+                            "teachers_dir": teachers}
+    if steps is not None:
+        sets["total_steps"] = int(steps)
+    return override(default_distill_config(), sets)
+
+
+def _distill_cell(config: Any, out: str, progress_bar: bool) -> dict[str, Any]:
+    """Distil with ``config`` (see :func:`_distill_config`); save the student to ``out``."""
     import torch
 
-    from polydistill.quickstart import default_distill_config
     from polydistill.setups.generalist import GeneralistRun
 
     torch.set_num_threads(1)
-    sets: dict[str, Any] = {**recipe_sets, "suite": suite, "seed": seed, "teachers_dir": teachers}
-    if steps is not None:
-        sets["total_steps"] = int(steps)
     t0 = time.perf_counter()
-    run_ = GeneralistRun(override(default_distill_config(), sets), progress_bar=progress_bar)
+    run_ = GeneralistRun(config, progress_bar=progress_bar)
     try:
         run_.learn()
         path = run_.save(out)
@@ -188,10 +198,12 @@ def run(options: BenchOptions) -> dict[str, Any]:
                                    "regularizer.decay_steps": 1000} if options.quick else {})
 
     # Stage 1: one distilled student per seed (the fine-tuning runs start from it).
-    students = {s: str(work / f"distilled-seed{s}") for s in range(options.seeds)}
-    jobs = [("distilled", s, "distill", "distill", s, teachers, students[s], distill_steps, False, suite,
-             DISTILL_SETS.get(suite, {})) for s in range(options.seeds)]
-    stage1 = run_cells(jobs, _dispatch, options.workers, "distil", options.progress_bar,
+    configs = {s: _distill_config(suite, s, teachers, distill_steps) for s in range(options.seeds)}
+    students = {s: str(work / f"distilled-seed{s}-{cell_fingerprint(('distill', s, suite, c))[:8]}")
+                for s, c in configs.items()}
+    stage1_jobs = [("distilled", s, "distill", "distill", configs[s], students[s], False)
+                   for s in range(options.seeds)]
+    stage1 = run_cells(stage1_jobs, _dispatch, options.workers, "distil", options.progress_bar,
                        Path(options.cells_dir) / "distill" if options.cells_dir else None)
     # Stage 2: teachers, fine-tuning (every task x seed, ablations on seed 0), scratch PPO.
     jobs = []
@@ -212,11 +224,12 @@ def run(options: BenchOptions) -> dict[str, Any]:
     if options.cells_dir:  # cells kept from an earlier run need no student; new ones need theirs
         from polydistill.bench.stats import _cell_path, _load_cell
 
+        kept = {job[5]: _cell_path(Path(options.cells_dir) / "distill", job) for job in stage1_jobs}
         for job in jobs:
             if job[3] == "finetune" and not _load_cell(_cell_path(Path(options.cells_dir), job))[0] \
                     and not Path(job[5]).exists():
                 raise ConfigError(f"the distilled student {job[5]} of a cached distill cell is gone and cell "
-                                  f"{job[:3]} needs it; remove {options.cells_dir}/distill to distil again")
+                                  f"{job[:3]} needs it; remove {kept[job[5]]} to distil it again")
     t0 = time.perf_counter()
     results = run_cells(jobs, _dispatch, options.workers, "finetune benchmark", options.progress_bar,
                         options.cells_dir)

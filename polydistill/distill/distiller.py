@@ -148,9 +148,9 @@ class Distiller:
         """
         obs, emb, lb = self._tensors(batch)
         out = self.student(obs, emb)
+        aux = self.student.auxiliary_loss(batch)  # right after the forward pass it may reuse
         loss = self._distill_loss(self.loss(out, lb, progress), batch, lb)
         info = self._metrics(out, emb, lb, loss, metrics)
-        aux = self.student.auxiliary_loss(batch)
         if aux is not None:
             loss = loss + aux
             info["distill/aux_loss"] = aux.item()
@@ -205,7 +205,8 @@ class Distiller:
             self.student.train()
         loss, out = self.compute_loss(batch, progress, metrics)
         if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite distillation loss ({loss.item()}) at update {self.updates}")
+            raise TrainingError(f"non-finite distillation loss ({loss.item()}, auxiliary term included) at "
+                                f"update {self.updates}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm > 0:

@@ -104,6 +104,9 @@ class StudentConfig:
                               f"got {self.kind!r}")
         if not (np.isfinite(self.history_aux) and self.history_aux >= 0):
             raise ConfigError(f"StudentConfig.history_aux must be finite and >= 0, got {self.history_aux}")
+        if self.history_aux > 0 and self.kind != "history":
+            raise ConfigError(f"StudentConfig.history_aux applies to kind 'history', got kind {self.kind!r} "
+                              f"with history_aux={self.history_aux}")
         for name in ("history", "joint_width", "joint_layers", "joint_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"StudentConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -421,20 +421,27 @@ class HistoryStudent(_Morph, GeneralistStudent):
         past = self.normalize(h[..., :d].reshape(b * k, d), emb.repeat_interleave(k)).reshape(b, k, d)
         valid = h[..., -1:]
         z = self.encoder(torch.cat([past * valid, h[..., d:]], dim=-1).reshape(b, -1))
-        self._latent = z if self.body_head is not None and torch.is_grad_enabled() else None
+        # kept for auxiliary_loss only in a training forward (the distiller's), never when acting
+        self._latent = z if self.body_head is not None and self.training and torch.is_grad_enabled() else None
         return self.trunk(torch.cat([self.normalize(x, emb), self.token_codes[emb].to(x.dtype), z], dim=-1))
 
     def auxiliary_loss(self, batch: dict[str, np.ndarray]) -> torch.Tensor | None:
         """``history_aux`` x the mean squared error of the latent's descriptor prediction.
 
         Raises:
-            TrainingError: if called without a forward pass on this batch (with gradients) first.
+            TrainingError: if called without a training forward pass on this batch first, or on a
+                batch without the ``body`` descriptors.
         """
         if self.body_head is None:
             return None
         z, self._latent = self._latent, None
         if z is None:
-            raise TrainingError("auxiliary_loss needs this student's forward pass on the batch first")
+            raise TrainingError("auxiliary_loss needs this student's forward pass on the batch first "
+                                "(in train mode, with gradients)")
+        if "body" not in batch or len(batch["body"]) != z.shape[0]:
+            got = len(batch["body"]) if "body" in batch else "no 'body' field"
+            raise TrainingError(f"auxiliary_loss: expected the forward pass's {z.shape[0]} rows of 'body' "
+                                f"descriptors, got {got}")
         target = torch.from_numpy(np.ascontiguousarray(batch["body"])).to(z.dtype)
         return self.config.history_aux * (self.body_head(z) - target).pow(2).mean()
 
