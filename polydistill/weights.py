@@ -11,7 +11,8 @@ import numpy as np
 
 from polydistill.errors import ConfigError
 
-__all__ = ["check_weight", "check_weights", "equal_weights", "split_evenly", "split_weighted"]
+__all__ = ["check_weight", "check_weights", "equal_weights", "uneven_weights", "partition_sizes",
+           "capacity_for", "split_evenly", "split_weighted"]
 
 
 def check_weight(task: str, weight: float) -> None:
@@ -44,6 +45,29 @@ def equal_weights(weights: Sequence[float] | np.ndarray) -> bool:
     """Whether every weight equals the first (an even split; also true for one task or none)."""
     w = np.asarray(weights, dtype=np.float64)
     return bool(w.size == 0 or np.all(w == w[0]))
+
+
+def uneven_weights(weights: Sequence[float]) -> list[float] | None:
+    """``weights`` as floats, or ``None`` where all are equal (an even split)."""
+    return None if equal_weights(weights) else [float(w) for w in weights]
+
+
+def partition_sizes(capacity: int, weights: np.ndarray) -> np.ndarray:
+    """Rows of each task's buffer partition (int64).
+
+    ``capacity // n`` each for equal weights, else ``floor(capacity * w / sum(w))``.
+    """
+    if equal_weights(weights):
+        return np.full(len(weights), capacity // len(weights), dtype=np.int64)
+    return np.floor(capacity * weights / weights.sum()).astype(np.int64)
+
+
+def capacity_for(rows: Sequence[int], weights: np.ndarray) -> int:
+    """The smallest capacity whose :func:`partition_sizes` hold ``rows[i]`` rows for every task."""
+    need = int(np.ceil((np.asarray(rows) * weights.sum() / weights).max()))
+    while np.any(partition_sizes(need, weights) < np.asarray(rows)):
+        need += 1
+    return need
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from polydistill.errors import CheckpointError, ConfigError, ObservationError
-from polydistill.weights import check_weights, equal_weights
+from polydistill.weights import check_weights, equal_weights, partition_sizes
 
 __all__ = ["BufferConfig", "FieldSpec", "DistillationBuffer", "LOGIT_PAD"]
 
@@ -106,10 +106,8 @@ class DistillationBuffer:
         self.weights = check_weights(weights, n_tasks)
         self.uniform = equal_weights(self.weights)
         """Every task has the same share (the sampler then splits a batch evenly)."""
-        if self.uniform:
-            self.parts = np.full(n_tasks, self.config.capacity // n_tasks, dtype=np.int64)
-        else:
-            self.parts = np.floor(self.config.capacity * self.weights / self.weights.sum()).astype(np.int64)
+        self.parts = partition_sizes(self.config.capacity, self.weights)
+        if not self.uniform:
             if self.parts.min() < 1:
                 raise ConfigError(
                     f"BufferConfig.capacity ({self.config.capacity}) leaves task "

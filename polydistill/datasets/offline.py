@@ -49,7 +49,7 @@ from polydistill.setups.generalist import (
 from polydistill.students import Student, student_for
 from polydistill.teachers import Teacher
 from polydistill.utils import make_env, seed_everything
-from polydistill.weights import equal_weights
+from polydistill.weights import capacity_for, check_weights, uneven_weights
 
 __all__ = ["DatasetConfig", "OfflineRun", "DatasetRun", "make_dataset_run", "dataset_config",
            "behaviour_cloning_updates"]
@@ -168,21 +168,13 @@ def check_env_spaces(data: DatasetRows, tasks: tuple[TaskConfig, ...]) -> None:
 
 def dataset_weights(data: DatasetRows) -> list[float] | None:
     """The tasks' weights as the recording run had them (``None`` where all are equal)."""
-    weights = [t.weight for t in data.tasks]
-    return None if equal_weights(weights) else weights
+    return uneven_weights([t.weight for t in data.tasks])
 
 
 def _buffer_config(config: DatasetConfig, data: DatasetRows) -> BufferConfig:
     """The config's buffer, with a capacity whose partitions hold every task's rows."""
-    rows = np.array([len(r["emb"]) for r in data.rows], dtype=np.int64)
-    weights = dataset_weights(data)
-    if weights is None:
-        need = len(data.tasks) * int(rows.max())
-    else:  # partition i holds floor(capacity * w_i / sum(w)) rows (DistillationBuffer)
-        w = np.asarray(weights, dtype=np.float64)
-        need = int(np.ceil((rows * w.sum() / w).max()))
-        while np.any(np.floor(need * w / w.sum()) < rows):
-            need += 1
+    weights = check_weights(dataset_weights(data), len(data.tasks))
+    need = capacity_for([len(r["emb"]) for r in data.rows], weights)
     if need > config.buffer.capacity:
         log.info("buffer capacity raised from %d to %d to hold every dataset row", config.buffer.capacity,
                  need)

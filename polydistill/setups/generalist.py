@@ -30,7 +30,7 @@ from polydistill.setups.morphology import family_member_teacher
 from polydistill.students import Embodiment, EmbodimentTable, GeneralistStudent, Student, student_for
 from polydistill.teachers import ActionTarget, Teacher, check_teacher_fits, load_teacher
 from polydistill.utils import agents_dir, make_env
-from polydistill.weights import check_weight, equal_weights
+from polydistill.weights import check_weight, uneven_weights
 
 __all__ = ["TaskConfig", "GeneralistConfig", "GeneralistRun", "GeneralistAdapter", "default_teachers_dir",
            "generalist_fields"]
@@ -248,8 +248,7 @@ class GeneralistRun(DaggerRun):
 
     def task_weights(self) -> list[float] | None:
         """The tasks' weights, or ``None`` where all are equal (an even split)."""
-        weights = [float(t.weight) for t in self.tasks]
-        return None if equal_weights(weights) else weights
+        return uneven_weights([t.weight for t in self.tasks])
 
     def teacher_kinds(self) -> dict[str, str]:
         """Each teacher's distribution on its env's first observation."""
