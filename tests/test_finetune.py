@@ -293,6 +293,24 @@ def test_finetune_benchmark_reports_every_column_within_the_budget(tmp_path: Pat
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
+def test_scratch_baseline_trains_on_the_task_itself_not_on_its_teachers_family() -> None:
+    from polydistill.bench.finetune import _budget, _scratch_recipe
+    from polydistill.evaluation.report import suite_eval_tasks
+    from polydistill.setups.generalist import default_teachers_dir
+
+    tasks = {t.name: t for t in suite_eval_tasks("locomotion-sizes", str(default_teachers_dir()))}
+    for name in ("hopper-heavy", "hopper-sizes", "cheetah-vel2", "swimmer"):
+        task = tasks[name]
+        specialist, budget = _budget(task, 0.1)
+        env_id, recipe = _scratch_recipe(task, budget)
+        manifest = json.loads((Path(task.teacher or "") / "manifest.json").read_text())
+        assert env_id == task.env_id and recipe.env_kwargs == dict(task.env_kwargs), name
+        assert recipe.train_env_kwargs == {} and recipe.algo == manifest["recipe"]["algo"], name
+        assert 0 < recipe.n_timesteps <= budget == round(0.1 * specialist), name
+    # a family-labelled task: the teacher trained over the family, the baseline on the one body
+    assert dict(tasks["hopper-heavy"].env_kwargs) == {"body": {"length": 1.0, "mass": 1.3}}
+
+
 def test_best_student_is_kept_only_if_it_also_beats_the_start_on_fresh_seeds(  # noqa: ANN001
         distilled: Path, tmp_path: Path, monkeypatch) -> None:
     import polydistill.finetune.run as ft

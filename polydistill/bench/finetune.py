@@ -5,7 +5,8 @@ is distilled once with the quickstart's recipe (changed by :data:`DISTILL_SETS` 
 listed there; the distilled student); then every task of the suite is fine-tuned on its own
 from that student with ``agents/finetune.yaml`` and an RL budget of :data:`BUDGET_FRACTION` of
 the env steps its specialist trained for (its manifest's ``n_timesteps``). Beside them, on each
-training task, PPO from scratch with the specialist's own recipe and the same budget. Every
+training task, RL from scratch on that task (its env and keywords, as the fine-tuning) with the
+specialist's algorithm and settings and the same budget. Every
 policy is evaluated on the same seeds (100,000+); ratios are over the task's specialist (the
 teacher of a training task, the yardstick of a held-out one).
 
@@ -123,24 +124,37 @@ def _finetune_cell(task: EvalTask, student: str, out: str, steps: int, sets: dic
             "kept_step": summary["kept_step"], "steps": summary["steps"], "seconds": seconds}
 
 
-def _scratch_cell(task: EvalTask, out: str, steps: int, seed: int, episodes: int,
-                  progress_bar: bool) -> dict[str, Any]:
-    """PPO from scratch with the specialist's own recipe and ``steps`` env steps."""
-    import torch
+def _scratch_recipe(task: EvalTask, steps: int) -> tuple[str, Any]:
+    """The env and recipe of PPO from scratch on ``task``: the specialist's algorithm and settings.
 
-    from polydistill.teachers.train import TeacherRecipe, train_teacher
+    It trains on the env the fine-tuning trains on (the task's own id and keywords), not on the
+    specialist's: a task labelled by a family teacher (the cheetah targets, the hopper sizes)
+    would otherwise spend its budget over the whole family. The resolved recipe is the cell's
+    argument, so a changed specialist or budget makes a new cell.
+    """
+    from polydistill.teachers.train import TeacherRecipe
 
-    torch.set_num_threads(1)
-    manifest = json.loads((Path(task.teacher or "") / "manifest.json").read_text())
-    rec = manifest["recipe"]
+    rec = json.loads((Path(task.teacher or "") / "manifest.json").read_text())["recipe"]
     # whole rollouts within the budget (SB3 finishes the rollout that crosses it)
     n_steps = rec["hyperparams"].get("n_steps", {"ppo": 2048, "a2c": 5}.get(rec["algo"], 1))
     rollout = int(rec["n_envs"]) * int(n_steps)
-    recipe = TeacherRecipe(**{**rec, "n_timesteps": max(rollout, int(steps) // rollout * rollout),
-                              # the same checkpoint selection as fine-tuning: every 10,000 steps
-                              "eval_freq": min(int(manifest["recipe"].get("eval_freq", 10_000)), 10_000)})
+    return task.env_id, TeacherRecipe(**{
+        **rec, "n_timesteps": max(rollout, int(steps) // rollout * rollout),
+        "env_kwargs": dict(task.env_kwargs), "train_env_kwargs": {},
+        # the same checkpoint selection as fine-tuning: every 10,000 steps
+        "eval_freq": min(int(rec.get("eval_freq", 10_000)), 10_000)})
+
+
+def _scratch_cell(task: EvalTask, env_id: str, recipe: Any, out: str, seed: int, episodes: int,
+                  progress_bar: bool) -> dict[str, Any]:
+    """RL from scratch on ``task`` with ``recipe`` (see :func:`_scratch_recipe`)."""
+    import torch
+
+    from polydistill.teachers.train import train_teacher
+
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    train_teacher(manifest["env_id"], out, recipe, seed=seed, progress_bar=progress_bar)
+    train_teacher(env_id, out, recipe, seed=seed, progress_bar=progress_bar)
     seconds = time.perf_counter() - t0
     return {"return": _eval_teacher(out, task, episodes).mean_return, "seconds": seconds}
 
@@ -215,8 +229,8 @@ def run(options: BenchOptions) -> dict[str, Any]:
                          str(work / f"ft-{t.name}-seed{s}"),
                          budget, {**quick_sets, "seed": s}, episodes, False))
             if t.split == "train":
-                jobs.append((t.name, s, "scratch", "scratch", t, str(work / f"scratch-{t.name}-seed{s}"),
-                             budget, s, episodes, False))
+                jobs.append((t.name, s, "scratch", "scratch", t, *_scratch_recipe(t, budget),
+                             str(work / f"scratch-{t.name}-seed{s}"), s, episodes, False))
         if t.split == "train":
             for name, sets in ABLATIONS.items():
                 jobs.append((t.name, 0, name, "finetune", t, students[0], str(work / f"ft-{t.name}-{name}"),
