@@ -364,7 +364,7 @@ def swimmer_students(tmp_path_factory) -> dict[str, Path]:  # noqa: ANN001
     from polydistill.setups.morphology import MorphologyConfig, MorphologyRun
 
     out = {}
-    for kind in ("token", "descriptor", "history"):
+    for kind in ("token", "descriptor", "history", "joints"):
         cfg = MorphologyConfig(family="swimmer", bodies=SWIM_TRAIN, total_steps=1200, rounds=2, n_envs=2,
                                updates_per_step=0.05, distiller=DistillerConfig(batch_size=32),
                                student=StudentConfig(hidden=(32, 32), kind=kind, history=3),
@@ -376,7 +376,7 @@ def swimmer_students(tmp_path_factory) -> dict[str, Path]:  # noqa: ANN001
     return out
 
 
-@pytest.mark.parametrize("kind", ["token", "descriptor"])
+@pytest.mark.parametrize("kind", ["token", "descriptor", "joints"])
 def test_the_routed_view_gives_a_morphology_student_what_predict_gives_it(  # noqa: ANN201
         swimmer_students, kind: str):  # noqa: ANN001
     import polydistill.finetune.run as ft
@@ -425,9 +425,66 @@ def test_a_morphology_student_fine_tunes_on_training_and_held_out_bodies(  # noq
     assert np.isfinite(a).all() and not np.array_equal(a, b)  # it moved, and deploys with body=
 
 
+def test_the_routed_history_is_the_one_distillation_and_predict_build(swimmer_students) -> None:  # noqa: ANN001
+    """Rows ``[padded observation, executed action, 1]``, oldest first; a reset empties them."""
+    import polydistill.finetune.run as ft
+    from polydistill.finetune.policy import StudentInput
+
+    deployed = load_student(swimmer_students["history"])
+    student = deployed.student
+    view = StudentInput(student)
+    t = resolve_finetune_tasks(deployed, [SWIM_TRAIN[1]])[0]  # 2 joints: padded into the 4-joint layout
+    route = ft._route(student, t)
+    env = TokenRouted(make_env(t.env_id, dict(t.env_kwargs)), student.table, route.row, None, route.obs_dim,
+                      history=ft._routed_history(student, route, t))
+    obs, _ = env.reset(seed=0)
+    raw, _ = env.env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    deployed.reset()
+    for step in range(5):
+        x, _, emb = view.split(torch.from_numpy(obs[None]))
+        want, want_emb, _ = student.prepare(raw[None], body=route.body)
+        assert torch.equal(emb, want_emb) and torch.equal(x["obs"], want["obs"])
+        # the history the deployed student holds for this step (its state before acting)
+        held = torch.zeros_like(x["hist"]) if deployed._state is None else deployed._state
+        assert torch.allclose(x["hist"], held), step
+        a = deployed.predict(raw)  # its own action, executed: the deployed history pushes the same
+        assert a.shape == (2,)
+        obs, *_ = env.step(np.concatenate([a, rng.normal(size=2)]))  # padding beyond the body is cut
+        raw = obs[: route.obs_dim]  # the routed observation starts with the raw one
+    assert (x["hist"][0, :, -1] == 1).all()  # after 4 steps of k=3 every row is real
+    env.reset(seed=1)
+    assert not env.history.rows.any()
+    env.close()
+
+
+def test_history_and_joints_students_fine_tune_and_deploy(swimmer_students, tmp_path: Path) -> None:  # noqa: ANN001
+    for kind in ("history", "joints"):
+        path = swimmer_students[kind]
+        tasks = resolve_finetune_tasks(load_student(path), [*SWIM_TRAIN, SWIM_HELD])
+        summary = finetune(path, tmp_path / kind, tasks, steps=3 * 2 * 64 * 2,
+                           config=_small(n_steps=64, batch_size=64, critic_warmup_steps=0, eval_every=0,
+                                         eval_episodes=1, confirm_episodes=0, select="last"),
+                           progress_bar=False)
+        assert summary["references"][SWIM_TRAIN[0]] == "teacher", kind
+        assert all(v is not None for v in summary["log_std_from"].values()), kind  # the family teacher's
+        assert all(np.isfinite(v) for v in summary["returns_after"].values()), kind
+        tuned = load_student(tmp_path / kind)
+        before = load_student(tmp_path / kind / "pre_finetune.safetensors")
+        assert tuned.student.kind == kind
+        held = tasks[2]
+        obs = make_env(held.env_id, dict(held.env_kwargs)).reset(seed=0)[0]
+        desc = get_family("swimmer").descriptor(dict(held.env_kwargs)["body"])
+        kw = {} if kind == "history" else {"body": desc}
+        a, b = tuned.predict(obs, **kw), before.predict(obs, **kw)
+        assert np.isfinite(a).all() and not np.array_equal(a, b), kind  # it moved; deploys as before
+
+
 def test_kinds_that_cannot_be_fine_tuned_say_so(swimmer_students, tmp_path: Path) -> None:  # noqa: ANN001
-    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
-        finetune(swimmer_students["history"], tmp_path / "h", steps=1000, config=_small())
+    with pytest.raises(ConfigError, match="history student cannot be held to its pre-fine-tuning"):
+        tasks = resolve_finetune_tasks(load_student(swimmer_students["history"]), [SWIM_HELD])
+        finetune(swimmer_students["history"], tmp_path / "h", tasks, steps=1000,
+                 config=_small(regularizer=RegularizerConfig(no_teacher="student")))
     with pytest.raises(ConfigError, match="unknown swimmer bodies"):
         resolve_finetune_tasks(load_student(swimmer_students["token"]), ["swimmer-train-99"])
     with pytest.raises(ConfigError, match="family's bodies"):

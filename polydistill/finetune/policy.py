@@ -2,12 +2,16 @@
 
 SB3's PPO sees one flat observation per env: the task's raw observation zero-padded to the
 student's widest embodiment, then (for a student that reads a body descriptor) the body's
-descriptor, then the student's token row (one float). :class:`TokenRouted` makes that view of
+descriptor, then (for a ``history`` student) its last ``k`` steps, then the student's token row
+(one float). :class:`TokenRouted` makes that view of
 a task's env and cuts the padded action back to the embodiment's; every task of a multi-task
 run therefore has the same spaces and steps in one vector env, each routed to its own token.
 A morphology student's padded layout (joint slots, :class:`~polydistill.students.layout.FamilyLayout`)
 is made inside the policy (:class:`StudentInput`), so the raw observation stays a prefix
-that the regulariser's teacher reads as is. :class:`StudentActorCritic` is the policy: the actor *is* the
+that the regulariser's teacher reads as is. A ``history`` student's history travels with the
+env (:class:`RoutedHistory`): each step appends ``[padded observation, executed action, 1]``, as
+distillation's collection does, and a reset empties it, so PPO's rollouts and minibatches
+carry it like any other observation. :class:`StudentActorCritic` is the policy: the actor *is* the
 student (its normaliser, trunk and head, unchanged in structure, so the fine-tuned weights
 load back into a normal student checkpoint), and the critic is a new MLP on the student's
 normalised input and token.
@@ -28,18 +32,20 @@ from polydistill.errors import ConfigError
 from polydistill.students.base import ACTIVATIONS, Student
 from polydistill.students.embodiment import EmbodimentTable
 
-__all__ = ["TokenRouted", "StudentActorCritic", "StudentInput", "routed_spaces", "split_obs"]
+__all__ = ["TokenRouted", "StudentActorCritic", "StudentInput", "RoutedHistory", "routed_spaces",
+           "split_obs"]
 
 
-def routed_spaces(table: EmbodimentTable, n_body: int = 0) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+def routed_spaces(table: EmbodimentTable, n_body: int = 0,
+                  n_hist: int = 0) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """Observation and action space every routed task shares.
 
-    The observation is ``max_obs_dim`` raw values, ``n_body`` descriptor values, then the token
-    row; the action is the widest action vector, bounded by the union of the embodiments'
-    bounds (each task clips to its own).
+    The observation is ``max_obs_dim`` raw values, ``n_body`` descriptor values, ``n_hist``
+    history values, then the token row; the action is the widest action vector, bounded by the
+    union of the embodiments' bounds (each task clips to its own).
     """
     d, a = table.max_obs_dim, table.max_action_dim
-    obs = gym.spaces.Box(-np.inf, np.inf, (d + n_body + 1,), np.float32)
+    obs = gym.spaces.Box(-np.inf, np.inf, (d + n_body + n_hist + 1,), np.float32)
     mask = table.action_mask
     low = np.where(mask, table.action_low, np.inf).min(0)
     high = np.where(mask, table.action_high, -np.inf).max(0)
@@ -56,10 +62,10 @@ class StudentInput:
     """How routed observations become a student's network input, per student kind.
 
     A generalist student reads the zero-padded observation as it is. A morphology student
-    (``token`` or ``descriptor``) reads it in its family's padded layout, made here per token
-    row by an exact 0/1 matrix; the ``descriptor`` kind also reads the body descriptor that
-    the routed observation carries. Recurrent kinds (``history``) and the ``joints``
-    transformer cannot be fine-tuned (ConfigError).
+    reads it in its family's padded layout, made here per token row by an exact 0/1 matrix;
+    the ``descriptor`` and ``joints`` kinds also read the body descriptor that the routed
+    observation carries, the ``history`` kind its last ``k`` steps (:class:`RoutedHistory`).
+    Other recurrent students cannot be fine-tuned (ConfigError).
 
     Args:
         student: The student.
@@ -69,11 +75,14 @@ class StudentInput:
         self.student, self.table = student, student.table
         spec = getattr(student, "spec", None)
         kind = getattr(student, "kind", "generalist")
-        if getattr(student, "recurrent", False) or kind == "joints":
-            raise ConfigError(f"fine-tuning takes generalist students and the token and descriptor "
-                              f"morphology kinds; a {kind!r} student (a history or per-joint "
-                              "transformer) cannot be fine-tuned")
-        self.n_body = spec.n_desc if kind == "descriptor" else 0
+        if getattr(student, "recurrent", False) and kind != "history":
+            raise ConfigError(f"a recurrent {kind!r} student cannot be fine-tuned (of the recurrent "
+                              "students, fine-tuning carries the morphology history kind's state only)")
+        self.n_body = spec.n_desc if kind in ("descriptor", "joints") else 0
+        self.hist_shape: tuple[int, int] | None = None
+        if kind == "history":
+            self.hist_shape = (int(student.config.history), int(student.history_width))  # type: ignore[attr-defined]
+        self.n_hist = 0 if self.hist_shape is None else self.hist_shape[0] * self.hist_shape[1]
         self.pad: torch.Tensor | None = None
         if spec is not None:
             d = self.table.max_obs_dim
@@ -88,15 +97,57 @@ class StudentInput:
         x, emb = split_obs(obs.float(), self.table)
         if self.pad is not None:
             x = torch.einsum("bi,bij->bj", x, self.pad[emb])
+        d = self.table.max_obs_dim
         if self.n_body:
-            d = self.table.max_obs_dim
             return {"obs": x, "body": obs[:, d: d + self.n_body].float()}, x, emb
+        if self.hist_shape is not None:
+            hist = obs[:, d: d + self.n_hist].float().reshape(-1, *self.hist_shape)
+            return {"obs": x, "hist": hist}, x, emb
         return x, x, emb
 
     def body(self, obs: torch.Tensor) -> torch.Tensor | None:
         """The descriptors a routed batch carries (None: the student reads none)."""
         d = self.table.max_obs_dim
         return obs[:, d: d + self.n_body].float() if self.n_body else None
+
+
+class RoutedHistory:
+    """The history a ``history`` student reads, kept by the env it acts in (see the module docstring).
+
+    Rows are ``[padded observation, executed action (zero-padded), 1]``, oldest first, the way
+    distillation's collection builds them (``polydistill.setups.morphology``); a reset empties it.
+
+    Args:
+        k: Rows kept (the student's ``history``).
+        obs_width: Padded observation length (the family layout's).
+        act_width: Padded action length.
+        pad: Maps the body's raw observation to its padded layout.
+    """
+
+    def __init__(self, k: int, obs_width: int, act_width: int, pad: Any) -> None:
+        self.k, self.obs_width, self.act_width, self.pad = int(k), int(obs_width), int(act_width), pad
+        self.rows = np.zeros((self.k, self.obs_width + self.act_width + 1), np.float32)
+        self.last = np.zeros(self.obs_width, np.float32)
+
+    @property
+    def size(self) -> int:
+        """Values it adds to the routed observation."""
+        return self.rows.size
+
+    def reset(self, obs: np.ndarray) -> None:
+        """Empty the history; ``obs`` is the episode's first observation."""
+        self.rows[:] = 0.0
+        self.last = np.asarray(self.pad(np.asarray(obs)), np.float32).ravel()
+
+    def push(self, action: np.ndarray, obs: np.ndarray) -> None:
+        """Append the last observation with the ``action`` executed on it; ``obs`` is the next one."""
+        row = np.zeros(self.rows.shape[1], np.float32)
+        row[: self.obs_width] = self.last
+        a = np.asarray(action, np.float32).ravel()
+        row[self.obs_width: self.obs_width + len(a)] = a
+        row[-1] = 1.0
+        self.rows = np.concatenate([self.rows[1:], row[None]], axis=0)
+        self.last = np.asarray(self.pad(np.asarray(obs)), np.float32).ravel()
 
 
 class TokenRouted(gym.Wrapper):
@@ -109,13 +160,14 @@ class TokenRouted(gym.Wrapper):
         body: The body descriptor to carry (students that read one), None for the others.
         obs_dim: The env's observation length where it differs from the row's (a morphology
             body whose layout the student pads); default: the row's.
+        history: The history a ``history`` student reads (None for the other students).
 
     Example:
         >>> env = TokenRouted(make_env("polydistill/Hopper-v0"), student.table, 0)  # doctest: +SKIP
     """
 
     def __init__(self, env: gym.Env, table: EmbodimentTable, row: int, body: np.ndarray | None = None,
-                 obs_dim: int | None = None) -> None:
+                 obs_dim: int | None = None, history: RoutedHistory | None = None) -> None:
         super().__init__(env)
         self.table, self.row = table, int(row)
         e = table.embodiments[self.row]
@@ -127,8 +179,9 @@ class TokenRouted(gym.Wrapper):
         if e.action_kind != "continuous":
             raise ConfigError("fine-tuning supports continuous-action students only")
         self._body = None if body is None else np.asarray(body, np.float32).ravel()
+        self.history = history
         self.observation_space, self.action_space = routed_spaces(
-            table, 0 if self._body is None else len(self._body))
+            table, 0 if self._body is None else len(self._body), 0 if history is None else history.size)
         self._obs_dim, self._act_dim = want, e.action_dim
         self._low = table.action_low[self.row, : e.action_dim]
         self._high = table.action_high[self.row, : e.action_dim]
@@ -139,18 +192,24 @@ class TokenRouted(gym.Wrapper):
         out[: self._obs_dim] = obs
         if self._body is not None:
             out[d: d + len(self._body)] = self._body
+        if self.history is not None:
+            out[d: d + self.history.size] = self.history.rows.ravel()
         out[-1] = self.row
         return out
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset the task's env; the observation comes routed (padded, with its token)."""
         obs, info = self.env.reset(**kwargs)
+        if self.history is not None:
+            self.history.reset(obs)
         return self._route(obs), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Step with the task's slice of the padded action, clipped to its bounds."""
         a = np.clip(np.asarray(action, dtype=np.float32)[: self._act_dim], self._low, self._high)
         obs, reward, terminated, truncated, info = self.env.step(a)
+        if self.history is not None:
+            self.history.push(a, obs)
         return self._route(obs), reward, terminated, truncated, info
 
 

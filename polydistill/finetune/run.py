@@ -29,7 +29,9 @@ from polydistill.errors import ConfigError, TrainingError
 from polydistill.evaluation.episodes import evaluate
 from polydistill.evaluation.report import EvalTask
 from polydistill.finetune.config import FinetuneConfig
+from polydistill.students.base import Student
 from polydistill.students.generalist import GeneralistStudent
+from polydistill.students.morphology import JointStudent
 from polydistill.utils import atomic_write_json, library_versions, make_env, seed_everything
 
 __all__ = ["FinetuneTask", "resolve_finetune_tasks", "finetune", "add_pre_finetune", "PRE_FINETUNE",
@@ -158,7 +160,7 @@ def _teacher_reference(spec: str, task: FinetuneTask) -> Any:
     return ref
 
 
-def _fresh_copy(student: GeneralistStudent) -> GeneralistStudent:
+def _fresh_copy(student: Student) -> Student:
     """A deep copy without the original's cached fast paths (they would read the original's weights)."""
     twin = copy.deepcopy(student)
     for key in ("_policies", "_norm_cache"):
@@ -176,7 +178,7 @@ class _Route:
     """The env's observation length where the student pads it into a layout (morphology)."""
 
 
-def _route(student: GeneralistStudent, task: FinetuneTask) -> _Route:
+def _route(student: Student, task: FinetuneTask) -> _Route:
     """The route of ``task``: its token, or for a morphology student its body's row and descriptor."""
     spec = getattr(student, "spec", None)
     if spec is None:
@@ -196,16 +198,37 @@ def _route(student: GeneralistStudent, task: FinetuneTask) -> _Route:
     return _Route(int(emb[0]), body, obs_dim)
 
 
-def _net_inputs(student: GeneralistStudent, route: _Route, obs: np.ndarray) -> tuple[Any, torch.Tensor]:
-    """The network input of raw observations ``(N, obs_dim)`` of one task, and their token rows."""
+def _routed_history(student: Student, route: _Route, task: FinetuneTask) -> Any:
+    """The env-kept history of a ``history`` student on ``task``'s body (its family layout's padding)."""
+    from polydistill.envs.families import body_layout
+    from polydistill.finetune.policy import RoutedHistory
+
+    spec = student.spec  # type: ignore[attr-defined]
+    layout = body_layout(spec.family, dict(task.env_kwargs)["body"])
+    k, width = student.config.history, student.history_width  # type: ignore[attr-defined]
+    obs_width = spec.layout.obs_dim
+    return RoutedHistory(k, obs_width, width - obs_width - 1,
+                         lambda o: spec.layout.pad(np.asarray(o)[None], layout, np.float32)[0])
+
+
+def _net_inputs(student: Student, route: _Route, obs: np.ndarray,
+                hist: np.ndarray | None = None) -> tuple[Any, torch.Tensor]:
+    """The network input of raw observations ``(N, obs_dim)`` of one task, and their token rows.
+
+    A ``history`` student also needs the history of each observation (``hist``, ``(N, k, W)``).
+    """
     if route.body is None:
         x = torch.from_numpy(student.table.pad_obs(obs.astype(np.float32), route.row))
         return x, torch.full((len(x),), route.row, dtype=torch.long)
-    x, emb, _ = student.prepare(obs, body=route.body)
+    x, emb, _ = student.prepare(obs, body=route.body)  # type: ignore[call-arg]
+    if student.recurrent:
+        if hist is None:
+            raise TrainingError("a history student's inputs need the history of each observation")
+        x = {**x, "hist": torch.from_numpy(np.ascontiguousarray(hist, dtype=np.float32))}
     return x, emb
 
 
-def _student_reference(student: GeneralistStudent, route: _Route) -> Any:
+def _student_reference(student: Student, route: _Route) -> Any:
     frozen = _fresh_copy(student).eval()
     k = frozen.table.embodiments[route.row].action_dim
 
@@ -217,7 +240,46 @@ def _student_reference(student: GeneralistStudent, route: _Route) -> Any:
     return ref
 
 
-def _policy_act(student: GeneralistStudent, route: _Route) -> Any:
+class _RecurrentAct:
+    """A ``history`` student acting deterministically on a batch of episodes, keeping their histories.
+
+    ``on_episode_end`` (for :func:`~polydistill.evaluation.episodes.evaluate`) empties the
+    histories of ended episodes; ``hist`` is the history each row of the last call acted on.
+    """
+
+    def __init__(self, student: Student, route: _Route) -> None:
+        self.student, self.route = student, route
+        self.state: torch.Tensor | None = None
+        self.first: np.ndarray | None = None
+        self.hist: np.ndarray | None = None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x, emb, _ = self.student.prepare(np.asarray(obs), body=self.route.body)  # type: ignore[call-arg]
+            n = emb.shape[0]
+            if self.state is None or self.first is None or self.state.shape[0] != n:
+                self.state = self.student.initial_state(n)  # type: ignore[operator]
+                self.first = np.ones(n, dtype=bool)
+            self.hist = self.state.numpy() * (~self.first)[:, None, None]
+            a, self.state = self.student.step(x, emb, self.state,  # type: ignore[operator]
+                                              torch.from_numpy(self.first.copy()))
+            self.first = np.zeros(n, dtype=bool)
+            return self.student.table.unpad_action(a.numpy(), int(emb[0]))
+
+    def on_episode_end(self, done: np.ndarray) -> None:
+        """Start new histories where ``done``."""
+        if self.first is not None:
+            self.first |= np.asarray(done, dtype=bool)
+
+
+def _policy_act(student: Student, route: _Route) -> Any:
+    """Deterministic actions of ``student`` on raw observations of ``route``'s task.
+
+    A ``history`` student's acting keeps state: it is a :class:`_RecurrentAct` (pass its
+    ``on_episode_end`` to ``evaluate``).
+    """
+    if student.recurrent:
+        return _RecurrentAct(student, route)
     if route.body is not None:
         def deployed(obs: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
@@ -238,12 +300,13 @@ Scores = tuple[dict[str, float], dict[str, float] | None]
 """Mean return per task, and success rate per task (None without a success key)."""
 
 
-def _evaluate_tasks(student: GeneralistStudent, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
+def _evaluate_tasks(student: Student, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
                     episodes: int, seed: int = EVAL_SEED, success_key: str | None = None) -> Scores:
     returns, success = {}, {}
     for t, route in zip(tasks, routes, strict=True):
-        r = evaluate(t.env_id, _policy_act(student, route), n_episodes=episodes, seed=seed,
-                     env_kwargs=dict(t.env_kwargs), success_key=success_key)
+        act = _policy_act(student, route)
+        r = evaluate(t.env_id, act, n_episodes=episodes, seed=seed, env_kwargs=dict(t.env_kwargs),
+                     success_key=success_key, on_episode_end=getattr(act, "on_episode_end", None))
         returns[t.name] = r.mean_return
         if r.success_rate is not None:
             success[t.name] = r.success_rate
@@ -263,22 +326,28 @@ def _score(got: Scores, start: Scores) -> tuple[float, float]:
     return float(np.mean([success[k] - base_success[k] for k in base_success])), gain
 
 
-def _log_std_head(student: GeneralistStudent) -> torch.nn.Linear:
+def _has_gaussian_head(student: Student) -> bool:
+    """Whether one linear head gives the student's means and log-stds (whose log-std rows can be set)."""
     head = getattr(student, "head", None)
-    if not isinstance(head, torch.nn.Linear) or head.out_features != 2 * student.table.max_action_dim:
-        raise ConfigError(f"log_std_init: the {student.config.architecture} student has no single Gaussian "
-                          "head whose log-std could be set; use log_std_init: student")
-    return head
+    return isinstance(head, torch.nn.Linear) and head.out_features == 2 * student.table.max_action_dim
 
 
-def _reset_log_std(student: GeneralistStudent, value: float) -> None:
+def _log_std_head(student: Student) -> torch.nn.Linear:
+    if not _has_gaussian_head(student):
+        what = student.kind if student.kind != "generalist" else student.config.architecture
+        raise ConfigError(f"log_std_init: the {what} student has no single Gaussian head whose log-std "
+                          "could be set; use log_std_init: student, or exploration: parameter")
+    return student.head  # type: ignore[return-value]
+
+
+def _reset_log_std(student: Student, value: float) -> None:
     head, a = _log_std_head(student), student.table.max_action_dim
     with torch.no_grad():
         head.weight[a:] = 0.0
         head.bias[a:] = value
 
 
-def _scale_std(student: GeneralistStudent, scale: float) -> None:
+def _scale_std(student: Student, scale: float) -> None:
     head, a = _log_std_head(student), student.table.max_action_dim
     with torch.no_grad():
         head.bias[a:] += math.log(scale)
@@ -295,36 +364,44 @@ def _std_teacher(task: FinetuneTask, tasks: Sequence[FinetuneTask],
     return None
 
 
-def _student_states(student: GeneralistStudent, task: FinetuneTask, route: _Route, n: int,
-                    cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Raw observations ``(~n, obs_dim)`` of whole deterministic episodes of the student on ``task``.
+States = tuple[np.ndarray, np.ndarray | None]
+"""Raw observations ``(N, obs_dim)`` and, for a ``history`` student, the history of each ``(N, k, W)``."""
+
+
+def _student_states(student: Student, task: FinetuneTask, route: _Route, n: int,
+                    cache: dict[str, States] | None = None) -> States:
+    """Observations ``(~n, obs_dim)`` of whole deterministic episodes of the student on ``task``.
 
     With ``cache``, a task's states are collected once (the log-std fit leaves the mean, and so
-    the episodes, as they were).
+    the episodes, as they were). A ``history`` student's histories come with them.
     """
     if cache is not None and task.name in cache:
         return cache[task.name]
     states: list[np.ndarray] = []
+    hists: list[np.ndarray] = []
     act = _policy_act(student, route)
 
     def record(obs: np.ndarray) -> np.ndarray:
         states.append(np.asarray(obs, dtype=np.float32))
-        return act(obs)
+        a = act(obs)
+        if isinstance(act, _RecurrentAct):
+            hists.append(act.hist)  # type: ignore[arg-type]
+        return a
 
     env = make_env(task.env_id, dict(task.env_kwargs))
     horizon = (env.spec.max_episode_steps if env.spec else None) or 1000
     env.close()
     episodes = min(max(2, math.ceil(n / horizon)), 100)
     evaluate(task.env_id, record, n_episodes=episodes, seed=EVAL_SEED + 1000,
-             env_kwargs=dict(task.env_kwargs))
-    out = np.concatenate(states)
+             env_kwargs=dict(task.env_kwargs), on_episode_end=getattr(act, "on_episode_end", None))
+    out = (np.concatenate(states), np.concatenate(hists) if hists else None)
     if cache is not None:
         cache[task.name] = out
     return out
 
 
-def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
-                  states_per_task: int = 2000, cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def _mean_log_std(student: Student, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
+                  states_per_task: int = 2000, cache: dict[str, States] | None = None) -> np.ndarray:
     """Each task row's log-std output averaged over the student's own states: ``(token rows, A)``.
 
     The start of the state-independent exploration parameter; rows of no task are 0.
@@ -332,16 +409,42 @@ def _mean_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rou
     table = student.table
     out = np.zeros((len(table.action_mask), table.max_action_dim), np.float32)
     for t, route in zip(tasks, routes, strict=True):
-        obs = _student_states(student, t, route, states_per_task, cache)
+        obs, hist = _student_states(student, t, route, states_per_task, cache)
         with torch.no_grad():
-            log_std = student(*_net_inputs(student, route, obs)).log_std
+            log_std = student(*_net_inputs(student, route, obs, hist)).log_std
         out[route.row] = log_std.mean(0).numpy()  # type: ignore[union-attr]
     return out
 
 
-def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
+def _teacher_log_std(student: Student, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
+                     own: Sequence[FinetuneTask], states_per_task: int = 2000,
+                     cache: dict[str, States] | None = None) -> tuple[np.ndarray, dict[str, str | None]]:
+    """Exploration log-std per token row from the teachers' log-std on the student's own states.
+
+    For students whose log-std no single head gives (the ``joints`` transformer's per-joint
+    heads), under ``exploration: parameter``: a row's start is its teacher's log-std averaged
+    over the student's states (what the least-squares fit of :func:`_fit_log_std`, averaged the
+    same way, gives); a row without a teacher with a Gaussian starts from the student's own.
+    Returns the ``(token rows, A)`` starts and the teacher used per task.
+    """
+    out = _mean_log_std(student, tasks, routes, states_per_task, cache)
+    used: dict[str, str | None] = {}
+    for t, route in zip(tasks, routes, strict=True):
+        spec = used[t.name] = _std_teacher(t, tasks, own)
+        if spec is None:
+            continue
+        obs, _ = _student_states(student, t, route, states_per_task, cache)
+        target = _teacher_reference(spec, t)(obs)[1]
+        if target is None:
+            used[t.name] = None
+            continue
+        out[route.row, : target.shape[1]] = target.mean(0)
+    return out, used
+
+
+def _fit_log_std(student: Student, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
                  own: Sequence[FinetuneTask], states_per_task: int = 2000,
-                 ridge: float = 1e-3, cache: dict[str, np.ndarray] | None = None) -> dict[str, str | None]:
+                 ridge: float = 1e-3, cache: dict[str, States] | None = None) -> dict[str, str | None]:
     """Least-squares fit of the head's log-std rows to the teachers' log-std on the student's states.
 
     Only the log-std half of the head changes, so the mean (and every deterministic action)
@@ -355,14 +458,14 @@ def _fit_log_std(student: GeneralistStudent, tasks: Sequence[FinetuneTask], rout
         used[t.name] = spec
         if spec is None:
             continue
-        obs = _student_states(student, t, route, states_per_task, cache)
+        obs, hist = _student_states(student, t, route, states_per_task, cache)
         target = _teacher_reference(spec, t)(obs)[1]
         if target is None:
             used[t.name] = None
             continue
         k = target.shape[1]
         with torch.no_grad():
-            feats.append(student.features(*_net_inputs(student, route, obs)).double())
+            feats.append(student.features(*_net_inputs(student, route, obs, hist)).double())
         y = np.zeros((len(obs), a))
         y[:, :k] = target
         m = np.zeros((len(obs), a), bool)
@@ -423,8 +526,8 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     cfg = config or load_finetune_config()
     deployed = load_student(student_path)
     base = deployed.student
-    StudentInput(base)  # refuses the kinds that cannot be fine-tuned, saying why
-    if not isinstance(base, GeneralistStudent) or base.discrete:
+    view = StudentInput(base)  # refuses the kinds that cannot be fine-tuned, saying why
+    if not isinstance(base, GeneralistStudent | JointStudent) or base.discrete:
         raise ConfigError(f"fine-tuning takes continuous-action generalist students; this one is a "
                           f"{base.kind!r} student of setup {deployed.metadata.get('setup')!r}")
     tasks = list(tasks) if tasks else resolve_finetune_tasks(deployed)
@@ -436,18 +539,23 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     rows = [r.row for r in routes]
     success_key = cfg.success_key or deployed.metadata.get("success_key")
     std_from: dict[str, Any] = {}
-    states: dict[str, np.ndarray] = {}  # the student's own states per task, for both log-std steps
+    states: dict[str, States] = {}  # the student's own states per task, for both log-std steps
     constant = None if isinstance(cfg.log_std_init, str) else float(cfg.log_std_init)
+    from_teachers = None  # exploration starts taken from the teachers directly (no single head to fit)
     if cfg.log_std_init == "teacher":
         own = resolve_finetune_tasks(deployed) if deployed.metadata.get("tasks") or \
             deployed.metadata.get("morphology") else []
-        std_from = _fit_log_std(student, tasks, routes, own, cache=states)
+        if _has_gaussian_head(student) or cfg.exploration != "parameter":
+            std_from = _fit_log_std(student, tasks, routes, own, cache=states)
+        else:
+            from_teachers, std_from = _teacher_log_std(student, tasks, routes, own, cache=states)
     elif constant is not None and cfg.exploration != "parameter":
         _reset_log_std(student, constant)
     explore = None
     if cfg.exploration == "parameter":
         # per token row: a row that drives a task without a teacher explores with that scale
-        explore = _mean_log_std(student, tasks, routes, cache=states) if constant is None else \
+        explore = from_teachers if from_teachers is not None else \
+            _mean_log_std(student, tasks, routes, cache=states) if constant is None else \
             np.full((len(table.action_mask), table.max_action_dim), constant, np.float32)
         untaught = {r for t, r in zip(tasks, rows, strict=True) if not t.teacher}
         for r in set(rows):
@@ -467,6 +575,10 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
             ref, kind = _teacher_reference(t.teacher, t), "teacher"
         elif reg.reference == "teacher" and reg.no_teacher == "none":
             ref, kind = None, "none"
+        elif base.recurrent:
+            raise ConfigError(f"task {t.name!r}: a history student cannot be held to its pre-fine-tuning "
+                              "self (that reference would need the rollout's history); use "
+                              "regularizer.no_teacher: none or regularizer.reference: teacher")
         else:
             ref, kind = _student_reference(base, route), "pre-finetune student"
         ref_kinds[t.name] = kind
@@ -476,8 +588,14 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
     task_of_env = [t.name for t in tasks for _ in range(cfg.n_envs)]
 
     def maker(t: FinetuneTask, r: _Route) -> Any:
-        return lambda: Monitor(TokenRouted(make_env(t.env_id, dict(t.env_kwargs)), table, r.row, r.body,
-                                           r.obs_dim))
+        def make() -> Any:
+            env = make_env(t.env_id, dict(t.env_kwargs))
+            if view.hist_shape is None:
+                return Monitor(TokenRouted(env, table, r.row, r.body, r.obs_dim))
+            history = _routed_history(student, r, t)
+            return Monitor(TokenRouted(env, table, r.row, None, r.obs_dim, history=history))
+
+        return make
 
     venv: Any = DummyVecEnv([maker(t, r) for t, r in zip(tasks, routes, strict=True)
                              for _ in range(cfg.n_envs)])
