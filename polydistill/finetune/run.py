@@ -429,17 +429,29 @@ def _teacher_log_std(student: Student, tasks: Sequence[FinetuneTask], routes: Se
     """
     out = _mean_log_std(student, tasks, routes, states_per_task, cache)
     used: dict[str, str | None] = {}
+    for route, _, _, target in _teacher_log_stds(student, tasks, routes, own, used, states_per_task, cache):
+        out[route.row, : target.shape[1]] = target.mean(0)
+    return out, used
+
+
+def _teacher_log_stds(student: Student, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
+                      own: Sequence[FinetuneTask], used: dict[str, str | None], states_per_task: int,
+                      cache: dict[str, States] | None) -> Any:
+    """Per task whose teacher has a Gaussian: its route, the student's states and the teacher's log-std.
+
+    Yields ``(route, obs, hist, teacher log-std (N, k))``; ``used`` gets the teacher of every
+    task (None where it has none, or none with a Gaussian).
+    """
     for t, route in zip(tasks, routes, strict=True):
         spec = used[t.name] = _std_teacher(t, tasks, own)
         if spec is None:
             continue
-        obs, _ = _student_states(student, t, route, states_per_task, cache)
+        obs, hist = _student_states(student, t, route, states_per_task, cache)
         target = _teacher_reference(spec, t)(obs)[1]
         if target is None:
             used[t.name] = None
             continue
-        out[route.row, : target.shape[1]] = target.mean(0)
-    return out, used
+        yield route, obs, hist, target
 
 
 def _fit_log_std(student: Student, tasks: Sequence[FinetuneTask], routes: Sequence[_Route],
@@ -452,17 +464,10 @@ def _fit_log_std(student: Student, tasks: Sequence[FinetuneTask], routes: Sequen
     where no task has a teacher with a Gaussian distribution nothing changes (a warning says so).
     """
     a = student.table.max_action_dim
-    feats, targets, masks, used = [], [], [], {}
-    for t, route in zip(tasks, routes, strict=True):
-        spec = _std_teacher(t, tasks, own)
-        used[t.name] = spec
-        if spec is None:
-            continue
-        obs, hist = _student_states(student, t, route, states_per_task, cache)
-        target = _teacher_reference(spec, t)(obs)[1]
-        if target is None:
-            used[t.name] = None
-            continue
+    feats, targets, masks = [], [], []
+    used: dict[str, str | None] = {}
+    for route, obs, hist, target in _teacher_log_stds(student, tasks, routes, own, used, states_per_task,
+                                                      cache):
         k = target.shape[1]
         with torch.no_grad():
             feats.append(student.features(*_net_inputs(student, route, obs, hist)).double())
