@@ -83,6 +83,7 @@ def test_finetuning_improves_a_distilled_student_on_every_task(distilled: Path, 
     assert meta["tasks"] == load_student(distilled).metadata["tasks"]  # the distillation record is kept
     assert summary["curve"][0]["step"] == 0 and summary["curve"][-1]["step"] == summary["steps"]
     assert 30_000 < summary["steps"] <= 32_000  # whole rollouts, never past --steps
+    assert summary["regularizer_decay_steps"] == 5000  # the recipe's span, as given
     assert (tmp_path / "ft" / PRE_FINETUNE).read_bytes() == Path(distilled).read_bytes()
     assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["kept_step"] == summary["kept_step"]
     assert list((tmp_path / "ft" / "tb").iterdir())
@@ -157,6 +158,12 @@ def test_kickstarting_weight_decays_on_its_schedule() -> None:
     exp = RegularizerConfig(coef=1.0, decay="exponential", decay_steps=100)
     assert exp.weight(25) == pytest.approx(0.5)
     assert RegularizerConfig(coef=0.5, decay="constant").weight(10**9) == 0.5
+    run = RegularizerConfig(coef=1.0, decay="linear", decay_steps="run")
+    with pytest.raises(ConfigError, match="resolved by the run"):
+        run.weight(0)  # 'run' means nothing until the run knows its length
+    assert run.for_run(400).weight(200) == 0.5 and lin.for_run(400) is lin
+    with pytest.raises(ConfigError, match="decay_steps"):
+        RegularizerConfig(decay_steps=0)
 
 
 @pytest.mark.slow
@@ -464,9 +471,11 @@ def test_history_and_joints_students_fine_tune_and_deploy(swimmer_students, tmp_
         tasks = resolve_finetune_tasks(load_student(path), [*SWIM_TRAIN, SWIM_HELD])
         summary = finetune(path, tmp_path / kind, tasks, steps=3 * 2 * 64 * 2,
                            config=_small(n_steps=64, batch_size=64, critic_warmup_steps=0, eval_every=0,
-                                         eval_episodes=1, confirm_episodes=0, select="last"),
+                                         eval_episodes=1, confirm_episodes=0, select="last",
+                                         regularizer=RegularizerConfig(decay_steps="run")),
                            progress_bar=False)
         assert summary["references"][SWIM_TRAIN[0]] == "teacher", kind
+        assert summary["regularizer_decay_steps"] == summary["steps"] == 3 * 4 * 64  # 'run': every step
         assert all(v is not None for v in summary["log_std_from"].values()), kind  # the family teacher's
         assert all(np.isfinite(v) for v in summary["returns_after"].values()), kind
         tuned = load_student(tmp_path / kind)

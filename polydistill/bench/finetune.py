@@ -104,16 +104,19 @@ def _eval_policy(task: EvalTask, student: str, episodes: int) -> float:
     return float(rows[0].student_return)
 
 
-def _finetune_cell(task: EvalTask, student: str, out: str, steps: int, sets: dict[str, Any],
+def _finetune_cell(task: EvalTask, student: str, out: str, steps: int, cfg: Any,
                    episodes: int, progress_bar: bool) -> dict[str, Any]:
-    """Fine-tune ``student`` on ``task`` alone; its return before and after, and the curve."""
+    """Fine-tune ``student`` on ``task`` alone; its return before and after, and the curve.
+
+    ``cfg`` is the resolved ``FinetuneConfig`` (part of the cell's key, so a changed
+    ``agents/finetune.yaml`` makes new cells).
+    """
     import torch
 
     from polydistill.deploy.checkpoint import load_student
-    from polydistill.finetune import finetune, load_finetune_config, resolve_finetune_tasks
+    from polydistill.finetune import finetune, resolve_finetune_tasks
 
     torch.set_num_threads(1)
-    cfg = load_finetune_config(overrides=sets)
     ft_task = resolve_finetune_tasks(load_student(student), [task.name])
     t0 = time.perf_counter()
     summary = finetune(student, out, ft_task, steps=steps, config=cfg, progress_bar=progress_bar)
@@ -188,6 +191,7 @@ def _ratio(x: float | None, y: float | None) -> float | None:
 
 def run(options: BenchOptions) -> dict[str, Any]:
     """Distil, fine-tune every task, PPO from scratch; writes ``options.out`` (``.md``, ``.png``)."""
+    from polydistill.finetune import load_finetune_config
     from polydistill.setups.generalist import default_teachers_dir
 
     teachers = options.teachers_dir or str(default_teachers_dir())
@@ -227,14 +231,15 @@ def run(options: BenchOptions) -> dict[str, Any]:
         for s in range(options.seeds):
             jobs.append((t.name, s, "finetuned", "finetune", t, students[s],
                          str(work / f"ft-{t.name}-seed{s}"),
-                         budget, {**quick_sets, "seed": s}, episodes, False))
+                         budget, load_finetune_config(overrides={**quick_sets, "seed": s}), episodes, False))
             if t.split == "train":
                 jobs.append((t.name, s, "scratch", "scratch", t, *_scratch_recipe(t, budget),
                              str(work / f"scratch-{t.name}-seed{s}"), s, episodes, False))
         if t.split == "train":
             for name, sets in ABLATIONS.items():
+                cfg = load_finetune_config(overrides={**quick_sets, **sets, "seed": 0})
                 jobs.append((t.name, 0, name, "finetune", t, students[0], str(work / f"ft-{t.name}-{name}"),
-                             budget, {**quick_sets, **sets, "seed": 0}, episodes, False))
+                             budget, cfg, episodes, False))
     if options.cells_dir:  # cells kept from an earlier run need no student; new ones need theirs
         from polydistill.bench.stats import _cell_path, _load_cell
 

@@ -621,6 +621,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         raise ConfigError(f"--steps {steps} is fewer than one step of each of the {n_envs} envs "
                           f"({len(tasks)} task(s) x n_envs={cfg.n_envs})")
     total = int(steps) // (n_steps * n_envs) * n_steps * n_envs
+    reg = reg.for_run(total - cfg.critic_warmup_steps)  # decay_steps: run -> the steps after warm-up
     model = KickstartPPO(
         StudentActorCritic, venv, learning_rate=schedule(cfg.learning_rate), n_steps=n_steps,
         batch_size=min(cfg.batch_size, n_steps * n_envs), n_epochs=cfg.n_epochs,
@@ -719,6 +720,7 @@ def finetune(student_path: str | Path, out: str | Path, tasks: Sequence[Finetune
         "stage": "finetune", "from": str(base_file), "from_sha256": base_meta.get("sha256"),
         "tasks": [asdict(t) for t in tasks], "steps": int(model.num_timesteps), "kept_step": kept,
         "seconds": round(seconds, 1), "config": to_dict(cfg), "references": ref_kinds,
+        "regularizer_decay_steps": reg.decay_steps,
         "log_std_from": std_from or cfg.log_std_init,
         "exploration_log_std": None if explore is None else {
             t.name: model.policy.log_std[r, :table.embodiments[r].action_dim].tolist()  # type: ignore[index]
